@@ -9,6 +9,10 @@
 //! `vec_dot_type`): Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_1 for Q4_1/Q5_1, Q8_K for the k-quants
 //! and IQ4_XS, and the float type itself for F32/F16/BF16.
 
+// The reference kernels index like the C they transcribe, so that each can be compared with
+// ggml line by line.
+#![allow(clippy::needless_range_loop)]
+
 use grist_gguf::GgmlType;
 
 /// One block of a storage format: `BLOCK_ELEMS` values of a row in `size_of::<Self>()` bytes.
@@ -106,11 +110,19 @@ impl fmt::Display for FormatError {
             FormatError::Unsupported(ty) => {
                 write!(f, "tensor type {ty} is not supported by grist's kernels")
             }
-            FormatError::NotBlockMultiple { ty, n_values, block_elems } => write!(
+            FormatError::NotBlockMultiple {
+                ty,
+                n_values,
+                block_elems,
+            } => write!(
                 f,
                 "{n_values} values is not a whole number of {ty} blocks ({block_elems} values each)"
             ),
-            FormatError::SizeMismatch { ty, expected_bytes, actual_bytes } => write!(
+            FormatError::SizeMismatch {
+                ty,
+                expected_bytes,
+                actual_bytes,
+            } => write!(
                 f,
                 "{ty} buffer holds {actual_bytes} bytes but the row needs {expected_bytes}"
             ),
@@ -225,7 +237,7 @@ macro_rules! with_block_type {
 
 /// Number of blocks `n_values` values of `T` occupy, checking divisibility.
 fn block_count<T: BlockFormat>(n_values: usize) -> Result<usize, FormatError> {
-    if n_values % T::BLOCK_ELEMS != 0 {
+    if !n_values.is_multiple_of(T::BLOCK_ELEMS) {
         return Err(FormatError::NotBlockMultiple {
             ty: T::TYPE,
             n_values,
@@ -236,7 +248,10 @@ fn block_count<T: BlockFormat>(n_values: usize) -> Result<usize, FormatError> {
 }
 
 /// Views `bytes` as exactly `n_blocks` blocks of `T`.
-pub(crate) fn blocks_of<T: BlockFormat>(bytes: &[u8], n_blocks: usize) -> Result<&[T], FormatError> {
+pub(crate) fn blocks_of<T: BlockFormat>(
+    bytes: &[u8],
+    n_blocks: usize,
+) -> Result<&[T], FormatError> {
     let expected_bytes = n_blocks * std::mem::size_of::<T>();
     if bytes.len() != expected_bytes {
         return Err(FormatError::SizeMismatch {
@@ -339,5 +354,10 @@ fn check_quantize_len<T: BlockFormat>(x: &[f32], out: &[T]) {
 fn check_dot_len<W: BlockFormat>(w: &[W], a: &[W::Activation]) {
     let nw = w.len() * W::BLOCK_ELEMS;
     let na = a.len() * <W::Activation as BlockFormat>::BLOCK_ELEMS;
-    assert_eq!(nw, na, "{}: weight row has {nw} values, activation row {na}", W::TYPE);
+    assert_eq!(
+        nw,
+        na,
+        "{}: weight row has {nw} values, activation row {na}",
+        W::TYPE
+    );
 }

@@ -1,0 +1,16 @@
+//! grist-kernels: the arithmetic of grist.
+//!
+//! - [`blocks`]: the `#[repr(C)]` block layouts of every GGUF quantized format.
+//! - [`formats`]: per format, the scalar reference `dequantize`, `quantize` and `vec_dot`.
+//! - `simd`: the same dot products (and activation quantization) with AVX2, AVX-512 and NEON.
+//! - [`dispatch`]: picks an instruction set once at run time (`GRIST_ISA` overrides).
+//! - [`matmul`]: weights `[rows, cols]` × activations `[n, cols]` → `[n, rows]`, parallel.
+//! - [`ops`]: the f32 operations of a transformer layer (RMSNorm, RoPE, softmax, …).
+
+pub mod blocks;
+pub mod dispatch;
+pub mod formats;
+pub mod matmul;
+pub mod ops;
+pub mod probe;
+pub mod simd;

@@ -1,0 +1,499 @@
+//! AVX2 (+FMA, F16C) and AVX-512 versions of the dispatched f32 operations.
+//!
+//! Layout: every loop walks the slice in whole vectors (`as_chunks::<8>` / `<16>`) and hands
+//! the remainder (fewer than one vector) to the scalar reference, so any length works.
+//!
+//! Agreement with [`super::scalar`]:
+//! - `scale`, `mul_assign`, `add_assign`, `max`, `f32_to_f16` and `axpy_f16` do the same one
+//!   rounding per element: bit-identical.
+//! - `sum_squares` squares in f32 and sums in f64 like the reference, in another order.
+//! - `dot_f32` / `dot_f16_f32` accumulate in f32 vector lanes (like ggml's SIMD
+//!   `ggml_vec_dot_f32`), the reference in f64: relative error ~`n · 2⁻²⁴` of `Σ|a·b|`.
+//! - `exp_sub_sum`, `silu`, `swiglu` use a vectorised `exp` (the polynomial of ggml's
+//!   `ggml_v_expf`, from Arm's optimized-routines: `2^n · p(b)` with `n = round(x·log2 e)`,
+//!   `b = x − n·ln 2` in two parts, a degree-5 polynomial; max error 1.45 ulp + 0.5 ulp, large
+//!   |n| handled by splitting the power of two). libm's `expf` is correctly rounded or nearly
+//!   so, hence ≤ 2 ulp apart per element.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use super::{scalar, OpKernels};
+
+/// Installs the AVX2 versions into an op table (called only when the CPU has AVX2+FMA+F16C).
+pub(super) fn install_avx2(t: &mut OpKernels) {
+    t.sum_squares = sum_squares_avx2;
+    t.scale = scale_avx2;
+    t.mul_assign = mul_assign_avx2;
+    t.add_assign = add_assign_avx2;
+    t.max = max_avx2;
+    t.exp_sub_sum = exp_sub_sum_avx2;
+    t.silu = silu_avx2;
+    t.swiglu = swiglu_avx2;
+    t.dot_f32 = dot_f32_avx2;
+    t.f32_to_f16 = f32_to_f16_avx2;
+    t.dot_f16_f32 = dot_f16_f32_avx2;
+    t.axpy_f16 = axpy_f16_avx2;
+}
+
+/// Installs the AVX-512 versions of the exp-heavy and attention loops (called only when the
+/// CPU has AVX-512 F/BW/VL/VNNI on top of AVX2); the rest keep their AVX2 versions.
+pub(super) fn install_avx512(t: &mut OpKernels) {
+    t.exp_sub_sum = exp_sub_sum_avx512;
+    t.silu = silu_avx512;
+    t.swiglu = swiglu_avx512;
+    t.dot_f32 = dot_f32_avx512;
+    t.dot_f16_f32 = dot_f16_f32_avx512;
+    t.axpy_f16 = axpy_f16_avx512;
+}
+
+// Safe table entries. Each wraps a `#[target_feature]` function.
+macro_rules! entry {
+    ($name:ident => $imp:ident, $feat:literal, ($($arg:ident : $ty:ty),*) $(-> $ret:ty)?) => {
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            // SAFETY: this function is only stored in an op table built by `crate::dispatch`
+            // after it checked that the CPU supports every feature in `$feat`.
+            unsafe { $imp($($arg),*) }
+        }
+    };
+}
+
+entry!(sum_squares_avx2 => sum_squares_a2, "avx2,fma", (x: &[f32]) -> f64);
+entry!(scale_avx2 => scale_a2, "avx2,fma", (y: &mut [f32], s: f32));
+entry!(mul_assign_avx2 => mul_assign_a2, "avx2,fma", (y: &mut [f32], x: &[f32]));
+entry!(add_assign_avx2 => add_assign_a2, "avx2,fma", (y: &mut [f32], x: &[f32]));
+entry!(max_avx2 => max_a2, "avx2,fma", (x: &[f32]) -> f32);
+entry!(exp_sub_sum_avx2 => exp_sub_sum_a2, "avx2,fma", (x: &mut [f32], m: f32) -> f64);
+entry!(silu_avx2 => silu_a2, "avx2,fma", (x: &mut [f32]));
+entry!(swiglu_avx2 => swiglu_a2, "avx2,fma", (g: &mut [f32], u: &[f32]));
+entry!(dot_f32_avx2 => dot_f32_a2, "avx2,fma", (a: &[f32], b: &[f32]) -> f32);
+entry!(f32_to_f16_avx2 => f32_to_f16_a2, "avx2,fma,f16c", (x: &[f32], o: &mut [f16]));
+entry!(dot_f16_f32_avx2 => dot_f16_f32_a2, "avx2,fma,f16c", (a: &[f16], b: &[f32]) -> f32);
+entry!(axpy_f16_avx2 => axpy_f16_a2, "avx2,fma,f16c", (al: f32, x: &[f16], y: &mut [f32]));
+entry!(exp_sub_sum_avx512 => exp_sub_sum_a5, "avx512f", (x: &mut [f32], m: f32) -> f64);
+entry!(silu_avx512 => silu_a5, "avx512f", (x: &mut [f32]));
+entry!(swiglu_avx512 => swiglu_a5, "avx512f", (g: &mut [f32], u: &[f32]));
+entry!(dot_f32_avx512 => dot_f32_a5, "avx512f", (a: &[f32], b: &[f32]) -> f32);
+entry!(dot_f16_f32_avx512 => dot_f16_f32_a5, "avx512f", (a: &[f16], b: &[f32]) -> f32);
+entry!(axpy_f16_avx512 => axpy_f16_a5, "avx512f", (al: f32, x: &[f16], y: &mut [f32]));
+
+// ------------------------------------------------------------------------------------------
+// Loads and stores of whole vectors from fixed-size arrays (bounds are in the types).
+
+#[target_feature(enable = "avx")]
+fn ld8(a: &[f32; 8]) -> __m256 {
+    // SAFETY: reads exactly the 8 floats of `a` (unaligned load).
+    unsafe { _mm256_loadu_ps(a.as_ptr()) }
+}
+
+#[target_feature(enable = "avx")]
+fn st8(a: &mut [f32; 8], v: __m256) {
+    // SAFETY: writes exactly the 8 floats of `a` (unaligned store).
+    unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) }
+}
+
+#[target_feature(enable = "avx2,f16c")]
+fn ld8h(a: &[f16; 8]) -> __m256 {
+    // SAFETY: reads exactly the 16 bytes of `a` (`f16` is a transparent `u16`).
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().cast())) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn ld16(a: &[f32; 16]) -> __m512 {
+    // SAFETY: reads exactly the 16 floats of `a`.
+    unsafe { _mm512_loadu_ps(a.as_ptr()) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn st16(a: &mut [f32; 16], v: __m512) {
+    // SAFETY: writes exactly the 16 floats of `a`.
+    unsafe { _mm512_storeu_ps(a.as_mut_ptr(), v) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn ld16h(a: &[f16; 16]) -> __m512 {
+    // SAFETY: reads exactly the 32 bytes of `a` (`f16` is a transparent `u16`).
+    unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(a.as_ptr().cast())) }
+}
+
+#[target_feature(enable = "avx")]
+fn hsum8(v: __m256) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    st8(&mut lanes, v);
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+}
+
+#[target_feature(enable = "avx")]
+fn hsum4d(v: __m256d) -> f64 {
+    let mut lanes = [0.0f64; 4];
+    // SAFETY: writes exactly the 4 doubles of `lanes`.
+    unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), v) };
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+}
+
+// ------------------------------------------------------------------------------------------
+// Constants of the vectorised exp: see `super::exp_consts`.
+
+use super::exp_consts::*;
+
+#[target_feature(enable = "avx2,fma")]
+fn splat(bits: u32) -> __m256 {
+    _mm256_set1_ps(f32::from_bits(bits))
+}
+
+/// `exp(x)` per lane, AVX2. `exp(x) = 2^n · exp(b)` with `n = round(x / ln 2)` and
+/// `exp(b) - 1 ≈ j`, a degree-5 polynomial in `b ∈ [-ln2/2, ln2/2]`. When `|n| > 126` the
+/// power of two is split into two factors (`s1`, `s2`) so it does not overflow the exponent
+/// field; when `|n| > 192` the result is 0 or +inf.
+#[target_feature(enable = "avx2,fma")]
+fn exp8(x: __m256) -> __m256 {
+    let shift = splat(EXP_SHIFT);
+    let z = _mm256_fmadd_ps(x, splat(EXP_LOG2E), shift);
+    let n = _mm256_sub_ps(z, shift);
+    let b = _mm256_fnmadd_ps(
+        n,
+        splat(EXP_LN2_LO),
+        _mm256_fnmadd_ps(n, splat(EXP_LN2_HI), x),
+    );
+    // 2^n: the integer n sits in z's low mantissa bits; shift it into the exponent field.
+    let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+    let k = _mm256_castsi256_ps(_mm256_add_epi32(
+        e,
+        _mm256_castps_si256(_mm256_set1_ps(1.0)),
+    ));
+    let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+    let big = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(126.0));
+    let u = _mm256_mul_ps(b, b);
+    let j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(
+            _mm256_fmadd_ps(splat(EXP_C5), b, splat(EXP_C4)),
+            u,
+            _mm256_fmadd_ps(splat(EXP_C3), b, splat(EXP_C2)),
+        ),
+        u,
+        _mm256_mul_ps(splat(EXP_C1), b),
+    );
+    let normal = _mm256_fmadd_ps(j, k, k);
+    if _mm256_movemask_ps(big) == 0 {
+        return normal;
+    }
+    let neg = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps()));
+    let g = _mm256_and_si256(neg, _mm256_set1_epi32(0x8200_0000u32 as i32));
+    let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+    let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    let huge = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
+    let split = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
+    let r = _mm256_blendv_ps(normal, split, big);
+    _mm256_blendv_ps(r, _mm256_mul_ps(s1, s1), huge)
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn silu8(x: __m256) -> __m256 {
+    let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e))
+}
+
+// ------------------------------------------------------------------------------------------
+// AVX2 implementations.
+
+#[target_feature(enable = "avx2,fma")]
+fn sum_squares_a2(x: &[f32]) -> f64 {
+    let (chunks, tail) = x.as_chunks::<8>();
+    let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for c in chunks {
+        let v = ld8(c);
+        let sq = _mm256_mul_ps(v, v);
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(sq)));
+    }
+    hsum4d(_mm256_add_pd(lo, hi)) + scalar::sum_squares(tail)
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn scale_a2(y: &mut [f32], s: f32) {
+    let (chunks, tail) = y.as_chunks_mut::<8>();
+    let vs = _mm256_set1_ps(s);
+    for c in chunks {
+        let v = _mm256_mul_ps(ld8(c), vs);
+        st8(c, v);
+    }
+    scalar::scale(tail, s);
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn mul_assign_a2(y: &mut [f32], x: &[f32]) {
+    assert_eq!(y.len(), x.len(), "mul: operands differ in length");
+    let (yc, yt) = y.as_chunks_mut::<8>();
+    let (xc, xt) = x.as_chunks::<8>();
+    for (a, b) in yc.iter_mut().zip(xc) {
+        let v = _mm256_mul_ps(ld8(a), ld8(b));
+        st8(a, v);
+    }
+    scalar::mul_assign(yt, xt);
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn add_assign_a2(y: &mut [f32], x: &[f32]) {
+    assert_eq!(y.len(), x.len(), "add: operands differ in length");
+    let (yc, yt) = y.as_chunks_mut::<8>();
+    let (xc, xt) = x.as_chunks::<8>();
+    for (a, b) in yc.iter_mut().zip(xc) {
+        let v = _mm256_add_ps(ld8(a), ld8(b));
+        st8(a, v);
+    }
+    scalar::add_assign(yt, xt);
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn max_a2(x: &[f32]) -> f32 {
+    let (chunks, tail) = x.as_chunks::<8>();
+    let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+    for c in chunks {
+        m = _mm256_max_ps(m, ld8(c));
+    }
+    let mut lanes = [0.0f32; 8];
+    st8(&mut lanes, m);
+    let head = scalar::max(&lanes);
+    let rest = scalar::max(tail);
+    if head > rest {
+        head
+    } else {
+        rest
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn exp_sub_sum_a2(x: &mut [f32], m: f32) -> f64 {
+    let (chunks, tail) = x.as_chunks_mut::<8>();
+    let vm = _mm256_set1_ps(m);
+    let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for c in chunks {
+        let e = exp8(_mm256_sub_ps(ld8(c), vm));
+        st8(c, e);
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)));
+    }
+    hsum4d(_mm256_add_pd(lo, hi)) + scalar::exp_sub_sum(tail, m)
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn silu_a2(x: &mut [f32]) {
+    let (chunks, tail) = x.as_chunks_mut::<8>();
+    for c in chunks {
+        let v = silu8(ld8(c));
+        st8(c, v);
+    }
+    scalar::silu(tail);
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn swiglu_a2(g: &mut [f32], u: &[f32]) {
+    assert_eq!(g.len(), u.len(), "swiglu: gate and up differ in length");
+    let (gc, gt) = g.as_chunks_mut::<8>();
+    let (uc, ut) = u.as_chunks::<8>();
+    for (a, b) in gc.iter_mut().zip(uc) {
+        let v = _mm256_mul_ps(silu8(ld8(a)), ld8(b));
+        st8(a, v);
+    }
+    scalar::swiglu(gt, ut);
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dot_f32_a2(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f32: operands differ in length");
+    let (ac, at) = a.as_chunks::<8>();
+    let (bc, bt) = b.as_chunks::<8>();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 4 <= ac.len() {
+        for (k, lane) in acc.iter_mut().enumerate() {
+            *lane = _mm256_fmadd_ps(ld8(&ac[i + k]), ld8(&bc[i + k]), *lane);
+        }
+        i += 4;
+    }
+    while i < ac.len() {
+        acc[0] = _mm256_fmadd_ps(ld8(&ac[i]), ld8(&bc[i]), acc[0]);
+        i += 1;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    hsum8(sum) + scalar::dot_f32(at, bt)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f32_to_f16_a2(x: &[f32], o: &mut [f16]) {
+    assert_eq!(x.len(), o.len(), "f32_to_f16: lengths differ");
+    let (xc, xt) = x.as_chunks::<8>();
+    let (oc, ot) = o.as_chunks_mut::<8>();
+    for (src, dst) in xc.iter().zip(oc.iter_mut()) {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(ld8(src));
+        // SAFETY: writes exactly the 16 bytes of `dst` (`f16` is a transparent `u16`).
+        unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), h) };
+    }
+    scalar::f32_to_f16(xt, ot);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f16_f32_a2(a: &[f16], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f16_f32: operands differ in length");
+    let (ac, at) = a.as_chunks::<8>();
+    let (bc, bt) = b.as_chunks::<8>();
+    let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut pairs = ac.iter().zip(bc);
+    while let (Some((a0, b0)), Some((a1, b1))) = (pairs.next(), pairs.next()) {
+        s0 = _mm256_fmadd_ps(ld8h(a0), ld8(b0), s0);
+        s1 = _mm256_fmadd_ps(ld8h(a1), ld8(b1), s1);
+    }
+    if ac.len() % 2 == 1 {
+        let last = ac.len() - 1;
+        s0 = _mm256_fmadd_ps(ld8h(&ac[last]), ld8(&bc[last]), s0);
+    }
+    hsum8(_mm256_add_ps(s0, s1)) + scalar::dot_f16_f32(at, bt)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn axpy_f16_a2(alpha: f32, x: &[f16], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy_f16: lengths differ");
+    let (xc, xt) = x.as_chunks::<8>();
+    let (yc, yt) = y.as_chunks_mut::<8>();
+    let va = _mm256_set1_ps(alpha);
+    for (src, dst) in xc.iter().zip(yc.iter_mut()) {
+        let v = _mm256_fmadd_ps(ld8h(src), va, ld8(dst));
+        st8(dst, v);
+    }
+    scalar::axpy_f16(alpha, xt, yt);
+}
+
+// ------------------------------------------------------------------------------------------
+// AVX-512 implementations.
+
+#[target_feature(enable = "avx512f")]
+fn splat16(bits: u32) -> __m512 {
+    _mm512_set1_ps(f32::from_bits(bits))
+}
+
+/// `exp(x)` per lane, AVX-512: the same reduction and polynomial as [`exp8`], with the
+/// polynomial including the constant term (`p(b) ≈ exp(b)`) and the power of two applied by
+/// `vscalefps`, which handles large `|n|` by itself; `|n| > 192` gives 0 or +inf directly.
+#[target_feature(enable = "avx512f")]
+fn exp16(x: __m512) -> __m512 {
+    let shift = splat16(EXP_SHIFT);
+    let z = _mm512_fmadd_ps(x, splat16(EXP_LOG2E), shift);
+    let n = _mm512_sub_ps(z, shift);
+    let b = _mm512_fnmadd_ps(
+        n,
+        splat16(EXP_LN2_LO),
+        _mm512_fnmadd_ps(n, splat16(EXP_LN2_HI), x),
+    );
+    let huge = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_abs_ps(n), _mm512_set1_ps(192.0));
+    let u = _mm512_mul_ps(b, b);
+    let j = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(
+            _mm512_fmadd_ps(splat16(EXP_C5), b, splat16(EXP_C4)),
+            u,
+            _mm512_fmadd_ps(splat16(EXP_C3), b, splat16(EXP_C2)),
+        ),
+        u,
+        _mm512_fmadd_ps(splat16(EXP_C1), b, _mm512_set1_ps(1.0)),
+    );
+    let res = _mm512_scalef_ps(j, n);
+    if huge == 0 {
+        return res;
+    }
+    let nonpos = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(n, _mm512_setzero_ps());
+    let alt = _mm512_mask_blend_ps(nonpos, _mm512_set1_ps(f32::INFINITY), _mm512_setzero_ps());
+    _mm512_mask_blend_ps(huge, res, alt)
+}
+
+#[target_feature(enable = "avx512f")]
+fn silu16(x: __m512) -> __m512 {
+    let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e))
+}
+
+#[target_feature(enable = "avx512f")]
+fn exp_sub_sum_a5(x: &mut [f32], m: f32) -> f64 {
+    let (chunks, tail) = x.as_chunks_mut::<16>();
+    let vm = _mm512_set1_ps(m);
+    let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+    for c in chunks {
+        let e = exp16(_mm512_sub_ps(ld16(c), vm));
+        st16(c, e);
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        let upper = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e)));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(upper));
+    }
+    _mm512_reduce_add_pd(_mm512_add_pd(lo, hi)) + scalar::exp_sub_sum(tail, m)
+}
+
+#[target_feature(enable = "avx512f")]
+fn silu_a5(x: &mut [f32]) {
+    let (chunks, tail) = x.as_chunks_mut::<16>();
+    for c in chunks {
+        let v = silu16(ld16(c));
+        st16(c, v);
+    }
+    scalar::silu(tail);
+}
+
+#[target_feature(enable = "avx512f")]
+fn swiglu_a5(g: &mut [f32], u: &[f32]) {
+    assert_eq!(g.len(), u.len(), "swiglu: gate and up differ in length");
+    let (gc, gt) = g.as_chunks_mut::<16>();
+    let (uc, ut) = u.as_chunks::<16>();
+    for (a, b) in gc.iter_mut().zip(uc) {
+        let v = _mm512_mul_ps(silu16(ld16(a)), ld16(b));
+        st16(a, v);
+    }
+    scalar::swiglu(gt, ut);
+}
+
+#[target_feature(enable = "avx512f")]
+fn dot_f32_a5(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f32: operands differ in length");
+    let (ac, at) = a.as_chunks::<16>();
+    let (bc, bt) = b.as_chunks::<16>();
+    let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut pairs = ac.iter().zip(bc);
+    while let (Some((a0, b0)), Some((a1, b1))) = (pairs.next(), pairs.next()) {
+        s0 = _mm512_fmadd_ps(ld16(a0), ld16(b0), s0);
+        s1 = _mm512_fmadd_ps(ld16(a1), ld16(b1), s1);
+    }
+    if ac.len() % 2 == 1 {
+        let last = ac.len() - 1;
+        s0 = _mm512_fmadd_ps(ld16(&ac[last]), ld16(&bc[last]), s0);
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) + scalar::dot_f32(at, bt)
+}
+
+#[target_feature(enable = "avx512f")]
+fn dot_f16_f32_a5(a: &[f16], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f16_f32: operands differ in length");
+    let (ac, at) = a.as_chunks::<16>();
+    let (bc, bt) = b.as_chunks::<16>();
+    let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut pairs = ac.iter().zip(bc);
+    while let (Some((a0, b0)), Some((a1, b1))) = (pairs.next(), pairs.next()) {
+        s0 = _mm512_fmadd_ps(ld16h(a0), ld16(b0), s0);
+        s1 = _mm512_fmadd_ps(ld16h(a1), ld16(b1), s1);
+    }
+    if ac.len() % 2 == 1 {
+        let last = ac.len() - 1;
+        s0 = _mm512_fmadd_ps(ld16h(&ac[last]), ld16(&bc[last]), s0);
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) + scalar::dot_f16_f32(at, bt)
+}
+
+#[target_feature(enable = "avx512f")]
+fn axpy_f16_a5(alpha: f32, x: &[f16], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy_f16: lengths differ");
+    let (xc, xt) = x.as_chunks::<16>();
+    let (yc, yt) = y.as_chunks_mut::<16>();
+    let va = _mm512_set1_ps(alpha);
+    for (src, dst) in xc.iter().zip(yc.iter_mut()) {
+        let v = _mm512_fmadd_ps(ld16h(src), va, ld16(dst));
+        st16(dst, v);
+    }
+    scalar::axpy_f16(alpha, xt, yt);
+}

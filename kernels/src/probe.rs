@@ -1,0 +1,116 @@
+//! Roofline probes: the machine's own limits, measured on the spot, so `grist bench` can say
+//! how close a run comes to them.
+//!
+//! - [`read_bandwidth`]: how fast the CPU streams a buffer far larger than its caches from DRAM.
+//!   Token generation reads every weight byte once per token, so this bounds tokens/s.
+//! - [`int8_peak`]: the int8 multiply-add rate of the selected kernel table's Q8_0 dot product
+//!   on cache-resident data: the ceiling for compute-bound prompt processing with that ISA.
+//!
+//! Both run on the current rayon pool (install a pool to choose the thread count) and report
+//! the best of several repetitions, as the machine may be shared and noisy.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::blocks::BlockQ8_0;
+use crate::dispatch::Kernels;
+use grist_gguf::GgmlType;
+
+/// Streams `buf` once per thread share and returns a checksum (so the reads are not elided).
+fn stream_sum(buf: &[u64]) -> u64 {
+    // Eight independent accumulators: the loop is bound by loads, not by an add chain.
+    let mut acc = [0u64; 8];
+    let chunks = buf.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] = acc[k].wrapping_add(c[k]);
+        }
+    }
+    let mut s = tail.iter().fold(0u64, |a, &x| a.wrapping_add(x));
+    for a in acc {
+        s = s.wrapping_add(a);
+    }
+    s
+}
+
+/// DRAM read bandwidth in GB/s (10⁹ bytes per second): reads a `bytes`-sized buffer (use far
+/// more than the last-level cache, e.g. 1 GiB) split evenly over the current rayon pool's
+/// threads, `reps` times, and returns the best repetition.
+pub fn read_bandwidth(bytes: usize, reps: usize) -> f64 {
+    let n = (bytes / 8).max(8);
+    // Filled with distinct values (and thereby paged in) before timing.
+    let buf: Vec<u64> = (0..n as u64).collect();
+    let threads = rayon::current_num_threads().max(1);
+    let share = n.div_ceil(threads);
+    let mut best = 0.0f64;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        let sum: u64 = buf
+            .par_chunks(share)
+            .map(stream_sum)
+            .reduce(|| 0, u64::wrapping_add);
+        let secs = t.elapsed().as_secs_f64();
+        black_box(sum);
+        best = best.max((n * 8) as f64 / secs / 1e9);
+    }
+    best
+}
+
+/// Int8 multiply-add throughput in GOPS (10⁹ operations per second, a multiply and an add
+/// counted as two) of `kernels`' Q8_0 × Q8_0 dot product on an L1-resident row, run on every
+/// thread of the current rayon pool; best of `reps` repetitions.
+pub fn int8_peak(kernels: &Kernels, reps: usize) -> f64 {
+    const ROW_BLOCKS: usize = 128; // 4096 values: 2 × 4.3 KB rows stay in L1
+    const DOTS: usize = 20_000;
+    let mut w = vec![BlockQ8_0 { d: 0x3c00, qs: [0; 32] }; ROW_BLOCKS];
+    for (i, b) in w.iter_mut().enumerate() {
+        for (j, q) in b.qs.iter_mut().enumerate() {
+            *q = ((i * 31 + j * 7) % 255) as i8;
+        }
+    }
+    let a = w.clone();
+    let w_bytes: &[u8] = bytemuck::cast_slice(&w);
+    let a_bytes: &[u8] = bytemuck::cast_slice(&a);
+    let vec_dot = kernels.entry(GgmlType::Q8_0).map(|e| e.vec_dot);
+    let Some(vec_dot) = vec_dot else { return 0.0 };
+    let threads = rayon::current_num_threads().max(1);
+    let mut best = 0.0f64;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        let s: f32 = (0..threads)
+            .into_par_iter()
+            .map(|_| {
+                let mut s = 0.0f32;
+                for _ in 0..DOTS {
+                    s += vec_dot(black_box(w_bytes), black_box(a_bytes));
+                }
+                s
+            })
+            .sum();
+        let secs = t.elapsed().as_secs_f64();
+        black_box(s);
+        let ops = 2.0 * (ROW_BLOCKS * 32) as f64 * DOTS as f64 * threads as f64;
+        best = best.max(ops / secs / 1e9);
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_sum_adds_everything() {
+        let v: Vec<u64> = (1..=1003).collect();
+        assert_eq!(stream_sum(&v), 1003 * 1004 / 2);
+    }
+
+    #[test]
+    fn probes_return_positive_rates() {
+        assert!(read_bandwidth(1 << 20, 1) > 0.0);
+        assert!(int8_peak(crate::dispatch::kernels(), 1) > 0.0);
+    }
+}

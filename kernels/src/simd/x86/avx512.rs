@@ -1,0 +1,684 @@
+//! AVX-512 (F/BW/VL + VNNI) kernels: `vec_dot` for Q4_0, Q4_1, Q5_0, Q8_0 (× Q8_0/Q8_1),
+//! Q4_K, Q5_K, Q6_K (× Q8_K), F16 and BF16, and the activation quantizers f32 → Q8_0, Q8_1,
+//! Q8_K. Installed on top of the AVX2 table.
+//!
+//! Layout tricks (see docs/KERNELS.md, "x86 kernels"):
+//! - `vpdpbusd` (u8 × i8, four products summed into each i32 lane, no intermediate
+//!   saturation) does the integer dot product in one instruction. Its first operand is
+//!   unsigned, so weight codes stay unsigned and the format's offset `c` is removed with a
+//!   second `vpdpbusd` of the constant `c` against the activations:
+//!   `Σ (q - c)·y = dpbusd(q, y) - dpbusd(c, y)`. For Q8_0 weights `q = w + 128` (`w ^ 0x80`),
+//!   which makes Q8_0 · Q8_0 exact for every code, −128 included.
+//! - Legacy formats process two 32-value blocks per 512-bit register (lanes 0–7 block 0,
+//!   8–15 block 1), with a scale vector `[d0 ×8 | d1 ×8]`.
+//! - Q5_0's 2×32 high bits are a 64-bit mask register used directly by a masked byte add.
+//! - k-quants: `vpmaddubsw` (u8 × i8 pairs → i16) then `vpdpwssd` (i16 × scale i16, pairs
+//!   summed into i32, accumulated): the sub-block scales are applied exactly in integers and
+//!   a super-block is converted to float once. Q4_K nibbles are regrouped with
+//!   `vshufi64x2` so one register holds two whole sub-blocks; Q5_K/Q6_K high bits come from
+//!   the `qh` bytes broadcast to both register halves and tested / shifted per half.
+//! - Float rows use masked loads for the tail (no scalar remainder loop).
+
+use std::arch::x86_64::*;
+
+use grist_gguf::GgmlType;
+use half::{bf16, f16};
+
+use super::avx2::{fp16, fp16_product, k4_min_products};
+use super::{byte_quantize, byte_vec_dot, check_quantize_len, check_same_len, k4_scales_mins};
+use crate::blocks::{
+    f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K, BlockQ8_0,
+    BlockQ8_1, BlockQ8_K, QK, QK_K,
+};
+use crate::dispatch::Kernels;
+
+/// Overrides the table entries these kernels accelerate.
+pub(crate) fn install(table: &mut Kernels) {
+    table.set_vec_dot(GgmlType::Q4_0, q4_0_bytes);
+    table.set_vec_dot(GgmlType::Q4_1, q4_1_bytes);
+    table.set_vec_dot(GgmlType::Q5_0, q5_0_bytes);
+    table.set_vec_dot(GgmlType::Q8_0, q8_0_bytes);
+    table.set_vec_dot(GgmlType::Q4_K, q4_k_bytes);
+    table.set_vec_dot(GgmlType::Q5_K, q5_k_bytes);
+    table.set_vec_dot(GgmlType::Q6_K, q6_k_bytes);
+    table.set_vec_dot(GgmlType::F16, f16_bytes);
+    table.set_vec_dot(GgmlType::BF16, bf16_bytes);
+    table.set_quantize_act(GgmlType::Q8_0, quantize_q8_0_bytes);
+    table.set_quantize_act(GgmlType::Q8_1, quantize_q8_1_bytes);
+    table.set_quantize_act(GgmlType::Q8_K, quantize_q8_k_bytes);
+}
+
+byte_vec_dot!(q4_0_bytes, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+byte_vec_dot!(q4_1_bytes, vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+byte_vec_dot!(q5_0_bytes, vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
+byte_vec_dot!(q8_0_bytes, vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+byte_vec_dot!(q4_k_bytes, vec_dot_q4_k_q8_k, BlockQ4_K, BlockQ8_K);
+byte_vec_dot!(q5_k_bytes, vec_dot_q5_k_q8_k, BlockQ5_K, BlockQ8_K);
+byte_vec_dot!(q6_k_bytes, vec_dot_q6_k_q8_k, BlockQ6_K, BlockQ8_K);
+byte_vec_dot!(f16_bytes, vec_dot_f16, f16, f16);
+byte_vec_dot!(bf16_bytes, vec_dot_bf16, bf16, bf16);
+byte_quantize!(quantize_q8_0_bytes, quantize_q8_0, BlockQ8_0);
+byte_quantize!(quantize_q8_1_bytes, quantize_q8_1, BlockQ8_1);
+byte_quantize!(quantize_q8_k_bytes, quantize_q8_k, BlockQ8_K);
+
+// ----------------------------------------------------------------------------------------
+// Helpers.
+// ----------------------------------------------------------------------------------------
+
+/// Loads 64 bytes.
+///
+/// # Safety
+/// `p` must be readable for 64 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn load64<T>(p: *const T) -> __m512i {
+    // SAFETY: guaranteed by the caller; no alignment needed.
+    unsafe { _mm512_loadu_si512(p.cast()) }
+}
+
+/// Loads 32 bytes from `lo` into the low half and 32 bytes from `hi` into the high half.
+///
+/// # Safety
+/// Both pointers must be readable for 32 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn load_halves<T>(lo: *const T, hi: *const T) -> __m512i {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let l = _mm256_loadu_si256(lo.cast());
+        let h = _mm256_loadu_si256(hi.cast());
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(l), h)
+    }
+}
+
+/// `[lo ×8 | hi ×8]` as f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn two_scales(lo: f32, hi: f32) -> __m512 {
+    let l = _mm512_castps_pd(_mm512_set1_ps(lo));
+    let h = _mm256_castps_pd(_mm256_set1_ps(hi));
+    _mm512_castpd_ps(_mm512_insertf64x4::<1>(l, h))
+}
+
+/// `[lo ×16 | hi ×16]` as i16 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn two_halves_epi16(lo: i16, hi: i16) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi))
+}
+
+/// `[lo ×32 | hi ×32]` as bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn two_halves_epi8(lo: u8, hi: u8) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_set1_epi8(lo as i8), _mm256_set1_epi8(hi as i8))
+}
+
+/// `Σ (q - c)·y` per 4 bytes into 16 i32 lanes: `dpbusd(q, y) - dpbusd(c, y)`, exact for
+/// any `q` in `0..=255`, `c` in `0..=255` and any signed `y`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn dot_offset(q: __m512i, offset: __m512i, y: __m512i) -> __m512i {
+    let zero = _mm512_setzero_si512();
+    _mm512_sub_epi32(
+        _mm512_dpbusd_epi32(zero, q, y),
+        _mm512_dpbusd_epi32(zero, offset, y),
+    )
+}
+
+/// 2×16 bytes of packed nibbles (two Q4_0-style blocks) → 64 bytes `0..15`, block 0's 32
+/// values in the low half and block 1's in the high half.
+///
+/// # Safety
+/// Both pointers must be readable for 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn nibbles_2x32(p0: *const u8, p1: *const u8) -> __m512i {
+    // SAFETY: guaranteed by the caller.
+    let t = unsafe { _mm256_set_m128i(_mm_loadu_si128(p1.cast()), _mm_loadu_si128(p0.cast())) };
+    // 128-bit lanes [qs0, qs1, qs0>>4, qs1>>4] → [qs0, qs0>>4, qs1, qs1>>4].
+    let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(t), _mm256_srli_epi16::<4>(t));
+    let z = _mm512_shuffle_i64x2::<0b11_01_10_00>(z, z);
+    _mm512_and_si512(z, _mm512_set1_epi8(0x0F))
+}
+
+/// Drives a legacy-format dot product two blocks at a time: `pair` returns the exact
+/// integer sums of two blocks (`[block 0 ×8 lanes | block 1 ×8 lanes]`), `scale` each
+/// block's `d_w·d_a`. An odd last block is paired with itself and a zero scale.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn two_blocks_at_a_time<W, A>(
+    w: &[W],
+    a: &[A],
+    pair: impl Fn(&W, &W, &A, &A) -> __m512i,
+    scale: impl Fn(&W, &A) -> f32,
+) -> f32 {
+    // Two accumulators (four blocks per iteration) hide the FMA latency.
+    let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let step = |w: &[W], a: &[A], acc: __m512| {
+        let sumi = pair(&w[0], &w[1], &a[0], &a[1]);
+        let d = two_scales(scale(&w[0], &a[0]), scale(&w[1], &a[1]));
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), d, acc)
+    };
+    let quads = w.len() / 4;
+    for (wq, aq) in w.chunks_exact(4).zip(a.chunks_exact(4)) {
+        acc0 = step(&wq[..2], &aq[..2], acc0);
+        acc1 = step(&wq[2..], &aq[2..], acc1);
+    }
+    let (w, a) = (&w[4 * quads..], &a[4 * quads..]);
+    if w.len() >= 2 {
+        acc0 = step(&w[..2], &a[..2], acc0);
+    }
+    if w.len() % 2 == 1 {
+        let (x, y) = (&w[w.len() - 1], &a[a.len() - 1]);
+        let sumi = pair(x, x, y, y);
+        let d = two_scales(scale(x, y), 0.0);
+        acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), d, acc1);
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+}
+
+// ----------------------------------------------------------------------------------------
+// Legacy 32-value blocks.
+// ----------------------------------------------------------------------------------------
+
+/// Q4_0 · Q8_0: `Σ (q-8)·y` per block with `vpdpbusd`, two blocks per register.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI. Panics if the rows have
+/// different lengths.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+    check_same_len(w.len(), a.len(), "Q4_0·Q8_0");
+    let eight = _mm512_set1_epi8(8);
+    two_blocks_at_a_time(
+        w,
+        a,
+        |x0, x1, y0, y1| {
+            // SAFETY: `qs` arrays are 16 (weights) and 32 (activations) bytes long.
+            let (q, y) = unsafe {
+                (
+                    nibbles_2x32(x0.qs.as_ptr(), x1.qs.as_ptr()),
+                    load_halves(y0.qs.as_ptr(), y1.qs.as_ptr()),
+                )
+            };
+            dot_offset(q, eight, y)
+        },
+        |x, y| fp16_product(x.d, y.d),
+    )
+}
+
+/// Q4_1 · Q8_1: `Σ q·y` per block (q unsigned), plus `m_w·s_a` per block.
+///
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    check_same_len(w.len(), a.len(), "Q4_1·Q8_1");
+    let dots = two_blocks_at_a_time(
+        w,
+        a,
+        |x0, x1, y0, y1| {
+            // SAFETY: `qs` arrays are 16 and 32 bytes long.
+            let (q, y) = unsafe {
+                (
+                    nibbles_2x32(x0.qs.as_ptr(), x1.qs.as_ptr()),
+                    load_halves(y0.qs.as_ptr(), y1.qs.as_ptr()),
+                )
+            };
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
+        },
+        |x, y| fp16_product(x.d, y.d),
+    );
+    let mins: f32 = w.iter().zip(a).map(|(x, y)| fp16(x.m) * fp16(y.s)).sum();
+    dots + mins
+}
+
+/// Q5_0 · Q8_0: the 2×32 fifth bits form a 64-bit mask that adds 16 to the selected
+/// nibbles; `Σ (q-16)·y` per block.
+///
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    check_same_len(w.len(), a.len(), "Q5_0·Q8_0");
+    let sixteen = _mm512_set1_epi8(16);
+    two_blocks_at_a_time(
+        w,
+        a,
+        |x0, x1, y0, y1| {
+            // SAFETY: `qs` arrays are 16 and 32 bytes long.
+            let (lo, y) = unsafe {
+                (
+                    nibbles_2x32(x0.qs.as_ptr(), x1.qs.as_ptr()),
+                    load_halves(y0.qs.as_ptr(), y1.qs.as_ptr()),
+                )
+            };
+            let bits = u32::from_le_bytes(x0.qh) as u64 | (u32::from_le_bytes(x1.qh) as u64) << 32;
+            let q = _mm512_mask_add_epi8(lo, bits, lo, sixteen);
+            dot_offset(q, sixteen, y)
+        },
+        |x, y| fp16_product(x.d, y.d),
+    )
+}
+
+/// Q8_0 · Q8_0: `w + 128` is unsigned, `Σ w·y = dpbusd(w+128, y) - dpbusd(128, y)`: exact
+/// for every code, −128 included.
+///
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    check_same_len(w.len(), a.len(), "Q8_0·Q8_0");
+    let bias = _mm512_set1_epi8(-128); // 0x80
+    two_blocks_at_a_time(
+        w,
+        a,
+        |x0, x1, y0, y1| {
+            // SAFETY: all `qs` arrays are 32 bytes long.
+            let (x, y) = unsafe {
+                (
+                    load_halves(x0.qs.as_ptr(), x1.qs.as_ptr()),
+                    load_halves(y0.qs.as_ptr(), y1.qs.as_ptr()),
+                )
+            };
+            dot_offset(_mm512_xor_si512(x, bias), bias, y)
+        },
+        |x, y| fp16_product(x.d, y.d),
+    )
+}
+
+// ----------------------------------------------------------------------------------------
+// k-quants · Q8_K.
+// ----------------------------------------------------------------------------------------
+
+/// Σ over one 64-value register of `scale_(sub-block) · q·y`, accumulated into `sumi`:
+/// `vpmaddubsw` (pairs in i16, exact for `q ≤ 63`) then `vpdpwssd` with the per-lane scales.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn scaled_dot(sumi: __m512i, q: __m512i, y: __m512i, scales: __m512i) -> __m512i {
+    _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q, y), scales)
+}
+
+/// Q4_K · Q8_K. Each 64 bytes of codes hold sub-blocks 4c..4c+3 as [lo(2c') | hi(2c')]
+/// per 32 bytes; two `vshufi64x2` regroup them into registers of two whole sub-blocks in
+/// value order.
+///
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`]. Activation `bsums` must be the sums of their codes.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_k_q8_k(w: &[BlockQ4_K], a: &[BlockQ8_K]) -> f32 {
+    check_same_len(w.len(), a.len(), "Q4_K·Q8_K");
+    let low4 = _mm512_set1_epi8(0x0F);
+    let mut acc = _mm512_setzero_ps();
+    let mut acc_mins = _mm_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        let (scales, mins) = k4_scales_mins(&x.scales);
+        let dmin = y.d * fp16(x.dmin);
+        acc_mins = _mm_fmadd_ps(
+            _mm_set1_ps(dmin),
+            _mm_cvtepi32_ps(k4_min_products(&mins, &y.bsums)),
+            acc_mins,
+        );
+        let mut sumi = _mm512_setzero_si512();
+        for c in 0..2 {
+            // SAFETY: offsets stay inside `qs` (128 B) and `y.qs` (256 B).
+            let (bits, y_a, y_b) = unsafe {
+                (
+                    load64(x.qs.as_ptr().add(64 * c)),
+                    load64(y.qs.as_ptr().add(128 * c)),
+                    load64(y.qs.as_ptr().add(128 * c + 64)),
+                )
+            };
+            let lo = _mm512_and_si512(bits, low4);
+            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(bits), low4);
+            // [lo 0..32 | hi 0..32] = sub-blocks 4c, 4c+1; [lo 32..64 | hi 32..64] = 4c+2, 4c+3.
+            let q_a = _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi);
+            let q_b = _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi);
+            let s = |j: usize| scales[4 * c + j] as i16;
+            sumi = scaled_dot(sumi, q_a, y_a, two_halves_epi16(s(0), s(1)));
+            sumi = scaled_dot(sumi, q_b, y_b, two_halves_epi16(s(2), s(3)));
+        }
+        let d = y.d * fp16(x.d);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    _mm512_reduce_add_ps(acc) - {
+        let s = _mm_add_ps(acc_mins, _mm_movehl_ps(acc_mins, acc_mins));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+}
+
+/// Q5_K · Q8_K: as Q4_K; the fifth bits of a register holding sub-blocks `2k, 2k+1` are
+/// bits `2k` (low half) and `2k+1` (high half) of the 32 `qh` bytes broadcast to both
+/// halves, turned into a mask by `vptestmb`.
+///
+/// # Safety
+/// As [`vec_dot_q4_k_q8_k`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q5_k_q8_k(w: &[BlockQ5_K], a: &[BlockQ8_K]) -> f32 {
+    check_same_len(w.len(), a.len(), "Q5_K·Q8_K");
+    let low4 = _mm512_set1_epi8(0x0F);
+    let sixteen = _mm512_set1_epi8(16);
+    let mut acc = _mm512_setzero_ps();
+    let mut acc_mins = _mm_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        let (scales, mins) = k4_scales_mins(&x.scales);
+        let dmin = y.d * fp16(x.dmin);
+        acc_mins = _mm_fmadd_ps(
+            _mm_set1_ps(dmin),
+            _mm_cvtepi32_ps(k4_min_products(&mins, &y.bsums)),
+            acc_mins,
+        );
+        // SAFETY: `qh` is 32 bytes.
+        let high = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(x.qh.as_ptr().cast()) });
+        let mut sumi = _mm512_setzero_si512();
+        for c in 0..2 {
+            // SAFETY: offsets stay inside `qs` (128 B) and `y.qs` (256 B).
+            let (bits, y_a, y_b) = unsafe {
+                (
+                    load64(x.qs.as_ptr().add(64 * c)),
+                    load64(y.qs.as_ptr().add(128 * c)),
+                    load64(y.qs.as_ptr().add(128 * c + 64)),
+                )
+            };
+            let lo = _mm512_and_si512(bits, low4);
+            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(bits), low4);
+            let q_a = _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi);
+            let q_b = _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi);
+            // Register k = 2c (q_a) and 2c+1 (q_b) takes qh bits 2k and 2k+1.
+            let (ka, kb) = (4 * c as u32, 4 * c as u32 + 2);
+            let m_a = _mm512_test_epi8_mask(high, two_halves_epi8(1 << ka, 1 << (ka + 1)));
+            let m_b = _mm512_test_epi8_mask(high, two_halves_epi8(1 << kb, 1 << (kb + 1)));
+            let q_a = _mm512_mask_add_epi8(q_a, m_a, q_a, sixteen);
+            let q_b = _mm512_mask_add_epi8(q_b, m_b, q_b, sixteen);
+            let s = |j: usize| scales[4 * c + j] as i16;
+            sumi = scaled_dot(sumi, q_a, y_a, two_halves_epi16(s(0), s(1)));
+            sumi = scaled_dot(sumi, q_b, y_b, two_halves_epi16(s(2), s(3)));
+        }
+        let d = y.d * fp16(x.d);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    _mm512_reduce_add_ps(acc) - {
+        let s = _mm_add_ps(acc_mins, _mm_movehl_ps(acc_mins, acc_mins));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+}
+
+/// Lane `i` of 32 i16 lanes → `i / 8`: the 16-value sub-block (0..4) a `vpmaddubsw` pair
+/// sum of a 64-value register belongs to.
+const SUBBLOCK_OF_LANE: [i16; 32] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+];
+
+/// Q6_K · Q8_K: codes `ql | qh << 4` unsigned (`0..63`); `vpmaddubsw` + `vpdpwssd` with
+/// the 16 signed scales spread by `vpermw`; `−32·Σ scale·bsum` once per super-block.
+///
+/// Half `n` (128 values): `ql[64n..64n+64]` low nibbles are values `128n + 0..64`, high
+/// nibbles `128n + 64..128`; the matching `qh[32n..32n+32]` bits are (0,1 | 2,3) and
+/// (4,5 | 6,7) for the low | high 32 values of each register.
+///
+/// # Safety
+/// As [`vec_dot_q4_k_q8_k`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q6_k_q8_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
+    check_same_len(w.len(), a.len(), "Q6_K·Q8_K");
+    let low4 = _mm512_set1_epi8(0x0F);
+    let bits45 = _mm512_set1_epi8(0x30);
+    // Shift counts per 16-bit lane bringing the wanted qh bit pair to bits 4,5.
+    let shl_first = two_halves_epi16(4, 2); // bits 0,1 | bits 2,3
+    let shr_second = two_halves_epi16(0, 2); // bits 4,5 | bits 6,7
+                                             // SAFETY: the array has 32 i16 = 64 bytes.
+    let lane_subblock = unsafe { load64(SUBBLOCK_OF_LANE.as_ptr()) };
+    let mut acc = _mm512_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        // SAFETY: `scales` is 16 bytes, `bsums` 32 bytes.
+        let (scales, bsums) = unsafe {
+            (
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr().cast())),
+                _mm256_loadu_si256(y.bsums.as_ptr().cast()),
+            )
+        };
+        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales, bsums));
+        let scales = _mm512_castsi256_si512(scales);
+        let mut sumi = _mm512_setzero_si512();
+        for n in 0..2 {
+            // SAFETY: offsets stay inside `ql` (128 B), `qh` (64 B) and `y.qs` (256 B).
+            let (ql, qh, y0, y1) = unsafe {
+                (
+                    load64(x.ql.as_ptr().add(64 * n)),
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256(x.qh.as_ptr().add(32 * n).cast())),
+                    load64(y.qs.as_ptr().add(128 * n)),
+                    load64(y.qs.as_ptr().add(128 * n + 64)),
+                )
+            };
+            let q0 = _mm512_or_si512(
+                _mm512_and_si512(ql, low4),
+                _mm512_and_si512(_mm512_sllv_epi16(qh, shl_first), bits45),
+            );
+            let q1 = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), low4),
+                _mm512_and_si512(_mm512_srlv_epi16(qh, shr_second), bits45),
+            );
+            // Registers cover sub-blocks 8n..8n+4 and 8n+4..8n+8.
+            let sc0 = _mm512_permutexvar_epi16(
+                _mm512_add_epi16(lane_subblock, _mm512_set1_epi16(8 * n as i16)),
+                scales,
+            );
+            let sc1 = _mm512_permutexvar_epi16(
+                _mm512_add_epi16(lane_subblock, _mm512_set1_epi16(8 * n as i16 + 4)),
+                scales,
+            );
+            sumi = scaled_dot(sumi, q0, y0, sc0);
+            sumi = scaled_dot(sumi, q1, y1, sc1);
+        }
+        sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(offset));
+        let d = y.d * fp16(x.d);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    _mm512_reduce_add_ps(acc)
+}
+
+// ----------------------------------------------------------------------------------------
+// Float rows.
+// ----------------------------------------------------------------------------------------
+
+/// Shared loop of the float dot products: `load(p, i, mask)` returns 16 f32 from element `i`
+/// (only the `mask` lanes are read; the rest are zero).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn float_dot<T>(w: &[T], a: &[T], load: impl Fn(*const T, usize, __mmask16) -> __m512) -> f32 {
+    let n = w.len();
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let all = 0xFFFF;
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let j = i + 16 * k;
+            *acc = _mm512_fmadd_ps(load(wp, j, all), load(ap, j, all), *acc);
+        }
+        i += 64;
+    }
+    while i < n {
+        let left = n - i;
+        let mask = if left >= 16 { all } else { (1u16 << left) - 1 };
+        acc[0] = _mm512_fmadd_ps(load(wp, i, mask), load(ap, i, mask), acc[0]);
+        i += 16;
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(s)
+}
+
+/// F16 · F16: exact products, FMA in 4×16 lanes, masked loads for the tail.
+///
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_f16(w: &[f16], a: &[f16]) -> f32 {
+    check_same_len(w.len(), a.len(), "F16·F16");
+    float_dot(w, a, |p, i, mask| {
+        // SAFETY: `float_dot` passes `i < n` and a mask covering only elements `< n`;
+        // masked-off elements are not read.
+        let raw = unsafe { _mm256_maskz_loadu_epi16(mask, p.add(i).cast()) };
+        _mm512_cvtph_ps(raw)
+    })
+}
+
+/// BF16 · BF16: exact products (a bf16 is the high half of an f32), FMA in 4×16 lanes.
+///
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_bf16(w: &[bf16], a: &[bf16]) -> f32 {
+    check_same_len(w.len(), a.len(), "BF16·BF16");
+    float_dot(w, a, |p, i, mask| {
+        // SAFETY: as in `vec_dot_f16`.
+        let raw = unsafe { _mm256_maskz_loadu_epi16(mask, p.add(i).cast()) };
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(raw)))
+    })
+}
+
+// ----------------------------------------------------------------------------------------
+// Activation quantizers (bit-identical to the scalar ones; see avx2.rs for the reasoning).
+// ----------------------------------------------------------------------------------------
+
+/// `roundf` on 16 lanes (half away from zero), then Rust's saturating `as i8` clamp
+/// (`[-128, 127]`, NaN → 0), as i32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn round_half_away_i8(v: __m512) -> __m512i {
+    let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+    let frac = _mm512_abs_ps(_mm512_sub_ps(v, t)); // exact
+    let bump = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, _mm512_set1_ps(0.5));
+    let sign = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(i32::MIN));
+    let one = _mm512_castsi512_ps(_mm512_or_si512(
+        _mm512_castps_si512(_mm512_set1_ps(1.0)),
+        sign,
+    ));
+    saturate_i8(_mm512_mask_add_ps(t, bump, t, one))
+}
+
+/// Rust's `f32 as i8` on integral lanes: clamp to `[-128, 127]`, NaN → 0; as i32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn saturate_i8(v: __m512) -> __m512i {
+    let v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v);
+    let v = _mm512_min_ps(
+        _mm512_max_ps(v, _mm512_set1_ps(-128.0)),
+        _mm512_set1_ps(127.0),
+    );
+    _mm512_cvttps_epi32(v)
+}
+
+/// Stores 16 i32 lanes (each in `-128..=127`) as 16 bytes.
+///
+/// # Safety
+/// `out` must be writable for 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn store_i8x16(q: __m512i, out: *mut i8) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { _mm_storeu_si128(out.cast(), _mm512_cvtsepi32_epi8(q)) }
+}
+
+/// One 32-value block as `quantize_row_q8_0_ref`: returns `d` and the codes as 2×16 i32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_block(xb: &[f32]) -> (f32, [__m512i; 2]) {
+    assert!(xb.len() >= 32);
+    // SAFETY: 32 values checked above.
+    let v = unsafe {
+        [
+            _mm512_loadu_ps(xb.as_ptr()),
+            _mm512_loadu_ps(xb.as_ptr().add(16)),
+        ]
+    };
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+    let d = amax / 127.0;
+    let id = _mm512_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    (d, v.map(|v| round_half_away_i8(_mm512_mul_ps(v, id))))
+}
+
+/// f32 row → Q8_0, bit-identical to the scalar quantizer.
+///
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`]. Panics unless `x.len() == 32 · out.len()`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    check_quantize_len(x.len(), out.len(), QK, "f32→Q8_0");
+    for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let (d, q) = q8_block(xb);
+        b.d = f32_to_f16(d);
+        // SAFETY: `qs` is 32 bytes.
+        unsafe {
+            store_i8x16(q[0], b.qs.as_mut_ptr());
+            store_i8x16(q[1], b.qs.as_mut_ptr().add(16));
+        }
+    }
+}
+
+/// f32 row → Q8_1, bit-identical to the scalar quantizer.
+///
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`]. Panics unless `x.len() == 32 · out.len()`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    check_quantize_len(x.len(), out.len(), QK, "f32→Q8_1");
+    for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let (d, q) = q8_block(xb);
+        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
+        b.d = f32_to_f16(d);
+        b.s = f32_to_f16(sum as f32 * d);
+        // SAFETY: `qs` is 32 bytes.
+        unsafe {
+            store_i8x16(q[0], b.qs.as_mut_ptr());
+            store_i8x16(q[1], b.qs.as_mut_ptr().add(16));
+        }
+    }
+}
+
+/// f32 row → Q8_K, bit-identical to the scalar quantizer (see the AVX2 version). One
+/// 16-lane register is exactly one `bsums` group.
+///
+/// # Safety
+/// As [`vec_dot_q4_0_q8_0`]. Panics unless `x.len() == 256 · out.len()`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8_K]) {
+    check_quantize_len(x.len(), out.len(), QK_K, "f32→Q8_K");
+    for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+        // SAFETY: `xb` has 256 values = 16 registers.
+        let v: [__m512; 16] =
+            std::array::from_fn(|g| unsafe { _mm512_loadu_ps(xb.as_ptr().add(16 * g)) });
+        let amax = _mm512_reduce_max_ps(v.iter().fold(_mm512_setzero_ps(), |m, &v| {
+            _mm512_max_ps(m, _mm512_abs_ps(v))
+        }));
+        if amax == 0.0 {
+            b.d = 0.0;
+            b.qs = [0; QK_K];
+            b.bsums = [0; QK_K / 16];
+            continue;
+        }
+        // The scalar code keeps the first value whose magnitude is the maximum.
+        let target = _mm512_set1_ps(amax);
+        let max = v
+            .iter()
+            .enumerate()
+            .find_map(|(g, &v)| {
+                let hits = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(v), target);
+                (hits != 0).then(|| xb[16 * g + hits.trailing_zeros() as usize])
+            })
+            .unwrap_or(amax);
+        let iscale = -127.0 / max;
+        let scale = _mm512_set1_ps(iscale);
+        for (g, &v) in v.iter().enumerate() {
+            let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm512_mul_ps(v, scale),
+            );
+            let q = saturate_i8(r);
+            b.bsums[g] = _mm512_reduce_add_epi32(q) as i16;
+            // SAFETY: `16g + 16 ≤ 256`.
+            unsafe { store_i8x16(q, b.qs.as_mut_ptr().add(16 * g)) };
+        }
+        b.d = 1.0 / iscale;
+    }
+}
