@@ -206,7 +206,9 @@ impl GgufFile {
     pub fn get_array<T: FromArray>(&self, key: &str) -> Result<Vec<T>, GgufError> {
         let v = self.require(key)?;
         let expected = || format!("array of {}", T::NAME);
-        let a = v.as_array().ok_or_else(|| Self::wrong(key, &expected(), v))?;
+        let a = v
+            .as_array()
+            .ok_or_else(|| Self::wrong(key, &expected(), v))?;
         T::from_array(a).ok_or_else(|| GgufError::WrongType {
             key: key.to_string(),
             expected: expected(),

@@ -17,10 +17,16 @@ mod error;
 mod file;
 mod ggml_type;
 mod reader;
+mod stream_writer;
 mod value;
+mod writer;
 
 pub use error::GgufError;
 pub use file::{GgufFile, TensorView};
 pub use ggml_type::GgmlType;
-pub use reader::{parse_header, Header, TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS};
+pub use reader::{
+    parse_header, Header, TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS,
+};
+pub use stream_writer::{GgufStreamWriter, TensorDecl};
 pub use value::{Array, FromArray, Value, ValueType};
+pub use writer::GgufWriter;

@@ -11,6 +11,9 @@
 //! Hardening: every count and length read from the file is checked against the bytes that
 //! remain *before* anything is allocated for it, all arithmetic on file-supplied numbers is
 //! checked, and every tensor must lie inside the file, aligned. Parsing never panics.
+//! Arrays of strings or arrays are walked once without allocating before they are parsed, so
+//! a forged or truncated array costs nothing; see `docs/FUZZING.md` for the proof (tests and
+//! fuzzing) and the exact allocation bound.
 
 use std::collections::HashMap;
 
@@ -25,7 +28,7 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Maximum number of dimensions of a ggml tensor.
 pub const MAX_DIMS: usize = 4;
 /// Deepest nesting of arrays inside arrays accepted (guards the recursion).
-const MAX_ARRAY_DEPTH: usize = 8;
+pub const MAX_ARRAY_DEPTH: usize = 8;
 
 /// Description of one tensor, from the tensor-info table.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,7 +80,19 @@ pub struct Header {
     pub(crate) tensor_index: HashMap<String, usize>,
 }
 
+/// A `Vec` for `n` items claimed by the file, pre-allocating no more than `remaining` bytes.
+///
+/// Counts are already bounded by the bytes left, but one item in memory can be larger than
+/// its encoding (a `String` is 24 bytes, its empty encoding 8): capping the preallocation
+/// keeps every allocation made from a file-supplied count no larger than the file itself.
+/// The vector still grows if the items really are there.
+fn bounded_vec<T>(n: usize, remaining: usize) -> Vec<T> {
+    let cap = n.min(remaining / std::mem::size_of::<T>().max(1));
+    Vec::with_capacity(cap)
+}
+
 /// A bounds-checked little-endian reader over the file's bytes.
+#[derive(Clone)]
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -143,11 +158,52 @@ impl<'a> Cursor<'a> {
     }
 
     fn string(&mut self, what: &str) -> Result<String, GgufError> {
-        let at = self.pos as u64;
         let len = self.count(&format!("length of {what}"), 1)?;
+        let at = self.pos;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|e| GgufError::malformed(at, format!("{what} is not valid UTF-8: {e}")))
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s.to_string()),
+            Err(e) => Err(GgufError::malformed(
+                (at + e.valid_up_to()) as u64,
+                format!("{what} is not valid UTF-8: {e}"),
+            )),
+        }
+    }
+
+    /// [`Cursor::string`] for hot loops (vocabularies): names the string only on error.
+    fn string_with(&mut self, what: impl Fn() -> String) -> Result<String, GgufError> {
+        let before = self.pos;
+        self.string("").or_else(|_| {
+            self.pos = before;
+            self.string(&what())
+        })
+    }
+
+    /// Moves past a string without allocating; names it only on error.
+    fn skip_string_with(&mut self, what: impl Fn() -> String) -> Result<(), GgufError> {
+        let before = self.pos;
+        let mut fast = || -> Result<(), GgufError> {
+            let len = self.count("", 1)?;
+            self.take(len, "").map(|_| ())
+        };
+        fast().or_else(|_| {
+            self.pos = before;
+            let what = what();
+            let len = self.count(&format!("length of {what}"), 1)?;
+            self.take(len, &what).map(|_| ())
+        })
+    }
+
+    fn bool(&mut self, what: &str) -> Result<bool, GgufError> {
+        let at = self.pos as u64;
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(GgufError::malformed(
+                at,
+                format!("{what}: bool byte is {b}, expected 0 or 1"),
+            )),
+        }
     }
 
     fn value_type(&mut self, what: &str) -> Result<ValueType, GgufError> {
@@ -170,19 +226,7 @@ impl<'a> Cursor<'a> {
             ValueType::U64 => Value::U64(self.u64(key)?),
             ValueType::I64 => Value::I64(self.u64(key)? as i64),
             ValueType::F64 => Value::F64(f64::from_bits(self.u64(key)?)),
-            ValueType::Bool => {
-                let at = self.pos as u64;
-                match self.u8(key)? {
-                    0 => Value::Bool(false),
-                    1 => Value::Bool(true),
-                    b => {
-                        return Err(GgufError::malformed(
-                            at,
-                            format!("value of '{key}': bool byte is {b}, expected 0 or 1"),
-                        ))
-                    }
-                }
-            }
+            ValueType::Bool => Value::Bool(self.bool(&format!("value of '{key}'"))?),
             ValueType::String => Value::String(self.string(&format!("value of '{key}'"))?),
             ValueType::Array => Value::Array(self.array_value(key, depth)?),
         })
@@ -201,12 +245,20 @@ impl<'a> Cursor<'a> {
         )?;
         macro_rules! prim {
             ($variant:ident, $read:ident, $conv:expr) => {{
+                // `count` checked that n elements of this size fit in the bytes left, and an
+                // element takes as many bytes in memory as in the file.
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push($conv(self.$read(key)?));
                 }
                 Array::$variant(v)
             }};
+        }
+        if matches!(elem, ValueType::String | ValueType::Array) {
+            // A `String` or `Array` is larger in memory (24–32 bytes) than its shortest
+            // encoding (8–12 bytes): before allocating for n of them, check on a copy of the
+            // cursor that all n are really there, so a forged or truncated array costs nothing.
+            self.clone().skip_elements(elem, n, key, depth)?;
         }
         Ok(match elem {
             ValueType::U8 => Array::U8(self.take(n, key)?.to_vec()),
@@ -222,17 +274,14 @@ impl<'a> Cursor<'a> {
             ValueType::Bool => {
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
-                    match self.value(ValueType::Bool, key, depth)? {
-                        Value::Bool(b) => v.push(b),
-                        _ => unreachable!("a bool value parses as Value::Bool"),
-                    }
+                    v.push(self.bool(key)?);
                 }
                 Array::Bool(v)
             }
             ValueType::String => {
                 let mut v = Vec::with_capacity(n);
                 for i in 0..n {
-                    v.push(self.string(&format!("element {i} of array '{key}'"))?);
+                    v.push(self.string_with(|| format!("element {i} of array '{key}'"))?);
                 }
                 Array::String(v)
             }
@@ -244,6 +293,49 @@ impl<'a> Cursor<'a> {
                 Array::Array(v)
             }
         })
+    }
+
+    /// Moves past `n` array elements of type `elem` without allocating, with the same checks
+    /// and error messages as parsing them (except UTF-8 and bool validity).
+    fn skip_elements(
+        &mut self,
+        elem: ValueType,
+        n: usize,
+        key: &str,
+        depth: usize,
+    ) -> Result<(), GgufError> {
+        match elem {
+            ValueType::String => {
+                for i in 0..n {
+                    self.skip_string_with(|| format!("element {i} of array '{key}'"))?;
+                }
+            }
+            ValueType::Array => {
+                for _ in 0..n {
+                    self.skip_array(key, depth + 1)?;
+                }
+            }
+            // Fixed-size elements: `count` already checked they fit.
+            fixed => {
+                self.take(n * fixed.min_encoded_size(), key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves past one array (type, count, elements) without allocating.
+    fn skip_array(&mut self, key: &str, depth: usize) -> Result<(), GgufError> {
+        if depth >= MAX_ARRAY_DEPTH {
+            return Err(self.err(format!(
+                "value of '{key}': arrays nested deeper than {MAX_ARRAY_DEPTH}"
+            )));
+        }
+        let elem = self.value_type(&format!("element type of array '{key}'"))?;
+        let n = self.count(
+            &format!("element count of array '{key}'"),
+            elem.min_encoded_size(),
+        )?;
+        self.skip_elements(elem, n, key, depth)
     }
 }
 
@@ -269,7 +361,7 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
                 "GGUF version 1 is not supported (re-convert the model with a current llama.cpp)",
             ))
         }
-        v if v.swap_bytes() <= 3 => {
+        v if matches!(v.swap_bytes(), 1..=3) => {
             return Err(GgufError::malformed(
                 4,
                 format!(
@@ -300,12 +392,15 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
     }
     let n_tensors = n_tensors as usize;
 
-    let mut metadata = Vec::with_capacity(n_kv);
-    let mut key_index = HashMap::with_capacity(n_kv);
+    let mut metadata = bounded_vec(n_kv, c.remaining());
+    let mut key_index = HashMap::new();
+    // Where each entry's value starts, to point errors found later at the right byte.
+    let mut value_offsets = Vec::new();
     for i in 0..n_kv {
         let key_at = c.pos as u64;
         let key = c.string(&format!("key of metadata entry {i}"))?;
         let ty = c.value_type(&format!("type of '{key}'"))?;
+        value_offsets.push(c.pos as u64);
         let value = c.value(ty, &key, 0)?;
         if key_index.insert(key.clone(), metadata.len()).is_some() {
             return Err(GgufError::malformed(
@@ -322,15 +417,18 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
             Value::U32(a) if a != 0 && a.is_power_of_two() => a as u64,
             ref v => {
                 return Err(GgufError::malformed(
-                    0,
-                    format!("general.alignment must be a u32 power of two, found {v}"),
+                    value_offsets[i],
+                    format!(
+                        "general.alignment must be a u32 power of two, found {} {v}",
+                        v.value_type()
+                    ),
                 ))
             }
         },
     };
 
-    let mut tensors = Vec::with_capacity(n_tensors);
-    let mut tensor_index = HashMap::with_capacity(n_tensors);
+    let mut tensors = bounded_vec(n_tensors, c.remaining());
+    let mut tensor_index = HashMap::new();
     for i in 0..n_tensors {
         let info_at = c.pos as u64;
         let name = c.string(&format!("name of tensor {i}"))?;
@@ -364,16 +462,20 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
         })?;
         let offset_at = c.pos as u64;
         let offset = c.u64(&format!("offset of '{name}'"))?;
-        let n_elements = dims
+        // Like ggml, the element count must fit an i64. Zero dims count as 1 here so that
+        // every partial product (rows, elements) is also guaranteed not to overflow.
+        let fits = dims
             .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| {
-                GgufError::malformed(
-                    n_dims_at,
-                    format!("tensor '{name}' shape {dims:?} overflows"),
-                )
-            })?;
-        if dims[0] % ty.block_elems() as u64 != 0 {
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d.max(1)))
+            .is_some_and(|p| p <= i64::MAX as u64);
+        if !fits {
+            return Err(GgufError::malformed(
+                n_dims_at,
+                format!("tensor '{name}' shape {dims:?} overflows: more than 2^63 elements"),
+            ));
+        }
+        let n_elements: u64 = dims.iter().product();
+        if !dims[0].is_multiple_of(ty.block_elems() as u64) {
             return Err(GgufError::malformed(
                 n_dims_at,
                 format!(

@@ -398,3 +398,62 @@ impl fmt::Display for Value {
         }
     }
 }
+
+// Conversions used by the writer: `writer.add("llama.block_count", 12u32)`.
+macro_rules! value_from {
+    ($($t:ty => $variant:ident),*) => {$(
+        impl From<$t> for Value {
+            fn from(v: $t) -> Value {
+                Value::$variant(v)
+            }
+        }
+        impl From<Vec<$t>> for Array {
+            fn from(v: Vec<$t>) -> Array {
+                Array::$variant(v)
+            }
+        }
+        impl From<Vec<$t>> for Value {
+            fn from(v: Vec<$t>) -> Value {
+                Value::Array(Array::$variant(v))
+            }
+        }
+    )*};
+}
+value_from!(u8 => U8, i8 => I8, u16 => U16, i16 => I16, u32 => U32, i32 => I32, f32 => F32,
+    bool => Bool, String => String, u64 => U64, i64 => I64, f64 => F64);
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::String(v.to_string())
+    }
+}
+
+impl From<Vec<&str>> for Value {
+    fn from(v: Vec<&str>) -> Value {
+        Value::Array(Array::String(v.into_iter().map(str::to_string).collect()))
+    }
+}
+
+impl From<Array> for Value {
+    fn from(v: Array) -> Value {
+        Value::Array(v)
+    }
+}
+
+impl From<Vec<Array>> for Array {
+    fn from(v: Vec<Array>) -> Array {
+        Array::Array(v)
+    }
+}
+
+impl Array {
+    /// Depth of array nesting: 1 for an array of scalars, 2 for an array of arrays of
+    /// scalars, and so on. An empty array of arrays counts as 1, as only the arrays actually
+    /// present are nested (this is the depth the reader limits to [`crate::MAX_ARRAY_DEPTH`]).
+    pub fn depth(&self) -> usize {
+        match self {
+            Array::Array(v) => 1 + v.iter().map(Array::depth).max().unwrap_or(0),
+            _ => 1,
+        }
+    }
+}

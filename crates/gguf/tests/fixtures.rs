@@ -42,7 +42,11 @@ fn every_fixture_matches_the_manifest() {
     )
     .expect("valid JSON");
     let paths = fixture_paths();
-    assert!(paths.len() >= 16, "expected the fixture models, found {}", paths.len());
+    assert!(
+        paths.len() >= 16,
+        "expected the fixture models, found {}",
+        paths.len()
+    );
     for path in paths {
         let f = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let stem = path.file_name().unwrap().to_str().unwrap();
@@ -59,7 +63,12 @@ fn every_fixture_matches_the_manifest() {
         for (t, e) in f.tensors().iter().zip(expected) {
             assert_eq!(t.name, e[0].as_str().unwrap(), "{stem}");
             assert_eq!(t.ty.name(), e[1].as_str().unwrap(), "{stem}: {}", t.name);
-            let dims: Vec<u64> = e[2].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+            let dims: Vec<u64> = e[2]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .collect();
             assert_eq!(t.dims, dims, "{stem}: {}", t.name);
             assert_eq!(f.tensor_data(t).len() as u64, t.n_bytes);
         }
