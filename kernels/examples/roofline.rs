@@ -5,13 +5,20 @@ use grist_kernels::probe::{int8_peak, read_bandwidth};
 
 fn main() {
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let bw = read_bandwidth(1 << 30, 5);
             println!("threads={threads} DRAM read: {bw:.1} GB/s");
             for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
                 if let Ok(k) = select(isa) {
-                    println!("threads={threads} int8 peak {}: {:.1} GOPS", isa.name(), int8_peak(k, 3));
+                    println!(
+                        "threads={threads} int8 peak {}: {:.1} GOPS",
+                        isa.name(),
+                        int8_peak(k, 3)
+                    );
                 }
             }
         });

@@ -326,6 +326,22 @@ pub const MAX_ACT_ROWS_PER_CALL: usize = 4;
 /// bytes): `out[t] = w_row · acts[t]`. Used by the matmul driver for `n > 1`.
 pub type VecDotRowsFn = fn(w_row: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]);
 
+/// Tiled matrix product of a block of weight rows with a block of activation rows:
+/// `w` holds `n_w = w.len() / w_row_bytes` weight rows, `acts` holds
+/// `n_a = acts.len() / act_row_bytes` quantized activation rows, and
+/// `out[t · n_w + r] = w_r · acts_t` (`out`: `[n_a, n_w]`, fully overwritten).
+///
+/// Kernels behind this hook reuse each unpacked weight register across several activation
+/// rows and each activation register across several weight rows. Each output must be
+/// computed in one fixed order that depends on neither its position in the tile nor the
+/// other rows, so results do not depend on how the matmul driver cuts the work (a token gives
+/// the same bits alone or in a batch, with any thread count). The matmul driver uses this
+/// hook for every `n`, including `n = 1`, when it is present. The result must equal
+/// [`KernelEntry::vec_dot`]'s up to float rounding (the k-quant tiles are even
+/// bit-identical to it). Tested in `kernels/tests/gemm_avx512.rs`.
+pub type GemmFn =
+    fn(w: &[u8], w_row_bytes: usize, acts: &[u8], act_row_bytes: usize, out: &mut [f32]);
+
 /// How to multiply weights of one type: the activation format, how to quantize activations
 /// to it, and the row dot product.
 #[derive(Clone, Copy)]
@@ -340,6 +356,9 @@ pub struct KernelEntry {
     /// rows (reusing the weight row's unpacked blocks across them, for prompt processing).
     /// `None` = the matmul driver calls [`KernelEntry::vec_dot`] per activation row.
     pub vec_dot_rows: Option<VecDotRowsFn>,
+    /// Optional tiled product for prompt processing (`n > 1`), see [`GemmFn`]. `None` = the
+    /// matmul driver falls back to [`KernelEntry::vec_dot_rows`] / [`KernelEntry::vec_dot`].
+    pub gemm: Option<GemmFn>,
 }
 
 impl fmt::Debug for KernelEntry {
@@ -422,6 +441,7 @@ impl Kernels {
                 entry.vec_dot = vec_dot;
                 // A batched kernel of a lower layer must not outlive the faster single-row one.
                 entry.vec_dot_rows = None;
+                entry.gemm = None;
                 true
             }
             None => false,
@@ -434,6 +454,19 @@ impl Kernels {
         match self.entries[ty.id() as usize].as_mut() {
             Some(entry) => {
                 entry.vec_dot_rows = Some(vec_dot_rows);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Installs a tiled product for weights of type `ty` (call after [`Kernels::set_vec_dot`],
+    /// which clears it; see [`GemmFn`] for its contract). Returns `false` if `ty` has no
+    /// entry.
+    pub fn set_gemm(&mut self, ty: GgmlType, gemm: GemmFn) -> bool {
+        match self.entries[ty.id() as usize].as_mut() {
+            Some(entry) => {
+                entry.gemm = Some(gemm);
                 true
             }
             None => false,
@@ -536,6 +569,7 @@ fn scalar_entry<W: BlockFormat>() -> KernelEntry {
         quantize_act: scalar_quantize::<W::Activation>,
         vec_dot: scalar_vec_dot::<W>,
         vec_dot_rows: None,
+        gemm: None,
     }
 }
 

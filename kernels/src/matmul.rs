@@ -8,13 +8,20 @@
 //!    never dequantized: the dot products run on the packed blocks in integer arithmetic.
 //!    When several matrices read the same input (Q/K/V, gate/up), quantize once with
 //!    [`quantize_activations`] and call [`matmul_prequantized`] for each;
-//! 2. the output rows (one per weight row) are split into fixed chunks of consecutive weight
-//!    rows, processed in parallel with rayon. Within a chunk, each weight row is multiplied
-//!    with every activation row while it is hot in cache.
+//! 2. token generation (`n = 1`): the output rows are split into fixed chunks of consecutive
+//!    weight rows, processed in parallel with rayon, with the table's tiled product (one
+//!    activation row) when it has one, else one `vec_dot` per output;
+//! 3. prompt processing (`n > 1`): the output `[n, rows]` is cut into a grid of work items
+//!    (a block of weight rows × an L2-sized block of activation rows), processed in parallel;
+//!    an item runs the table's register-tiled product ([`crate::dispatch::GemmFn`]) when it
+//!    has one, which reuses each unpacked weight register for several activation rows and
+//!    each activation register for several weight rows.
 //!
-//! Determinism: every output value `y[t][r]` is exactly one call of the table's `vec_dot`
-//! on weight row `r` and activation row `t`, and nothing is summed across threads. The
-//! result is therefore bit-identical for any number of threads and any chunking.
+//! Determinism: every output value `y[t][r]` is computed by one kernel call on weight row
+//! `r` and activation row `t` in an order that depends on neither the tile it falls in nor
+//! the other rows (see [`crate::dispatch::GemmFn`]), and nothing is summed across threads.
+//! The result is therefore the same for any number of threads, any chunking, and any batch
+//! size: a token gives the same bits alone or in a batch.
 
 use std::fmt;
 
@@ -27,8 +34,13 @@ use crate::formats::FormatError;
 /// Weight rows per parallel task for token generation (`n = 1`): large enough to amortise
 /// task overhead, small enough to balance a 4096-row matrix over many threads.
 const ROWS_PER_TASK_GEMV: usize = 32;
-/// Weight rows per parallel task when `n > 1`: each task does `rows × n` dot products.
-const ROWS_PER_TASK_GEMM: usize = 8;
+/// Weight rows per work item when `n > 1`.
+const ROWS_PER_TASK_GEMM: usize = 32;
+/// Most activation rows per work item when `n > 1`.
+const MAX_TOKENS_PER_TASK: usize = 64;
+/// Bytes of quantized activations a work item aims to use (an L2-sized block that is reused
+/// for all of the item's weight rows).
+const ACT_BLOCK_BYTES: usize = 256 * 1024;
 
 /// Why a matmul (or building its operands) was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -398,6 +410,24 @@ pub fn matmul_prequantized_with(
     if n == 1 {
         // Token generation: y is one row [rows]; each task owns a contiguous run of it.
         let act = scratch.row(0);
+        if let Some(gemm) = entry.gemm {
+            // The tiled product with one activation row: several weight rows share each
+            // activation load, and the result has the bits a batch would give this token.
+            let rb = w.row_bytes;
+            y.par_chunks_mut(ROWS_PER_TASK_GEMV)
+                .enumerate()
+                .for_each(|(chunk, out)| {
+                    let r0 = chunk * ROWS_PER_TASK_GEMV;
+                    gemm(
+                        &w.data[r0 * rb..(r0 + out.len()) * rb],
+                        rb,
+                        act,
+                        scratch.row_bytes,
+                        out,
+                    );
+                });
+            return Ok(());
+        }
         y.par_chunks_mut(ROWS_PER_TASK_GEMV)
             .enumerate()
             .for_each(|(chunk, out)| {
@@ -409,53 +439,102 @@ pub fn matmul_prequantized_with(
         return Ok(());
     }
 
-    // Prompt processing: task `c` owns columns [c·K, (c+1)·K) of every output row. Gather
-    // those disjoint pieces per task (a small vector of slice references), then let each
-    // task run weight row by weight row over all activation rows.
-    let n_tasks = w.rows.div_ceil(ROWS_PER_TASK_GEMM);
-    let mut pieces: Vec<Vec<&mut [f32]>> = (0..n_tasks).map(|_| Vec::with_capacity(n)).collect();
-    for y_row in y.chunks_mut(w.rows) {
-        for (task, piece) in pieces.iter_mut().zip(y_row.chunks_mut(ROWS_PER_TASK_GEMM)) {
-            task.push(piece);
-        }
-    }
+    // Prompt processing: a grid of work items, each a block of up to ROWS_PER_TASK_GEMM
+    // weight rows × a block of activation rows sized to stay in L2, so both threads are busy
+    // for any shape (few weight rows and many tokens, or the reverse).
+    let tb = (ACT_BLOCK_BYTES / scratch.row_bytes.max(1))
+        .clamp(1, MAX_TOKENS_PER_TASK)
+        .min(n);
+    let rb = ROWS_PER_TASK_GEMM.min(w.rows);
+    let (n_rb, n_tb) = (w.rows.div_ceil(rb), n.div_ceil(tb));
     let entry = *entry;
-    pieces
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(c, mut outs)| gemm_task(&entry, w, c * ROWS_PER_TASK_GEMM, scratch, &mut outs));
+    let out = DisjointOut {
+        ptr: y.as_mut_ptr(),
+        len: y.len(),
+    };
+    // Row blocks outer, token blocks inner: rayon hands each thread a contiguous run of
+    // items, i.e. its own weight rows, which it reuses for every token block.
+    (0..n_rb * n_tb).into_par_iter().for_each(|item| {
+        let (r0, t0) = ((item / n_tb) * rb, (item % n_tb) * tb);
+        let (nr, nt) = (rb.min(w.rows - r0), tb.min(n - t0));
+        let mut local = [0.0f32; ROWS_PER_TASK_GEMM * MAX_TOKENS_PER_TASK];
+        let local = &mut local[..nr * nt]; // [nt, nr]
+        gemm_block(&entry, w, r0, nr, scratch, t0, nt, local);
+        for (i, vals) in local.chunks_exact(nr).enumerate() {
+            // SAFETY: item (r0, t0) is the only one writing rows r0..r0+nr of output rows
+            // t0..t0+nt: the items' rectangles tile `y` without overlap.
+            unsafe { out.write((t0 + i) * w.rows + r0, vals) };
+        }
+    });
     Ok(())
 }
 
-/// One prompt-processing task: weight rows `r0 .. r0 + outs[t].len()` times every activation
-/// row `t`, writing `outs[t][i] = W[r0 + i] · x[t]`. Each weight row is used for all activation
-/// rows before moving on, through the batched kernel when the table has one (in fixed groups
-/// of activation rows `0..4, 4..8, …`, independent of the thread count).
-fn gemm_task(
+/// The output `y` of one matmul, shared by its work items, each of which writes a distinct
+/// rectangle of it (so no two items touch the same value).
+struct DisjointOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: the items only write disjoint ranges (see `write`), and `y` outlives the parallel
+// loop (it is borrowed mutably for the whole of `matmul_prequantized_with`).
+unsafe impl Sync for DisjointOut {}
+
+impl DisjointOut {
+    /// Copies `vals` to `y[at .. at + vals.len()]`.
+    ///
+    /// # Safety
+    /// No other thread reads or writes that range concurrently.
+    unsafe fn write(&self, at: usize, vals: &[f32]) {
+        assert!(at + vals.len() <= self.len, "output range out of bounds");
+        // SAFETY: in bounds (checked above) and exclusive (guaranteed by the caller).
+        unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr(), self.ptr.add(at), vals.len()) };
+    }
+}
+
+/// One prompt-processing work item: weight rows `r0 .. r0 + nr` times activation rows
+/// `t0 .. t0 + nt`, into `out[t · nr + r]` (`[nt, nr]`). Uses the table's tiled product when
+/// it has one, else the batched (groups of up to [`MAX_ACT_ROWS_PER_CALL`]) or single-row dot
+/// product; each returns the bits of `vec_dot`, so the cut into items does not matter.
+#[allow(clippy::too_many_arguments)]
+fn gemm_block(
     entry: &KernelEntry,
     w: &QMatrix<'_>,
     r0: usize,
+    nr: usize,
     scratch: &ActivationScratch,
-    outs: &mut [&mut [f32]],
+    t0: usize,
+    nt: usize,
+    out: &mut [f32],
 ) {
-    let n_r = outs.first().map_or(0, |o| o.len());
+    let w_rows = &w.data[r0 * w.row_bytes..(r0 + nr) * w.row_bytes];
+    if let Some(gemm) = entry.gemm {
+        gemm(
+            w_rows,
+            w.row_bytes,
+            scratch.rows(t0, nt),
+            scratch.row_bytes,
+            out,
+        );
+        return;
+    }
     let mut group = [0.0f32; MAX_ACT_ROWS_PER_CALL];
-    for i in 0..n_r {
+    for i in 0..nr {
         let w_row = w.row(r0 + i);
         match entry.vec_dot_rows {
             Some(rows_fn) => {
-                for (g, outs_g) in outs.chunks_mut(MAX_ACT_ROWS_PER_CALL).enumerate() {
-                    let res = &mut group[..outs_g.len()];
-                    let acts = scratch.rows(g * MAX_ACT_ROWS_PER_CALL, outs_g.len());
-                    rows_fn(w_row, acts, scratch.row_bytes, res);
-                    for (out, &v) in outs_g.iter_mut().zip(res.iter()) {
-                        out[i] = v;
+                for g0 in (0..nt).step_by(MAX_ACT_ROWS_PER_CALL) {
+                    let len = MAX_ACT_ROWS_PER_CALL.min(nt - g0);
+                    let res = &mut group[..len];
+                    rows_fn(w_row, scratch.rows(t0 + g0, len), scratch.row_bytes, res);
+                    for (k, &v) in res.iter().enumerate() {
+                        out[(g0 + k) * nr + i] = v;
                     }
                 }
             }
             None => {
-                for (t, out) in outs.iter_mut().enumerate() {
-                    out[i] = (entry.vec_dot)(w_row, scratch.row(t));
+                for t in 0..nt {
+                    out[t * nr + i] = (entry.vec_dot)(w_row, scratch.row(t0 + t));
                 }
             }
         }

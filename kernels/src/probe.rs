@@ -65,7 +65,13 @@ pub fn read_bandwidth(bytes: usize, reps: usize) -> f64 {
 pub fn int8_peak(kernels: &Kernels, reps: usize) -> f64 {
     const ROW_BLOCKS: usize = 128; // 4096 values: 2 × 4.3 KB rows stay in L1
     const DOTS: usize = 20_000;
-    let mut w = vec![BlockQ8_0 { d: 0x3c00, qs: [0; 32] }; ROW_BLOCKS];
+    let mut w = vec![
+        BlockQ8_0 {
+            d: 0x3c00,
+            qs: [0; 32]
+        };
+        ROW_BLOCKS
+    ];
     for (i, b) in w.iter_mut().enumerate() {
         for (j, q) in b.qs.iter_mut().enumerate() {
             *q = ((i * 31 + j * 7) % 255) as i8;

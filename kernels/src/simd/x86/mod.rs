@@ -21,6 +21,7 @@ use crate::dispatch::Kernels;
 
 pub mod avx2;
 pub mod avx512;
+pub mod gemm_avx512;
 
 /// Overrides the table entries the AVX2 kernels accelerate.
 pub(crate) fn install_avx2(table: &mut Kernels) {
@@ -30,6 +31,7 @@ pub(crate) fn install_avx2(table: &mut Kernels) {
 /// Overrides the table entries the AVX-512 kernels accelerate (runs after [`install_avx2`]).
 pub(crate) fn install_avx512(table: &mut Kernels) {
     avx512::install(table);
+    gemm_avx512::install(table);
 }
 
 /// Reads a whole-block byte row as blocks. Rows come from aligned scratch buffers or GGUF

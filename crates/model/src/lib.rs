@@ -1,0 +1,26 @@
+//! grist-model: hyperparameters, architectures, the forward pass, KV cache and sampling.
+//!
+//! ```text
+//! Model::load(path)            GGUF → ArchSpec + HParams + weight descriptors (zero copy)
+//! Session::new(&model, n_ctx)  KV cache + scratch buffers, allocated once
+//! session.eval(&tokens, all)   forward pass over a batch → logits [n_out, n_vocab]
+//! ```
+
+pub mod arch;
+pub mod attention;
+pub mod chat;
+pub mod error;
+pub mod hparams;
+pub mod linear;
+pub mod model;
+pub mod profile;
+pub mod sampler;
+pub mod session;
+pub mod synth;
+pub mod weights;
+
+pub use arch::{ArchSpec, FfnActivation};
+pub use error::ModelError;
+pub use hparams::HParams;
+pub use model::Model;
+pub use session::{Session, MAX_BATCH};

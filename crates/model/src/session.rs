@@ -1,0 +1,388 @@
+//! [`Session`]: the forward pass. A session owns the KV cache (f16, allocated once for the
+//! context size) and every scratch buffer (allocated once for the largest batch); evaluating
+//! tokens allocates nothing, except growing the logits buffer the first time a call asks for
+//! more rows of logits than any call before.
+//!
+//! One call of [`Session::eval`] runs the batch through the graph of [`crate::arch`] in chunks
+//! of at most [`MAX_BATCH`] tokens: every matrix multiplication is matrix × matrix over the
+//! chunk, attention reads the cache (positions `0..n_past + chunk`), and the new keys/values are
+//! written to the cache before attention so a token attends to itself.
+
+use grist_kernels::ops::{self, RopeParams};
+use half::f16;
+
+use crate::arch::FfnActivation;
+use crate::attention::{self, AttnShape};
+use crate::error::ModelError;
+use crate::linear;
+use crate::model::Model;
+use crate::profile::{scope, Op};
+use crate::weights::Matrix;
+use grist_kernels::matmul::ActivationScratch;
+
+/// Largest number of tokens processed as one batch; longer prompts are split into chunks.
+pub const MAX_BATCH: usize = 512;
+
+/// The per-chunk working buffers. Shapes are for a chunk of `n ≤ max_batch` tokens; only the
+/// first `n` rows are used.
+#[derive(Debug)]
+struct Scratch {
+    /// Residual stream `[max_batch, n_embd]`.
+    x: Vec<f32>,
+    /// Normalised input of a sub-block / its output `[max_batch, n_embd]`.
+    h: Vec<f32>,
+    /// Queries `[max_batch, n_head * head_dim]`.
+    q: Vec<f32>,
+    /// New keys `[max_batch, n_head_kv * head_dim]`.
+    k: Vec<f32>,
+    /// New values `[max_batch, n_head_kv * head_dim]`.
+    v: Vec<f32>,
+    /// Attention output before Wo `[max_batch, n_head * head_dim]`.
+    att: Vec<f32>,
+    /// FFN gate, then the gated activation `[max_batch, n_ff]`.
+    gate: Vec<f32>,
+    /// FFN up projection `[max_batch, n_ff]`.
+    up: Vec<f32>,
+    /// RoPE cos/sin of one position `[n_rot]`.
+    rope: Vec<f32>,
+    /// Quantized activations for the matmuls.
+    act: ActivationScratch,
+}
+
+/// An inference session over a [`Model`]: KV cache, scratch buffers and the last logits.
+pub struct Session<'m> {
+    model: &'m Model,
+    n_ctx: usize,
+    n_past: usize,
+    max_batch: usize,
+    /// Per layer, cached keys `[n_ctx, n_head_kv * head_dim]` (f16).
+    k_cache: Vec<Vec<f16>>,
+    /// Per layer, cached values `[n_ctx, n_head_kv * head_dim]` (f16).
+    v_cache: Vec<Vec<f16>>,
+    s: Scratch,
+    /// Logits of the last call `[n_out, n_vocab]`.
+    logits: Vec<f32>,
+}
+
+impl std::fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("n_ctx", &self.n_ctx)
+            .field("n_past", &self.n_past)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'m> Session<'m> {
+    /// A session with room for `n_ctx` tokens. Allocates the KV cache and all scratch buffers.
+    pub fn new(model: &'m Model, n_ctx: usize) -> Result<Session<'m>, ModelError> {
+        if n_ctx == 0 {
+            return Err(ModelError::InvalidArgument(
+                "context size must be at least 1".into(),
+            ));
+        }
+        let hp = model.hparams();
+        let max_batch = n_ctx.min(MAX_BATCH);
+        let kvd = hp.kv_dim();
+        let widest = hp.n_embd.max(hp.q_dim()).max(hp.n_ff);
+        let cache_len = n_ctx.checked_mul(kvd).ok_or_else(|| {
+            ModelError::InvalidArgument(format!("context size {n_ctx} is too large"))
+        })?;
+        let s = Scratch {
+            x: vec![0.0; max_batch * hp.n_embd],
+            h: vec![0.0; max_batch * hp.n_embd],
+            q: vec![0.0; max_batch * hp.q_dim()],
+            k: vec![0.0; max_batch * kvd],
+            v: vec![0.0; max_batch * kvd],
+            att: vec![0.0; max_batch * hp.q_dim()],
+            gate: vec![0.0; max_batch * hp.n_ff],
+            up: vec![0.0; max_batch * hp.n_ff],
+            rope: vec![0.0; hp.n_rot],
+            act: activation_scratch(model, max_batch, widest),
+        };
+        Ok(Session {
+            model,
+            n_ctx,
+            n_past: 0,
+            max_batch,
+            k_cache: (0..hp.n_layer)
+                .map(|_| vec![f16::ZERO; cache_len])
+                .collect(),
+            v_cache: (0..hp.n_layer)
+                .map(|_| vec![f16::ZERO; cache_len])
+                .collect(),
+            s,
+            logits: vec![0.0; hp.n_vocab],
+        })
+    }
+
+    /// Number of tokens in the KV cache (the position of the next token).
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// The context size this session was created with.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// Empties the KV cache (the next token is at position 0).
+    pub fn clear(&mut self) {
+        self.n_past = 0;
+    }
+
+    /// Forgets every cached token from position `n_past` on (no-op if `n_past` is beyond the
+    /// cache).
+    pub fn truncate(&mut self, n_past: usize) {
+        self.n_past = self.n_past.min(n_past);
+    }
+
+    /// Evaluates `tokens` at positions `n_past..n_past + tokens.len()`, appending them to the
+    /// KV cache. Returns logits `[n_out, n_vocab]`: for every token of this call when
+    /// `all_logits`, else only for the last one.
+    pub fn eval(&mut self, tokens: &[u32], all_logits: bool) -> Result<&[f32], ModelError> {
+        let n_vocab = self.model.n_vocab();
+        if tokens.is_empty() {
+            return Err(ModelError::InvalidArgument("no tokens to evaluate".into()));
+        }
+        if self.n_past + tokens.len() > self.n_ctx {
+            return Err(ModelError::ContextOverflow {
+                n_past: self.n_past,
+                n_new: tokens.len(),
+                n_ctx: self.n_ctx,
+            });
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ModelError::TokenOutOfRange {
+                token: bad,
+                n_vocab,
+            });
+        }
+        let n_out = if all_logits { tokens.len() } else { 1 };
+        if self.logits.len() < n_out * n_vocab {
+            self.logits.resize(n_out * n_vocab, 0.0);
+        }
+        let mut done = 0;
+        for chunk in tokens.chunks(self.max_batch) {
+            let last_chunk = done + chunk.len() == tokens.len();
+            let out_rows = if all_logits {
+                Some((0..chunk.len(), done))
+            } else if last_chunk {
+                Some((chunk.len() - 1..chunk.len(), 0))
+            } else {
+                None
+            };
+            self.forward(chunk, out_rows);
+            self.n_past += chunk.len();
+            done += chunk.len();
+        }
+        Ok(&self.logits[..n_out * n_vocab])
+    }
+
+    /// Runs one chunk (`tokens.len() ≤ max_batch`) at positions `n_past..`. `out_rows`:
+    /// which rows of the chunk need logits, and the row of `self.logits` the first goes to.
+    fn forward(&mut self, tokens: &[u32], out_rows: Option<(std::ops::Range<usize>, usize)>) {
+        let model = self.model;
+        let hp = model.hparams();
+        let spec = model.spec();
+        let w = model.weights();
+        let n = tokens.len();
+        let (e, qd, kvd, hd, nf) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.head_dim, hp.n_ff);
+        let pos0 = self.n_past;
+        let s = &mut self.s;
+
+        // x = embed(tokens)                                         [n, n_embd]
+        let x = &mut s.x[..n * e];
+        {
+            let _p = scope(
+                Op::Embedding,
+                (n * w.token_embd.row_bytes) as u64,
+                x.len() as u64,
+            );
+            for (row, &tok) in x.chunks_exact_mut(e).zip(tokens) {
+                linear::dequantize_row(model, &w.token_embd, tok as usize, row);
+            }
+            if spec.scale_embeddings {
+                ops::scale(x, (e as f32).sqrt());
+            }
+        }
+
+        let attn_scale = 1.0 / (hd as f32).sqrt();
+        for (il, lw) in w.layers.iter().enumerate() {
+            // ---- attention ----
+            // h = rms_norm(x) * attn_norm                           [n, n_embd]
+            let h = &mut s.h[..n * e];
+            h.copy_from_slice(&s.x[..n * e]);
+            norm_rows(h, &lw.attn_norm, hp.rms_eps);
+            // q, k, v = h·Wq, h·Wk, h·Wv                             [n, q_dim], [n, kv_dim] ×2
+            let (q, k, v) = (&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]);
+            linear::matmul_many(
+                model,
+                h,
+                &mut [
+                    (&lw.wq, q, Op::MatmulQ),
+                    (&lw.wk, k, Op::MatmulK),
+                    (&lw.wv, v, Op::MatmulV),
+                ],
+                &mut s.act,
+            );
+            let (q, k, v) = (&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]);
+            if let Some([bq, bk, bv]) = &lw.qkv_bias {
+                let _p = scope(Op::Elementwise, 0, (q.len() + k.len() + v.len()) as u64);
+                add_rows(q, bq);
+                add_rows(k, bk);
+                add_rows(v, bv);
+            }
+            if let Some([qn, kn]) = &lw.qk_norm {
+                norm_rows(q, qn, hp.rms_eps);
+                norm_rows(k, kn, hp.rms_eps);
+            }
+            // RoPE, with the local base on sliding-window layers.
+            let swa = hp.is_swa(il);
+            let rope = RopeParams {
+                n_rot: hp.n_rot,
+                freq_base: if swa {
+                    hp.rope_freq_base_swa
+                } else {
+                    hp.rope_freq_base
+                },
+                freq_scale: hp.rope_freq_scale,
+                freq_factors: w.rope_freqs.as_deref(),
+                style: spec.rope_style,
+            };
+            let _p = scope(Op::Rope, 0, 3 * (q.len() + k.len()) as u64);
+            for t in 0..n {
+                ops::rope_cache(pos0 + t, &rope, &mut s.rope);
+                ops::rope_apply(&mut q[t * qd..(t + 1) * qd], hd, &s.rope, rope.style);
+                ops::rope_apply(&mut k[t * kvd..(t + 1) * kvd], hd, &s.rope, rope.style);
+            }
+            drop(_p);
+            let score_scale = if spec.scale_q_before_attention {
+                ops::scale(q, attn_scale);
+                1.0
+            } else {
+                attn_scale
+            };
+            // Append k, v to the cache (f16).                        [n_ctx, kv_dim]
+            let n_keys = (pos0 + n) as u64;
+            let _p = scope(Op::Attention, 0, 4 * n as u64 * n_keys * qd as u64);
+            let kc = &mut self.k_cache[il];
+            let vc = &mut self.v_cache[il];
+            ops::f32_to_f16_row(k, &mut kc[pos0 * kvd..(pos0 + n) * kvd]);
+            ops::f32_to_f16_row(v, &mut vc[pos0 * kvd..(pos0 + n) * kvd]);
+            // att = softmax(q·Kᵀ·scale + mask)·V                    [n, q_dim]
+            let window = if swa { Some(hp.n_swa) } else { None };
+            attention::attention(
+                q,
+                &kc[..(pos0 + n) * kvd],
+                &vc[..(pos0 + n) * kvd],
+                &mut s.att[..n * qd],
+                AttnShape {
+                    pos0,
+                    n_head: hp.n_head,
+                    n_head_kv: hp.n_head_kv,
+                    head_dim: hd,
+                },
+                score_scale,
+                window,
+            );
+            drop(_p);
+            // h = att·Wo [→ rms_norm * post_attention_norm];  x += h
+            let h = &mut s.h[..n * e];
+            mm(model, &lw.wo, &s.att[..n * qd], h, Op::MatmulO, &mut s.act);
+            if let Some(pn) = &lw.post_attn_norm {
+                norm_rows(h, pn, hp.rms_eps);
+            }
+            {
+                let _p = scope(Op::Elementwise, 0, h.len() as u64);
+                ops::add(&mut s.x[..n * e], h);
+            }
+
+            // ---- feed-forward ----
+            h.copy_from_slice(&s.x[..n * e]);
+            norm_rows(h, &lw.ffn_norm, hp.rms_eps);
+            // gate = act(h·Wgate) * (h·Wup)                          [n, n_ff]
+            let (gate, up) = (&mut s.gate[..n * nf], &mut s.up[..n * nf]);
+            linear::matmul_many(
+                model,
+                h,
+                &mut [
+                    (&lw.w_gate, gate, Op::MatmulGate),
+                    (&lw.w_up, up, Op::MatmulUp),
+                ],
+                &mut s.act,
+            );
+            let (gate, up) = (&mut s.gate[..n * nf], &s.up[..n * nf]);
+            {
+                let _p = scope(Op::Activation, 0, 4 * gate.len() as u64);
+                match spec.ffn_activation {
+                    FfnActivation::Silu => ops::swiglu(gate, up),
+                    FfnActivation::GeluTanh => ops::geglu(gate, up),
+                }
+            }
+            // h = gate·Wdown [→ rms_norm * post_ffw_norm];  x += h   [n, n_embd]
+            mm(model, &lw.w_down, gate, h, Op::MatmulDown, &mut s.act);
+            if let Some(pn) = &lw.post_ffn_norm {
+                norm_rows(h, pn, hp.rms_eps);
+            }
+            {
+                let _p = scope(Op::Elementwise, 0, h.len() as u64);
+                ops::add(&mut s.x[..n * e], h);
+            }
+        }
+
+        // logits = (rms_norm(x) * output_norm)·Woutput, for the requested rows only.
+        if let Some((rows, first_out)) = out_rows {
+            let m = rows.len();
+            let h = &mut s.h[..m * e];
+            h.copy_from_slice(&s.x[rows.start * e..rows.end * e]);
+            norm_rows(h, &w.output_norm, hp.rms_eps);
+            let nv = hp.n_vocab;
+            let out = &mut self.logits[first_out * nv..(first_out + m) * nv];
+            mm(model, &w.output, h, out, Op::MatmulOutput, &mut s.act);
+        }
+    }
+}
+
+/// `out = x · Wᵀ` for a model matrix.
+fn mm(model: &Model, w: &Matrix, x: &[f32], out: &mut [f32], op: Op, act: &mut ActivationScratch) {
+    linear::matmul(model, w, x, out, op, act);
+}
+
+/// An activation scratch pre-sized for the largest activation format any matrix of `model`
+/// uses, so the hot path never grows it.
+fn activation_scratch(model: &Model, max_batch: usize, widest: usize) -> ActivationScratch {
+    let mut act = ActivationScratch::new();
+    let w = model.weights();
+    let mats = w
+        .layers
+        .iter()
+        .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
+    for m in mats.chain([&w.output]) {
+        if let Some(ty) = grist_kernels::formats::activation_type(m.ty) {
+            // Sizes were validated at load; a failure here only means no pre-sizing.
+            let _ = act.reserve(ty, max_batch, widest);
+        }
+    }
+    act
+}
+
+/// `x[row] = rms_norm(x[row]) * weight` for every row of `x` (`[n, weight.len()]`).
+fn norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
+    let _p = scope(Op::Norm, 0, 4 * x.len() as u64);
+    for row in x.chunks_exact_mut(weight.len()) {
+        ops::rms_norm_in_place(row, Some(weight), eps);
+    }
+}
+
+/// Adds `bias` (`[d]`) to every row of `x` (`[n, d]`).
+fn add_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        ops::add(row, bias);
+    }
+}

@@ -1,0 +1,107 @@
+//! Prompt-processing matmul speed per weight format, in **CPU time** (immune to other
+//! processes stealing the core on a shared machine; wall time is printed too):
+//! the table's tiled product vs the same table without it (one `vec_dot` per output), and
+//! token generation (`n = 1`) GB/s.
+//!
+//! `cargo run --release -p grist-kernels --example gemm_speed [-- ROWS COLS N THREADS [FORMAT]]`
+//! (defaults: 896 896 128 1, a qwen2.5-0.5b attention matrix and a 128-token batch).
+use std::time::Instant;
+
+use grist_gguf::GgmlType;
+use grist_kernels::dispatch::{select, Isa, Kernels};
+use grist_kernels::formats;
+use grist_kernels::matmul::{matmul_with, ActivationScratch, QMatrix};
+
+/// User + system CPU time of this process, in seconds (from `/proc/self/stat`, 10 ms ticks).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Runs `f` repeatedly for ≥ 1.5 s of CPU time; returns (CPU s, wall s) per call.
+fn time(mut f: impl FnMut()) -> (f64, f64) {
+    f();
+    let (c0, w0) = (cpu_seconds(), Instant::now());
+    let mut calls = 0u32;
+    while cpu_seconds() - c0 < 1.5 {
+        f();
+        calls += 1;
+    }
+    let c = cpu_seconds() - c0;
+    (c / calls as f64, w0.elapsed().as_secs_f64() / calls as f64)
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let rows = args.first().copied().unwrap_or(896);
+    let cols = args.get(1).copied().unwrap_or(896 * 2 / 256 * 128); // multiple of 256
+    let n = args.get(2).copied().unwrap_or(128);
+    let threads = args.get(3).copied().unwrap_or(1);
+    let cols = cols / 256 * 256;
+    let table: &Kernels = select(Isa::detect_best()).expect("best ISA");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    println!(
+        "isa {} rows {rows} cols {cols} n {n} threads {threads}",
+        table.isa()
+    );
+    let types = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ];
+    // Optional 5th argument: only the formats whose name contains it (e.g. `Q4_`).
+    let only = std::env::args().nth(5).unwrap_or_default();
+    let types: Vec<GgmlType> = types.into_iter().filter(|t| t.to_string().contains(&only)).collect();
+    let x: Vec<f32> = (0..n * cols)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0)
+        .collect();
+    for ty in types {
+        let rb = cols / ty.block_elems() * ty.block_bytes();
+        let mut data = vec![0u8; rows * rb];
+        for r in 0..rows {
+            let w: Vec<f32> = (0..cols)
+                .map(|i| (((i + 31 * r) * 104729 % 997) as f32 - 498.0) / 300.0)
+                .collect();
+            formats::quantize_row(ty, &w, &mut data[r * rb..(r + 1) * rb]).unwrap();
+        }
+        let m = QMatrix::new(ty, &data, rows, cols).unwrap();
+        let mut plain = table.clone();
+        let vd = table.entry(ty).unwrap().vec_dot;
+        plain.set_vec_dot(ty, vd);
+        let mut s = ActivationScratch::new();
+        let mut y = vec![0.0f32; n * rows];
+        let gop = 2.0 * (rows * cols * n) as f64 / 1e9;
+        let mut line = format!("{:5}", ty.to_string());
+        for (name, tbl) in [("tiled", table), ("vec_dot", &plain)] {
+            let (c, w) =
+                pool.install(|| time(|| matmul_with(tbl, &m, &x, n, &mut y, &mut s).unwrap()));
+            line += &format!(
+                "  {name}: {:7.1} GOPS/cpu-s ({:7.1} wall)",
+                gop / c,
+                gop / w
+            );
+        }
+        let mut y1 = vec![0.0f32; rows];
+        let gb = data.len() as f64 / 1e9;
+        for (name, tbl) in [("gemv tiled", table), ("gemv vec_dot", &plain)] {
+            let (c, w) = pool
+                .install(|| time(|| matmul_with(tbl, &m, &x[..cols], 1, &mut y1, &mut s).unwrap()));
+            line += &format!("  {name}: {:6.1} GB/cpu-s ({:6.1} wall)", gb / c, gb / w);
+        }
+        println!("{line}");
+    }
+}
