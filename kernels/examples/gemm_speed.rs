@@ -65,7 +65,10 @@ fn main() {
     ];
     // Optional 5th argument: only the formats whose name contains it (e.g. `Q4_`).
     let only = std::env::args().nth(5).unwrap_or_default();
-    let types: Vec<GgmlType> = types.into_iter().filter(|t| t.to_string().contains(&only)).collect();
+    let types: Vec<GgmlType> = types
+        .into_iter()
+        .filter(|t| t.to_string().contains(&only))
+        .collect();
     let x: Vec<f32> = (0..n * cols)
         .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0)
         .collect();

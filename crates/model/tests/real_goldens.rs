@@ -2,11 +2,11 @@
 //! forced, against compare.py's class `real`. The models are looked up in `$GRIST_MODELS` or
 //! `models/`; a missing model is skipped loudly.
 //!
-//! Criteria: per golden, mean |d| ≤ 0.5 and no top-1 miss where the golden's top1–top2 margin
-//! is ≥ 2.5 (compare.py's); top-1 agreement ≥ 92 % is checked over the model's five goldens
-//! together. Per golden it sits at the edge of llama.cpp's own noise (93–100 %): with ~30–48
-//! positions per prompt, three near-ties (golden margins < 0.25) flipping already make 90 %.
-//! Every per-golden figure is printed.
+//! Criteria: compare.py's class `real`, for every golden on its own: mean |d| ≤ 0.5, top-1
+//! agreement ≥ 92 %, and no top-1 miss where the golden's top1–top2 margin is ≥ 2.5. The
+//! agreement bar sits near llama.cpp's own noise (93–100 %): with ~30–48 positions per prompt,
+//! three near-ties (golden margins < 0.25) flipping make 90 %, so a kernel change that moves
+//! activation roundings can move it; every per-golden figure is printed to show the headroom.
 
 mod common;
 
@@ -21,7 +21,6 @@ fn check_model(golden_prefix: &str, file: &str) {
         return;
     };
     let model = Model::load(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let (mut agree, mut positions) = (0.0f64, 0usize);
     let mut failures = Vec::new();
     for p in 0..5 {
         let gp = root().join(format!("tests/golden/logits/{golden_prefix}.p{p}.json"));
@@ -33,27 +32,9 @@ fn check_model(golden_prefix: &str, file: &str) {
         let logits = eval_teacher_forced(&model, &g);
         let out = compare(&g, &logits, model.n_vocab(), &REAL);
         eprintln!("{golden_prefix}.p{p} [real]: {out}");
-        agree += out.top1 * out.positions as f64;
-        positions += out.positions;
-        let hard: Vec<_> = out
-            .problems
-            .iter()
-            .filter(|m| !m.starts_with("top-1 agreement"))
-            .collect();
-        if !hard.is_empty() {
+        if !out.problems.is_empty() {
             failures.push(format!("{golden_prefix}.p{p}: {out}"));
         }
-    }
-    let rate = agree / positions.max(1) as f64;
-    eprintln!(
-        "{golden_prefix}: top-1 agreement over all prompts {:.1}%",
-        rate * 100.0
-    );
-    if rate < REAL.agree {
-        failures.push(format!(
-            "{golden_prefix}: top-1 agreement {:.1}% < 92%",
-            rate * 100.0
-        ));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -44,7 +44,7 @@ const LEGACY_R: usize = 4;
 /// a DRAM-sized matrix-vector product ran at half the speed of 1 (four interleaved read
 /// streams per thread defeat the hardware prefetcher); the float order does not depend on
 /// the tile shape, so this choice does not change any result.
-const GEMV_R: usize = 1;
+const GEMV_R: usize = 2;
 /// Activation rows per tile of the 32-value formats.
 const LEGACY_C: usize = 4;
 /// Weight rows per tile of the k-quants.
