@@ -20,7 +20,7 @@
 //! across ISAs; the 256 MiB one only when a `dram` bench actually runs (criterion filters).
 //!
 //! ```text
-//! cargo bench -p grist-benches --bench kernels                      # everything (~10 min)
+//! cargo bench -p grist-benches --bench kernels                      # everything (10-15 min)
 //! cargo bench -p grist-benches --bench kernels -- 'matvec/.*/dram'  # one group (regex)
 //! cargo bench -p grist-benches --bench kernels -- --test            # smoke run, each once
 //! ```
