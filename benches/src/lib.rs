@@ -1,3 +1,5 @@
 //! Shared helpers for the criterion benchmarks in `benches/benches/`.
 
+#![warn(missing_docs)]
+
 pub mod weights;

@@ -7,6 +7,8 @@
 //! - [`matmul`]: weights `[rows, cols]` × activations `[n, cols]` → `[n, rows]`, parallel.
 //! - [`ops`]: the f32 operations of a transformer layer (RMSNorm, RoPE, softmax, …).
 
+#![warn(missing_docs)]
+
 pub mod blocks;
 pub mod dispatch;
 pub mod formats;

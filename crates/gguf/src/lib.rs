@@ -13,6 +13,8 @@
 //! # Ok::<(), grist_gguf::GgufError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 mod file;
 mod ggml_type;

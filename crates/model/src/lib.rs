@@ -6,6 +6,8 @@
 //! session.eval(&tokens, all)   forward pass over a batch → logits [n_out, n_vocab]
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod arch;
 pub mod attention;
 pub mod chat;
