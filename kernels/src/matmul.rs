@@ -34,6 +34,14 @@ use crate::formats::FormatError;
 /// Weight rows per parallel task for token generation (`n = 1`): large enough to amortise
 /// task overhead, small enough to balance a 4096-row matrix over many threads.
 const ROWS_PER_TASK_GEMV: usize = 32;
+/// Whether token generation (`n = 1`) uses the table's tiled product (with one activation
+/// row) instead of `vec_dot`. `true` would make every result independent of the batch size (a
+/// token giving the same bits alone or in a batch) for the formats whose tiles sum in another
+/// order than `vec_dot` (the AVX-512 32-value formats); `false` runs `vec_dot`, measured 5–9 %
+/// faster at batch 1 on SmolLM2/gemma (docs/PERFORMANCE.md). grist guarantees bit-identical
+/// results for any thread count (each output is still one `vec_dot` in a fixed order), not
+/// for any batch split — llama.cpp does not either — so generation takes the faster path.
+const GEMV_USES_TILES: bool = false;
 /// Weight rows per work item when `n > 1`.
 const ROWS_PER_TASK_GEMM: usize = 32;
 /// Most activation rows per work item when `n > 1`.
@@ -410,7 +418,7 @@ pub fn matmul_prequantized_with(
     if n == 1 {
         // Token generation: y is one row [rows]; each task owns a contiguous run of it.
         let act = scratch.row(0);
-        if let Some(gemm) = entry.gemm {
+        if let Some(gemm) = entry.gemm.filter(|_| GEMV_USES_TILES) {
             // The tiled product with one activation row: several weight rows share each
             // activation load, and the result has the bits a batch would give this token.
             let rb = w.row_bytes;

@@ -40,11 +40,12 @@ use crate::dispatch::Kernels;
 
 /// Weight rows per tile of the 32-value formats (accumulators: `R·C` registers).
 const LEGACY_R: usize = 4;
-/// Weight rows per tile of the 32-value formats when there is one activation row. With 4,
-/// a DRAM-sized matrix-vector product ran at half the speed of 1 (four interleaved read
-/// streams per thread defeat the hardware prefetcher); the float order does not depend on
-/// the tile shape, so this choice does not change any result.
-const GEMV_R: usize = 2;
+/// Weight rows per tile of the 32-value formats when there is one activation row. With 2 or
+/// 4, a DRAM-sized matrix-vector product ran at less than half the speed of 1 (several
+/// interleaved read streams per thread; software prefetch did not help), though 4 is 1.3×
+/// faster on cache-resident weights. The float order does not depend on the tile shape, so
+/// this choice does not change any result. See docs/PERFORMANCE.md.
+const GEMV_R: usize = 1;
 /// Activation rows per tile of the 32-value formats.
 const LEGACY_C: usize = 4;
 /// Weight rows per tile of the k-quants.
