@@ -175,6 +175,25 @@ impl Weight for BlockQ5_K {
         vec![Self { dmin: 0, ..*self }, Self { d: 0, ..*self }]
     }
 }
+impl Weight for BlockQ5_1 {
+    fn set_scales(&mut self, d: u16, m: u16) {
+        self.d = d;
+        self.m = m;
+    }
+    fn parts(&self) -> Vec<Self> {
+        vec![Self { m: 0, ..*self }, Self { d: 0, ..*self }]
+    }
+}
+impl Weight for BlockIQ4_NL {
+    fn set_scales(&mut self, d: u16, _m: u16) {
+        self.d = d;
+    }
+}
+impl Weight for BlockIQ4_XS {
+    fn set_scales(&mut self, d: u16, _m: u16) {
+        self.d = d;
+    }
+}
 impl Weight for BlockQ6_K {
     fn set_scales(&mut self, d: u16, _m: u16) {
         self.d = d;
@@ -388,6 +407,30 @@ format_test!(
     avx2::vec_dot_q5_0_q8_0,
     Some(avx512::vec_dot_q5_0_q8_0),
     1
+);
+format_test!(
+    q5_1,
+    BlockQ5_1,
+    "Q5_1·Q8_1",
+    avx2::vec_dot_q5_1_q8_1,
+    Some(avx512::vec_dot_q5_1_q8_1),
+    2
+);
+format_test!(
+    iq4_nl,
+    BlockIQ4_NL,
+    "IQ4_NL·Q8_0",
+    avx2::vec_dot_iq4_nl_q8_0,
+    Some(avx512::vec_dot_iq4_nl_q8_0),
+    1
+);
+format_test!(
+    iq4_xs,
+    BlockIQ4_XS,
+    "IQ4_XS·Q8_K",
+    avx2::vec_dot_iq4_xs_q8_k,
+    Some(avx512::vec_dot_iq4_xs_q8_k),
+    16
 );
 format_test!(
     q8_0,
@@ -643,7 +686,10 @@ fn dispatch_tables_agree() {
             GgmlType::Q4_0,
             GgmlType::Q4_1,
             GgmlType::Q5_0,
+            GgmlType::Q5_1,
             GgmlType::Q8_0,
+            GgmlType::IQ4_NL,
+            GgmlType::IQ4_XS,
             GgmlType::Q4_K,
             GgmlType::Q5_K,
             GgmlType::Q6_K,
@@ -677,6 +723,9 @@ fn act_len(ty: grist_gguf::GgmlType, cols: usize) -> usize {
         T::Q4_0 => (32, 18),
         T::Q4_1 => (32, 20),
         T::Q5_0 => (32, 22),
+        T::Q5_1 => (32, 24),
+        T::IQ4_NL => (32, 18),
+        T::IQ4_XS => (256, 136),
         T::Q8_0 => (32, 34),
         T::Q8_1 => (32, 36),
         T::Q4_K => (256, 144),

@@ -25,8 +25,8 @@ use half::{bf16, f16};
 
 use super::{byte_quantize, byte_vec_dot, check_quantize_len, check_same_len, k4_scales_mins};
 use crate::blocks::{
-    f32_to_f16, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K, BlockQ8_0,
-    BlockQ8_1, BlockQ8_K, QK, QK_K,
+    f32_to_f16, BlockIQ4_NL, BlockIQ4_XS, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
+    BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, IQ4NL_VALUES, QK, QK_K,
 };
 use crate::dispatch::Kernels;
 
@@ -35,7 +35,10 @@ pub(crate) fn install(table: &mut Kernels) {
     table.set_vec_dot(GgmlType::Q4_0, q4_0_bytes);
     table.set_vec_dot(GgmlType::Q4_1, q4_1_bytes);
     table.set_vec_dot(GgmlType::Q5_0, q5_0_bytes);
+    table.set_vec_dot(GgmlType::Q5_1, q5_1_bytes);
     table.set_vec_dot(GgmlType::Q8_0, q8_0_bytes);
+    table.set_vec_dot(GgmlType::IQ4_NL, iq4_nl_bytes);
+    table.set_vec_dot(GgmlType::IQ4_XS, iq4_xs_bytes);
     table.set_vec_dot(GgmlType::Q4_K, q4_k_bytes);
     table.set_vec_dot(GgmlType::Q5_K, q5_k_bytes);
     table.set_vec_dot(GgmlType::Q6_K, q6_k_bytes);
@@ -49,7 +52,10 @@ pub(crate) fn install(table: &mut Kernels) {
 byte_vec_dot!(q4_0_bytes, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
 byte_vec_dot!(q4_1_bytes, vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
 byte_vec_dot!(q5_0_bytes, vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
+byte_vec_dot!(q5_1_bytes, vec_dot_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
 byte_vec_dot!(q8_0_bytes, vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+byte_vec_dot!(iq4_nl_bytes, vec_dot_iq4_nl_q8_0, BlockIQ4_NL, BlockQ8_0);
+byte_vec_dot!(iq4_xs_bytes, vec_dot_iq4_xs_q8_k, BlockIQ4_XS, BlockQ8_K);
 byte_vec_dot!(q4_k_bytes, vec_dot_q4_k_q8_k, BlockQ4_K, BlockQ8_K);
 byte_vec_dot!(q5_k_bytes, vec_dot_q5_k_q8_k, BlockQ5_K, BlockQ8_K);
 byte_vec_dot!(q6_k_bytes, vec_dot_q6_k_q8_k, BlockQ6_K, BlockQ8_K);
@@ -175,14 +181,27 @@ unsafe fn load32<T>(p: *const T) -> __m256i {
 // ----------------------------------------------------------------------------------------
 
 /// Drives a legacy-format dot product: `block` returns one block's exact integer sums (8 i32
-/// lanes) and its scale `d_w·d_a`; blocks alternate between two accumulators (held in
-/// registers) to hide the FMA latency.
+/// lanes), `scales` its `d_w·d_a` in lane 0 (and, with `MINS`, `m_w·s_a` in lane 1); blocks
+/// alternate between two accumulators (held in registers) to hide the FMA latency.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sum_blocks<W, A>(w: &[W], a: &[A], block: impl Fn(&W, &A) -> (__m256i, f32)) -> f32 {
-    let scaled = |x: &W, y: &A, acc: __m256| {
-        let (sumi, d) = block(x, y);
-        _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d), acc)
+fn sum_blocks<W, A, const MINS: bool>(
+    w: &[W],
+    a: &[A],
+    block: impl Fn(&W, &A) -> __m256i,
+    scales: impl Fn(&W, &A) -> __m128,
+) -> f32 {
+    let mut acc_m = _mm_setzero_ps();
+    let mut scaled = |x: &W, y: &A, acc: __m256| {
+        let d = scales(x, y);
+        if MINS {
+            acc_m = _mm_add_ps(acc_m, d);
+        }
+        _mm256_fmadd_ps(
+            _mm256_cvtepi32_ps(block(x, y)),
+            _mm256_broadcastss_ps(d),
+            acc,
+        )
     };
     let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for (wp, ap) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
@@ -192,7 +211,29 @@ fn sum_blocks<W, A>(w: &[W], a: &[A], block: impl Fn(&W, &A) -> (__m256i, f32)) 
     if w.len() % 2 == 1 {
         acc0 = scaled(&w[w.len() - 1], &a[a.len() - 1], acc0);
     }
-    hsum_ps(_mm256_add_ps(acc0, acc1))
+    let dots = hsum_ps(_mm256_add_ps(acc0, acc1));
+    if MINS {
+        dots + _mm_cvtss_f32(_mm_movehdup_ps(acc_m))
+    } else {
+        dots
+    }
+}
+
+/// `[d_w·d_a, m_w·s_a, …]` from the leading words `(d, m)` of a Q4_1/Q5_1 block and `(d, s)`
+/// of a Q8_1 block: one conversion, one multiply.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scales_with_min(d_w: u16, m_w: u16, d_a: u16, s_a: u16) -> __m128 {
+    let words = d_w as u64 | (m_w as u64) << 16 | (d_a as u64) << 32 | (s_a as u64) << 48;
+    let v = _mm_cvtph_ps(_mm_cvtsi64_si128(words as i64)); // [d_w, m_w, d_a, s_a]
+    _mm_mul_ps(v, _mm_movehl_ps(v, v))
+}
+
+/// `[d_w·d_a, …]` as lane 0.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_only(d_w: u16, d_a: u16) -> __m128 {
+    _mm_set_ss(fp16_product(d_w, d_a))
 }
 
 /// Q4_0 · Q8_0: per block `Σ (q-8)·y` exact in i32, then `+= sumi · (d_w·d_a)`.
@@ -203,30 +244,96 @@ fn sum_blocks<W, A>(w: &[W], a: &[A], block: impl Fn(&W, &A) -> (__m256i, f32)) 
 pub unsafe fn vec_dot_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     check_same_len(w.len(), a.len(), "Q4_0·Q8_0");
     let eight = _mm256_set1_epi8(8);
-    sum_blocks(w, a, |x, y| {
-        // SAFETY: `qs` arrays are 16 and 32 bytes long.
-        let (q, yv) = unsafe { (nibbles_32(x.qs.as_ptr()), load32(y.qs.as_ptr())) };
-        // (q - 8)·y per pair in i16: both terms and their difference fit i16.
-        let pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), _mm256_maddubs_epi16(eight, yv));
-        let sumi = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
-        (sumi, fp16_product(x.d, y.d))
-    })
+    sum_blocks::<_, _, false>(
+        w,
+        a,
+        |x, y| {
+            // SAFETY: `qs` arrays are 16 and 32 bytes long.
+            let (q, yv) = unsafe { (nibbles_32(x.qs.as_ptr()), load32(y.qs.as_ptr())) };
+            // (q - 8)·y per pair in i16: both terms and their difference fit i16.
+            let pairs =
+                _mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), _mm256_maddubs_epi16(eight, yv));
+            _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+        },
+        |x, y| scale_only(x.d, y.d),
+    )
 }
 
-/// Q4_1 · Q8_1: per block `Σ q·y` (q unsigned), `+= sumi·(d_w·d_a) + m_w·s_a`.
+/// Q4_1 · Q8_1: per block `Σ q·y` (q unsigned), `+= sumi·(d_w·d_a) + m_w·s_a`, one pass.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C. Panics if the rows have different lengths.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     check_same_len(w.len(), a.len(), "Q4_1·Q8_1");
-    let dots = sum_blocks(w, a, |x, y| {
-        // SAFETY: `qs` arrays are 16 and 32 bytes long.
-        let (q, yv) = unsafe { (nibbles_32(x.qs.as_ptr()), load32(y.qs.as_ptr())) };
-        (dot_u8_i8(q, yv), fp16_product(x.d, y.d))
-    });
-    let mins: f32 = w.iter().zip(a).map(|(x, y)| fp16(x.m) * fp16(y.s)).sum();
-    dots + mins
+    sum_blocks::<_, _, true>(
+        w,
+        a,
+        |x, y| {
+            // SAFETY: `qs` arrays are 16 and 32 bytes long.
+            let (q, yv) = unsafe { (nibbles_32(x.qs.as_ptr()), load32(y.qs.as_ptr())) };
+            dot_u8_i8(q, yv)
+        },
+        |x, y| scales_with_min(x.d, x.m, y.d, y.s),
+    )
+}
+
+/// Q5_1 · Q8_1: codes `q = nibble | bit << 4` unsigned (`0..31`), as Q4_1.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C. Panics if the rows have different lengths.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_1_q8_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
+    check_same_len(w.len(), a.len(), "Q5_1·Q8_1");
+    let sixteen = _mm256_set1_epi8(16);
+    sum_blocks::<_, _, true>(
+        w,
+        a,
+        |x, y| {
+            // SAFETY: `qs` arrays are 16 and 32 bytes long.
+            let (lo, yv) = unsafe { (nibbles_32(x.qs.as_ptr()), load32(y.qs.as_ptr())) };
+            let high = _mm256_and_si256(bit_bytes_32(u32::from_le_bytes(x.qh)), sixteen);
+            dot_u8_i8(_mm256_or_si256(lo, high), yv)
+        },
+        |x, y| scales_with_min(x.d, x.m, y.d, y.s),
+    )
+}
+
+/// [`IQ4NL_VALUES`] in both 128-bit lanes, for `vpshufb`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn iq4nl_lut() -> __m256i {
+    // SAFETY: the table is 16 bytes.
+    _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(IQ4NL_VALUES.as_ptr().cast()) })
+}
+
+/// `Σ v·y` of signed weights `v` (`|v| ≤ 127`) and activation codes in `-127..=127`, per 4
+/// bytes into 8 i32 lanes, with the sign trick `|v| · (y·sign(v))`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_i8_i8(v: __m256i, y: __m256i) -> __m256i {
+    dot_u8_i8(_mm256_sign_epi8(v, v), _mm256_sign_epi8(y, v))
+}
+
+/// IQ4_NL · Q8_0: `vpshufb` looks the 32 nibbles up in the 16-value table (signed values
+/// in `-127..=113`), then the sign trick as Q8_0 · Q8_0.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C. Panics if the rows have different lengths.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_iq4_nl_q8_0(w: &[BlockIQ4_NL], a: &[BlockQ8_0]) -> f32 {
+    check_same_len(w.len(), a.len(), "IQ4_NL·Q8_0");
+    let lut = iq4nl_lut();
+    sum_blocks::<_, _, false>(
+        w,
+        a,
+        |x, y| {
+            // SAFETY: `qs` arrays are 16 and 32 bytes long.
+            let (idx, yv) = unsafe { (nibbles_32(x.qs.as_ptr()), load32(y.qs.as_ptr())) };
+            dot_i8_i8(_mm256_shuffle_epi8(lut, idx), yv)
+        },
+        |x, y| scale_only(x.d, y.d),
+    )
 }
 
 /// Q5_0 · Q8_0: codes `q = nibble | bit << 4` (unsigned `0..31`), `Σ (q-16)·y` per block.
@@ -237,18 +344,22 @@ pub unsafe fn vec_dot_q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
 pub unsafe fn vec_dot_q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     check_same_len(w.len(), a.len(), "Q5_0·Q8_0");
     let sixteen = _mm256_set1_epi8(16);
-    sum_blocks(w, a, |x, y| {
-        // SAFETY: `qs` arrays are 16 and 32 bytes long.
-        let (lo, yv) = unsafe { (nibbles_32(x.qs.as_ptr()), load32(y.qs.as_ptr())) };
-        let high = _mm256_and_si256(bit_bytes_32(u32::from_le_bytes(x.qh)), sixteen);
-        let q = _mm256_or_si256(lo, high);
-        let pairs = _mm256_sub_epi16(
-            _mm256_maddubs_epi16(q, yv),
-            _mm256_maddubs_epi16(sixteen, yv),
-        );
-        let sumi = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
-        (sumi, fp16_product(x.d, y.d))
-    })
+    sum_blocks::<_, _, false>(
+        w,
+        a,
+        |x, y| {
+            // SAFETY: `qs` arrays are 16 and 32 bytes long.
+            let (lo, yv) = unsafe { (nibbles_32(x.qs.as_ptr()), load32(y.qs.as_ptr())) };
+            let high = _mm256_and_si256(bit_bytes_32(u32::from_le_bytes(x.qh)), sixteen);
+            let q = _mm256_or_si256(lo, high);
+            let pairs = _mm256_sub_epi16(
+                _mm256_maddubs_epi16(q, yv),
+                _mm256_maddubs_epi16(sixteen, yv),
+            );
+            _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+        },
+        |x, y| scale_only(x.d, y.d),
+    )
 }
 
 /// Q8_0 · Q8_0 with the sign trick: `|w| · (y·sign(w))` feeds `maddubs`. Exact for weight
@@ -259,12 +370,16 @@ pub unsafe fn vec_dot_q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vec_dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     check_same_len(w.len(), a.len(), "Q8_0·Q8_0");
-    sum_blocks(w, a, |x, y| {
-        // SAFETY: both `qs` arrays are 32 bytes long.
-        let (xv, yv) = unsafe { (load32(x.qs.as_ptr()), load32(y.qs.as_ptr())) };
-        let sumi = dot_u8_i8(_mm256_sign_epi8(xv, xv), _mm256_sign_epi8(yv, xv));
-        (sumi, fp16_product(x.d, y.d))
-    })
+    sum_blocks::<_, _, false>(
+        w,
+        a,
+        |x, y| {
+            // SAFETY: both `qs` arrays are 32 bytes long.
+            let (xv, yv) = unsafe { (load32(x.qs.as_ptr()), load32(y.qs.as_ptr())) };
+            dot_i8_i8(xv, yv)
+        },
+        |x, y| scale_only(x.d, y.d),
+    )
 }
 
 // ----------------------------------------------------------------------------------------
@@ -391,6 +506,48 @@ pub unsafe fn vec_dot_q5_k_q8_k(w: &[BlockQ5_K], a: &[BlockQ8_K]) -> f32 {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_ps(acc) - hsum_ps128(acc_mins)
+}
+
+/// The 8 group scales of an IQ4_XS super-block, minus 32 (`-32..=31`).
+#[inline(always)]
+pub(super) fn iq4_xs_scales(x: &BlockIQ4_XS) -> [i16; 8] {
+    std::array::from_fn(|g| {
+        let low = (x.scales_l[g / 2] >> (4 * (g % 2))) & 0xF;
+        let high = ((x.scales_h >> (2 * g)) & 3) as u8;
+        (low | high << 4) as i16 - 32
+    })
+}
+
+/// IQ4_XS · Q8_K: per 32-value group `vpshufb` table lookup, the sign trick into i16 pairs,
+/// `vpmaddwd` with the group scale; the super-block sums exactly in i32 and is converted
+/// once.
+///
+/// # Safety
+/// As [`vec_dot_q4_k_q8_k`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_iq4_xs_q8_k(w: &[BlockIQ4_XS], a: &[BlockQ8_K]) -> f32 {
+    check_same_len(w.len(), a.len(), "IQ4_XS·Q8_K");
+    let lut = iq4nl_lut();
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        let scales = iq4_xs_scales(x);
+        let mut sumi = _mm256_setzero_si256();
+        for (g, &scale) in scales.iter().enumerate() {
+            // SAFETY: offsets stay inside `qs` (128 B) and `y.qs` (256 B).
+            let (idx, yv) = unsafe {
+                (
+                    nibbles_32(x.qs.as_ptr().add(16 * g)),
+                    load32(y.qs.as_ptr().add(32 * g)),
+                )
+            };
+            let v = _mm256_shuffle_epi8(lut, idx);
+            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(yv, v));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(pairs, _mm256_set1_epi16(scale)));
+        }
+        let d = y.d * fp16(x.d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc)
 }
 
 /// Q6_K · Q8_K: codes `q = ql | qh << 4` kept unsigned (`0..63`);
