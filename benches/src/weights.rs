@@ -183,23 +183,7 @@ mod tests {
     use super::*;
     use grist_kernels::formats::{activation_type, dequantize_row, quantize_row, vec_dot_row};
 
-    const TYPES: [GgmlType; 15] = [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::IQ4_NL,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::IQ4_XS,
-    ];
+    const TYPES: [GgmlType; 15] = grist_kernels::formats::WEIGHT_TYPES;
 
     #[test]
     fn random_weights_are_finite_and_distinct_per_row() {

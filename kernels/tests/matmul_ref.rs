@@ -24,23 +24,7 @@ impl Rng {
     }
 }
 
-const TYPES: [GgmlType; 15] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::IQ4_NL,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-    GgmlType::IQ4_XS,
-];
+const TYPES: [GgmlType; 15] = grist_kernels::formats::WEIGHT_TYPES;
 
 fn tables() -> Vec<&'static Kernels> {
     Isa::ALL

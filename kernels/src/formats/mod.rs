@@ -143,6 +143,26 @@ pub fn is_supported(ty: GgmlType) -> bool {
     activation_type(ty).is_some()
 }
 
+/// Every weight format grist computes with, in ggml id order within each family (the
+/// supported types minus the activation-only Q8_1 and Q8_K).
+pub const WEIGHT_TYPES: [GgmlType; 15] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::IQ4_NL,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_XS,
+];
+
 /// The type activations are quantized to before a dot product with weights of type `ty`
 /// (ggml's `vec_dot_type`), or `None` if grist does not support `ty`.
 pub fn activation_type(ty: GgmlType) -> Option<GgmlType> {
