@@ -13,12 +13,24 @@
 //!
 //! Both compute the softmax online, in one pass over the keys: keep the running maximum `M`,
 //! the running sum `S` and the running weighted sum of values `o`; a new maximum rescales `S`
-//! and `o` by `exp(M_old - M_new)`. One task per (query, head), so the result does not
-//! depend on the number of threads.
+//! and `o` by `exp(M_old - M_new)`.
+//!
+//! Speed: the query heads sharing a KV head (GQA) are processed together so each cached row
+//! is read once for all of them. The tiled path works on a tile of [`Q_TILE`] queries × a
+//! tile of [`KV_TILE`] keys at a time: the key tile is widened to f32 and transposed once,
+//! then the scores of every (query, head) row are one small GEMM, the softmax of the tile is
+//! vectorised, and the values are accumulated by a second GEMM; tiles that the causal mask or
+//! the sliding window hide entirely are skipped. The f16 path runs the fused kernel
+//! [`OpKernels::attn_f16_acc`] per (query, group of heads).
+//!
+//! Determinism: every output row is computed by one sequence of operations that does not
+//! depend on which other rows share its task, and the tasks are a fixed split of the rows, so
+//! the result does not depend on the number of threads.
 
-use grist_kernels::ops::OpKernels;
+use std::cell::RefCell;
+
+use grist_kernels::ops::{GemmDims, KvRows, OpKernels};
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// Largest head size the attention kernels accept (their per-task buffers live on the stack,
@@ -28,6 +40,10 @@ pub const MAX_HEAD_DIM: usize = 512;
 /// Keys per tile of the tiled path (`GGML_FA_TILE_KV`): the running maximum is updated once
 /// per tile.
 const KV_TILE: usize = 64;
+
+/// Queries per task of the tiled path (the rows of one task share each widened key/value
+/// tile).
+const Q_TILE: usize = 32;
 
 /// Smallest batch for which ggml uses its tiled (f32) flash-attention path (`GGML_FA_TILE_Q`).
 pub const TILED_MIN_BATCH: usize = 64;
@@ -45,7 +61,7 @@ pub struct AttnShape {
     pub head_dim: usize,
 }
 
-/// Causal multi-head attention with GQA over an f16 KV cache, one task per (query, head).
+/// Causal multi-head attention with GQA over an f16 KV cache.
 ///
 /// `q`: `[n, n_head * head_dim]` (RoPE applied); `k_cache`, `v_cache`:
 /// `[pos0 + n, n_head_kv * head_dim]`; `out`: `[n, n_head * head_dim]`. Query `t` (position
@@ -62,6 +78,82 @@ pub fn attention(
     scale: f32,
     window: Option<usize>,
 ) {
+    let qd = shape.n_head * shape.head_dim;
+    assert!(
+        shape.head_dim <= MAX_HEAD_DIM,
+        "head_dim {} > {MAX_HEAD_DIM} (checked at load)",
+        shape.head_dim
+    );
+    let n = q.len() / qd;
+    if n < TILED_MIN_BATCH {
+        attention_f16_accum(q, k_cache, v_cache, out, shape, scale, window);
+    } else {
+        let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
+        out.par_chunks_mut(Q_TILE * qd)
+            .enumerate()
+            .for_each(|(it, o)| {
+                SCRATCH.with_borrow_mut(|buf| {
+                    let rows = Rows {
+                        t0: it * Q_TILE,
+                        n: o.len() / qd,
+                    };
+                    tiled_task(
+                        kern,
+                        q,
+                        (k_cache, v_cache),
+                        o,
+                        shape,
+                        rows,
+                        scale,
+                        window,
+                        buf,
+                    )
+                })
+            });
+    }
+}
+
+thread_local! {
+    /// Per-thread scratch of the attention tasks, grown on first use and then reused (no
+    /// allocation per call once warm).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The queries `t0..t0 + n` of the batch handled by one task.
+#[derive(Clone, Copy)]
+struct Rows {
+    t0: usize,
+    n: usize,
+}
+
+/// Splits the front of `buf` into consecutive slices of the given lengths, growing it first
+/// if needed.
+fn carve<const N: usize>(buf: &mut Vec<f32>, lens: [usize; N]) -> [&mut [f32]; N] {
+    let total: usize = lens.iter().sum();
+    if buf.len() < total {
+        buf.resize(total, 0.0);
+    }
+    let mut rest = &mut buf[..total];
+    lens.map(|len| {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = tail;
+        head
+    })
+}
+
+/// The tiled path for the queries `rows` (all heads); `out`: `[rows.n, n_head * head_dim]`.
+#[allow(clippy::too_many_arguments)]
+fn tiled_task(
+    kern: &OpKernels,
+    q: &[f32],
+    (k_cache, v_cache): (&[f16], &[f16]),
+    out: &mut [f32],
+    shape: AttnShape,
+    rows: Rows,
+    scale: f32,
+    window: Option<usize>,
+    buf: &mut Vec<f32>,
+) {
     let AttnShape {
         pos0,
         n_head,
@@ -70,64 +162,120 @@ pub fn attention(
     } = shape;
     let (qd, kvd) = (n_head * hd, n_head_kv * hd);
     let group = n_head / n_head_kv;
-    // The dispatched f32/f16 inner loops, fetched once per call.
-    let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
-    let n = q.len() / qd;
-    if n < TILED_MIN_BATCH {
-        return attention_f16_accum(q, k_cache, v_cache, out, shape, scale, window);
-    }
-    out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
-        let (t, h) = (i / n_head, i % n_head);
-        let kh = h / group;
-        let p = pos0 + t;
-        let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
-        let qv = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-        o.fill(0.0);
-        let mut m = f32::NEG_INFINITY;
-        let mut sum = 0.0f32;
-        // Scores of one tile of keys (stack buffer; `-inf` = masked).
-        let mut s_buf = [0.0f32; KV_TILE];
+    let n_keys = k_cache.len() / kvd;
+    let nr = rows.n * group; // (query, head) rows of one KV head, ordered [t][g]
+    let [qs, os, kt, vt, sc, ms, sums] = carve(
+        buf,
+        [
+            nr * hd,      // qs: [rows.n, group, hd] queries of this KV head's heads
+            nr * hd,      // os: [rows.n, group, hd] running weighted sums of values
+            hd * KV_TILE, // kt: [hd, KV_TILE] key tile, f32, transposed
+            KV_TILE * hd, // vt: [KV_TILE, hd] value tile, f32
+            nr * KV_TILE, // sc: [nr, KV_TILE] scores, then softmax numerators
+            nr,           // ms: [nr] running maxima
+            nr,           // sums: [nr] running sums
+        ],
+    );
+    let pos = |t: usize| pos0 + rows.t0 + t; // position of local query t
+    let first = |t: usize| window.map_or(0, |w| (pos(t) + 1).saturating_sub(w));
+    for kh in 0..n_head_kv {
+        let hq = kh * group * hd; // offset of this KV head's query heads in a row
+        for t in 0..rows.n {
+            let src = (rows.t0 + t) * qd + hq;
+            qs[t * group * hd..(t + 1) * group * hd].copy_from_slice(&q[src..src + group * hd]);
+        }
+        os.fill(0.0);
+        ms.fill(f32::NEG_INFINITY);
+        sums.fill(0.0);
         // Tiles are aligned to multiples of KV_TILE from position 0, as in ggml; tiles that
-        // are entirely masked are skipped.
-        for tile0 in (first / KV_TILE * KV_TILE..=p).step_by(KV_TILE) {
-            let tile = &mut s_buf[..KV_TILE.min(pos0 + n - tile0)];
-            let mut tile_max = f32::NEG_INFINITY;
-            for (jj, sj) in tile.iter_mut().enumerate() {
-                let j = tile0 + jj;
-                *sj = if j < first || j > p {
-                    f32::NEG_INFINITY
-                } else {
-                    let kv_off = j * kvd + kh * hd;
-                    (kern.dot_f16_f32)(&k_cache[kv_off..kv_off + hd], qv) * scale
-                };
-                tile_max = tile_max.max(*sj);
+        // are entirely masked for every query of the task are not visited.
+        let last = pos(rows.n - 1);
+        for tile0 in (first(0) / KV_TILE * KV_TILE..=last).step_by(KV_TILE) {
+            let nk = KV_TILE.min(n_keys - tile0);
+            let tile_end = tile0 + nk - 1;
+            // Queries that see at least one key of the tile: a contiguous range, since both
+            // ends of the visible window grow with the position.
+            let ta = (0..rows.n).find(|&t| pos(t) >= tile0).unwrap_or(rows.n);
+            let tb = (ta..rows.n)
+                .find(|&t| first(t) > tile_end)
+                .unwrap_or(rows.n);
+            if ta >= tb {
+                continue;
             }
-            // New running maximum: rescale what was accumulated so far.
-            if tile_max > m {
-                let ms = (m - tile_max).exp();
-                (kern.scale)(o, ms);
-                sum *= ms;
-                m = tile_max;
+            // Widen the tile: keys transposed (kt[d][j]), values row by row (vt[j][d]).
+            // Columns nk.. of kt (a partial last tile) are never read.
+            for j in 0..nk {
+                let off = (tile0 + j) * kvd + kh * hd;
+                let vrow = &mut vt[j * hd..(j + 1) * hd];
+                (kern.f16_to_f32)(&k_cache[off..off + hd], vrow);
+                for (d, &x) in vrow.iter().enumerate() {
+                    kt[d * KV_TILE + j] = x;
+                }
+                (kern.f16_to_f32)(&v_cache[off..off + hd], vrow);
             }
-            // Softmax numerators of the tile (sum in f64 like ggml_vec_soft_max_f32), then
-            // o += Σ_j exp(s_j - M) · v_j.
-            let mut tile_sum = 0.0f64;
-            for (jj, sj) in tile.iter().enumerate() {
-                if *sj == f32::NEG_INFINITY {
+            // Scores of every visible (query, head) row: sc = qs · kt.
+            let (r0, r1) = (ta * group, tb * group);
+            let sc = &mut sc[r0 * KV_TILE..r1 * KV_TILE];
+            sc.fill(0.0);
+            let dims = GemmDims {
+                m: r1 - r0,
+                n: nk,
+                k: hd,
+                lda: hd,
+                ldb: KV_TILE,
+                ldc: KV_TILE,
+            };
+            (kern.gemm_acc_f32)(dims, &qs[r0 * hd..r1 * hd], kt, sc);
+            // Online softmax per row; masked keys get weight 0.
+            for (i, s) in sc.chunks_exact_mut(KV_TILE).enumerate() {
+                let r = r0 + i;
+                let t = r / group;
+                let lo = first(t).max(tile0) - tile0;
+                let hi = pos(t).min(tile_end) - tile0;
+                let s = &mut s[..nk];
+                (kern.scale)(&mut s[lo..=hi], scale);
+                s[..lo].fill(f32::NEG_INFINITY);
+                s[hi + 1..].fill(f32::NEG_INFINITY);
+                let tile_max = (kern.max)(&s[lo..=hi]);
+                if tile_max > ms[r] {
+                    // New running maximum: rescale what was accumulated so far.
+                    let f = (ms[r] - tile_max).exp();
+                    (kern.scale)(&mut os[r * hd..(r + 1) * hd], f);
+                    sums[r] *= f;
+                    ms[r] = tile_max;
+                }
+                if ms[r] == f32::NEG_INFINITY {
+                    s.fill(0.0);
                     continue;
                 }
-                let w = (*sj - m).exp();
-                tile_sum += w as f64;
-                let kv_off = (tile0 + jj) * kvd + kh * hd;
-                (kern.axpy_f16)(w, &v_cache[kv_off..kv_off + hd], o);
+                // Softmax numerators (summed in f64 like ggml_vec_soft_max_f32).
+                sums[r] += (kern.exp_sub_sum)(s, ms[r]) as f32;
             }
-            sum += tile_sum as f32;
+            // os += P · V (masked keys contribute exactly 0).
+            let dims = GemmDims {
+                m: r1 - r0,
+                n: hd,
+                k: nk,
+                lda: KV_TILE,
+                ldb: hd,
+                ldc: hd,
+            };
+            (kern.gemm_acc_f32)(dims, sc, &vt[..nk * hd], &mut os[r0 * hd..r1 * hd]);
         }
-        (kern.scale)(o, if sum == 0.0 { 0.0 } else { 1.0 / sum });
-    });
+        // out = os / S
+        for (r, o) in os.chunks_exact(hd).enumerate() {
+            let (t, g) = (r / group, r % group);
+            let dst = &mut out[t * qd + hq + g * hd..t * qd + hq + (g + 1) * hd];
+            dst.copy_from_slice(o);
+            (kern.scale)(dst, if sums[r] == 0.0 { 0.0 } else { 1.0 / sums[r] });
+        }
+    }
 }
 
-/// The "one chunk" path: f16 query, f16 accumulator (see the module documentation).
+/// The "one chunk" path: f16 query, f16 accumulator (see the module documentation). One task
+/// per (query, group of heads sharing a KV head); the groups are split further when there are
+/// too few tasks to keep the threads busy (token generation), which does not change any
+/// result (each head is computed alone).
 fn attention_f16_accum(
     q: &[f32],
     k_cache: &[f16],
@@ -145,54 +293,199 @@ fn attention_f16_accum(
     } = shape;
     let (qd, kvd) = (n_head * hd, n_head_kv * hd);
     let group = n_head / n_head_kv;
-    // The dispatched f32/f16 inner loops, fetched once per call.
+    let n = q.len() / qd;
+    // Heads per task: the largest divisor of the group leaving ≥ 2 tasks per thread.
+    let want = 2 * rayon::current_num_threads();
+    let sub = (1..=group)
+        .rev()
+        .find(|&g| group.is_multiple_of(g) && n * n_head / g >= want)
+        .unwrap_or(1);
     let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
-    assert!(
-        hd <= MAX_HEAD_DIM,
-        "head_dim {hd} > {MAX_HEAD_DIM} (checked at load)"
-    );
-    out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
-        // Stack buffers: the f16-rounded query and accumulator, widened to f32 (every value
-        // is exactly representable in f16), and an f16 staging row for the rounding.
-        let mut q_buf = [0.0f32; MAX_HEAD_DIM];
-        let mut acc_buf = [0.0f32; MAX_HEAD_DIM];
-        let mut stage_buf = [f16::ZERO; MAX_HEAD_DIM];
-        let (qr, acc, stage) = (&mut q_buf[..hd], &mut acc_buf[..hd], &mut stage_buf[..hd]);
-        let (t, h) = (i / n_head, i % n_head);
-        let kh = h / group;
-        let p = pos0 + t;
-        let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
-        qr.copy_from_slice(&q[t * qd + h * hd..t * qd + (h + 1) * hd]);
-        round_to_f16(kern, qr, stage);
-        let mut m = f32::NEG_INFINITY;
-        let mut sum = 0.0f32;
-        for j in first..=p {
-            let kv_off = j * kvd + kh * hd;
-            let score = (kern.dot_f16_f32)(&k_cache[kv_off..kv_off + hd], qr) * scale;
-            let vrow = &v_cache[kv_off..kv_off + hd];
-            let (mut ms, mut vs) = (1.0f32, 1.0f32);
-            if score > m {
-                // acc = f16(acc * exp(M_old - M_new))
-                ms = (m - score).exp();
-                m = score;
-                (kern.scale)(acc, ms);
-                round_to_f16(kern, acc, stage);
-            } else {
-                vs = (score - m).exp();
+    out.par_chunks_mut(sub * hd).enumerate().for_each(|(i, o)| {
+        SCRATCH.with_borrow_mut(|buf| {
+            let (t, h0) = (i / (n_head / sub), i % (n_head / sub) * sub);
+            let kh = h0 / group;
+            let p = pos0 + t;
+            let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+            // qr: [sub, hd] queries rounded to f16; acc: [sub, hd]; state: [sub, (M, S)].
+            let [qr, acc, state] = carve(buf, [sub * hd, sub * hd, 2 * sub]);
+            let src = t * qd + h0 * hd;
+            let mut stage = [f16::ZERO; MAX_HEAD_DIM]; // f16 staging of one head
+            for (qh, x) in qr
+                .chunks_exact_mut(hd)
+                .zip(q[src..src + sub * hd].chunks_exact(hd))
+            {
+                (kern.f32_to_f16)(x, &mut stage[..hd]);
+                (kern.f16_to_f32)(&stage[..hd], qh);
             }
-            // acc = f16(v * vs + acc), one rounding in f32 (fused), then to f16
-            (kern.axpy_f16)(vs, vrow, acc);
-            round_to_f16(kern, acc, stage);
-            sum = sum * ms + vs;
-        }
-        let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-        o.copy_from_slice(acc);
-        (kern.scale)(o, inv);
+            acc.fill(0.0);
+            for st in state.chunks_exact_mut(2) {
+                st.copy_from_slice(&[f32::NEG_INFINITY, 0.0]);
+            }
+            let off = first * kvd + kh * hd;
+            let kv = KvRows {
+                keys: &k_cache[off..],
+                values: &v_cache[off..],
+                stride: kvd,
+                count: p + 1 - first,
+            };
+            (kern.attn_f16_acc)(qr, kv, scale, state, acc);
+            for ((oh, ah), st) in o
+                .chunks_exact_mut(hd)
+                .zip(acc.chunks_exact(hd))
+                .zip(state.chunks_exact(2))
+            {
+                oh.copy_from_slice(ah);
+                (kern.scale)(oh, if st[1] == 0.0 { 0.0 } else { 1.0 / st[1] });
+            }
+        })
     });
 }
 
-/// Rounds every value of `x` to the nearest f16 (ties to even), in place; `stage`: `[x.len()]`.
-fn round_to_f16(kern: &OpKernels, x: &mut [f32], stage: &mut [f16]) {
-    (kern.f32_to_f16)(x, stage);
-    stage.convert_to_f32_slice(x);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain attention in f64 (softmax over the visible keys), the definition both paths
+    /// approximate. Returns `[n, n_head * hd]`.
+    fn reference(
+        q: &[f32],
+        kc: &[f16],
+        vc: &[f16],
+        s: AttnShape,
+        scale: f32,
+        window: Option<usize>,
+    ) -> Vec<f32> {
+        let (qd, kvd, hd) = (s.n_head * s.head_dim, s.n_head_kv * s.head_dim, s.head_dim);
+        let n = q.len() / qd;
+        let mut out = vec![0.0f32; n * qd];
+        for t in 0..n {
+            let p = s.pos0 + t;
+            let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+            for h in 0..s.n_head {
+                let kh = h / (s.n_head / s.n_head_kv);
+                let qv = &q[t * qd + h * hd..][..hd];
+                let sc: Vec<f64> = (first..=p)
+                    .map(|j| {
+                        let k = &kc[j * kvd + kh * hd..][..hd];
+                        let d: f64 = k.iter().zip(qv).map(|(a, b)| a.to_f64() * *b as f64).sum();
+                        d * scale as f64
+                    })
+                    .collect();
+                let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = sc.iter().map(|x| (x - m).exp()).collect();
+                let sum: f64 = w.iter().sum();
+                for d in 0..hd {
+                    let v: f64 = (first..=p)
+                        .zip(&w)
+                        .map(|(j, wj)| wj * vc[j * kvd + kh * hd + d].to_f64())
+                        .sum();
+                    out[t * qd + h * hd + d] = (v / sum) as f32;
+                }
+            }
+        }
+        out
+    }
+
+    struct Case {
+        shape: AttnShape,
+        n: usize,
+        q: Vec<f32>,
+        kc: Vec<f16>,
+        vc: Vec<f16>,
+    }
+
+    fn case(seed: u64, pos0: usize, n: usize, n_head: usize, n_head_kv: usize, hd: usize) -> Case {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            ((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        };
+        let n_keys = pos0 + n;
+        Case {
+            shape: AttnShape {
+                pos0,
+                n_head,
+                n_head_kv,
+                head_dim: hd,
+            },
+            n,
+            q: (0..n * n_head * hd).map(|_| 3.0 * next()).collect(),
+            kc: (0..n_keys * n_head_kv * hd)
+                .map(|_| f16::from_f32(next()))
+                .collect(),
+            vc: (0..n_keys * n_head_kv * hd)
+                .map(|_| f16::from_f32(next()))
+                .collect(),
+        }
+    }
+
+    fn run(c: &Case, window: Option<usize>) -> Vec<f32> {
+        let mut out = vec![f32::NAN; c.n * c.shape.n_head * c.shape.head_dim];
+        attention(&c.q, &c.kc, &c.vc, &mut out, c.shape, 0.2, window);
+        out
+    }
+
+    #[test]
+    fn both_paths_match_the_definition() {
+        // (pos0, n, n_head, n_head_kv, head_dim, window): tiled path (n ≥ 64) with partial
+        // tiles, chunks after a cached prefix, windows smaller than a tile and spanning
+        // tiles; f16 path for small batches and single tokens.
+        let cases = [
+            (0, 64, 4, 2, 64, None),
+            (0, 100, 3, 1, 32, None),
+            (37, 70, 6, 3, 16, Some(10)),
+            (5, 130, 2, 2, 40, Some(90)),
+            (0, 96, 9, 3, 64, Some(64)),
+            (0, 1, 4, 2, 64, None),
+            (50, 1, 9, 3, 64, Some(20)),
+            (10, 13, 4, 1, 24, None),
+            (3, 63, 2, 1, 128, Some(7)),
+        ];
+        for (i, &(pos0, n, nh, nkv, hd, window)) in cases.iter().enumerate() {
+            let c = case(i as u64, pos0, n, nh, nkv, hd);
+            let got = run(&c, window);
+            let want = reference(&c.q, &c.kc, &c.vc, c.shape, 0.2, window);
+            // f32 accumulation: ~1e-6; f16 accumulation: a few f16 ulps.
+            let tol = if n >= TILED_MIN_BATCH { 1e-5 } else { 1e-2 };
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(err <= tol, "case {i}: max|d| {err} > {tol}");
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        for (i, (pos0, n)) in [(0, 200), (7, 65), (20, 1), (3, 10)]
+            .into_iter()
+            .enumerate()
+        {
+            let c = case(100 + i as u64, pos0, n, 6, 2, 64);
+            let outs: Vec<Vec<f32>> = [1, 2, 3]
+                .into_iter()
+                .map(|threads| {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    pool.install(|| run(&c, Some(50)))
+                })
+                .collect();
+            for o in &outs[1..] {
+                let same = o
+                    .iter()
+                    .zip(&outs[0])
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "pos0 {pos0} n {n}: results differ with the thread count"
+                );
+            }
+        }
+    }
 }

@@ -19,6 +19,8 @@ use half::f16;
 
 pub mod scalar;
 
+pub use scalar::{GemmDims, KvRows};
+
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -78,6 +80,12 @@ pub struct OpKernels {
     pub dot_f16_f32: fn(&[f16], &[f32]) -> f32,
     /// See [`scalar::axpy_f16`].
     pub axpy_f16: fn(f32, &[f16], &mut [f32]),
+    /// See [`scalar::f16_to_f32`].
+    pub f16_to_f32: fn(&[f16], &mut [f32]),
+    /// See [`scalar::gemm_acc_f32`] (bit-identical in every version).
+    pub gemm_acc_f32: fn(GemmDims, &[f32], &[f32], &mut [f32]),
+    /// See [`scalar::attn_f16_acc`].
+    pub attn_f16_acc: fn(&[f32], KvRows<'_>, f32, &mut [f32], &mut [f32]),
 }
 
 impl OpKernels {
@@ -96,6 +104,9 @@ impl OpKernels {
             f32_to_f16: scalar::f32_to_f16,
             dot_f16_f32: scalar::dot_f16_f32,
             axpy_f16: scalar::axpy_f16,
+            f16_to_f32: scalar::f16_to_f32,
+            gemm_acc_f32: scalar::gemm_acc_f32,
+            attn_f16_acc: scalar::attn_f16_acc,
         }
     }
 }

@@ -107,3 +107,160 @@ pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
         *o = v.to_f32().mul_add(alpha, *o);
     }
 }
+
+/// Converts an f16 row to f32 (exact).
+pub fn f16_to_f32(x: &[f16], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len(), "f16_to_f32: lengths differ");
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v.to_f32();
+    }
+}
+
+/// Shape and row strides of [`gemm_acc_f32`]: `c[m×n] += a[m×k] · b[k×n]`, element `(r, i)`
+/// of `a` at `a[r * lda + i]`, `(i, j)` of `b` at `b[i * ldb + j]`, `(r, j)` of `c` at
+/// `c[r * ldc + j]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmDims {
+    /// Rows of `a` and `c`.
+    pub m: usize,
+    /// Columns of `b` and `c`.
+    pub n: usize,
+    /// Columns of `a`, rows of `b` (the summed dimension).
+    pub k: usize,
+    /// Row stride of `a` (≥ `k`).
+    pub lda: usize,
+    /// Row stride of `b` (≥ `n`).
+    pub ldb: usize,
+    /// Row stride of `c` (≥ `n`).
+    pub ldc: usize,
+}
+
+impl GemmDims {
+    /// Panics with a message unless the strides and slice lengths fit the shape.
+    pub fn check(&self, a: usize, b: usize, c: usize) {
+        let GemmDims {
+            m,
+            n,
+            k,
+            lda,
+            ldb,
+            ldc,
+        } = *self;
+        assert!(
+            lda >= k && ldb >= n && ldc >= n,
+            "gemm: strides too small for {self:?}"
+        );
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(c >= (m - 1) * ldc + n, "gemm: c too short for {self:?}");
+        if k > 0 {
+            assert!(a >= (m - 1) * lda + k, "gemm: a too short for {self:?}");
+            assert!(b >= (k - 1) * ldb + n, "gemm: b too short for {self:?}");
+        }
+    }
+}
+
+/// `c += a · b` for small f32 matrices (attention tiles: scores `Q·Kᵀ` with `Kᵀ` stored
+/// transposed, and `P·V`). Every output element is one chain of fused multiply-adds over
+/// `i = 0..k` in order, starting from its value in `c`, so SIMD versions (which vectorise
+/// over `j`) are bit-identical.
+pub fn gemm_acc_f32(d: GemmDims, a: &[f32], b: &[f32], c: &mut [f32]) {
+    d.check(a.len(), b.len(), c.len());
+    for r in 0..d.m {
+        for j in 0..d.n {
+            let mut acc = c[r * d.ldc + j];
+            for i in 0..d.k {
+                acc = a[r * d.lda + i].mul_add(b[i * d.ldb + j], acc);
+            }
+            c[r * d.ldc + j] = acc;
+        }
+    }
+}
+
+/// Cached key/value rows of one KV head for [`attn_f16_acc`]: row `j` (`0 ≤ j < count`) of
+/// the keys is `keys[j * stride..j * stride + head_dim]`, likewise for the values.
+#[derive(Clone, Copy, Debug)]
+pub struct KvRows<'a> {
+    /// Key rows (f16), the first one at offset 0.
+    pub keys: &'a [f16],
+    /// Value rows (f16), the first one at offset 0.
+    pub values: &'a [f16],
+    /// Distance between consecutive rows, in elements.
+    pub stride: usize,
+    /// Number of rows.
+    pub count: usize,
+}
+
+impl KvRows<'_> {
+    /// Panics with a message unless `count` rows of `head_dim` fit both slices.
+    pub fn check(&self, head_dim: usize) {
+        if self.count > 0 {
+            let need = (self.count - 1) * self.stride + head_dim;
+            assert!(
+                self.keys.len() >= need && self.values.len() >= need,
+                "attn_f16_acc: {} rows of {head_dim} with stride {} do not fit",
+                self.count,
+                self.stride
+            );
+        }
+    }
+}
+
+/// Online-softmax attention of `G` query heads sharing one KV head, with an f16 accumulator
+/// (ggml's "one chunk" flash-attention path with `VKQ16`). `q`: `[G, head_dim]` (values
+/// already rounded to f16); `acc`: `[G, head_dim]` running weighted sum of values (values
+/// exactly representable in f16); `state`: `[G, 2]` running maximum and sum per head
+/// (start with `-inf`, 0). For each key `j` in order and each head: `s = dot(k_j, q)·scale`
+/// ([`dot_f16_f32`]); if `s > M`: `acc = f16(acc · exp(M − s))`, `M = s`, weight 1, else
+/// weight `exp(s − M)`; then `acc = f16(fma(v_j, weight, acc))` and `S = S·rescale + weight`.
+/// SIMD versions differ only by the summation order of the dot product.
+pub fn attn_f16_acc(q: &[f32], kv: KvRows<'_>, scale: f32, state: &mut [f32], acc: &mut [f32]) {
+    attn_f16_acc_with(dot_f16_f32, q, kv, scale, state, acc)
+}
+
+/// [`attn_f16_acc`] with a given dot product (the SIMD versions pass theirs).
+pub(crate) fn attn_f16_acc_with(
+    dot: impl Fn(&[f16], &[f32]) -> f32,
+    q: &[f32],
+    kv: KvRows<'_>,
+    scale: f32,
+    state: &mut [f32],
+    acc: &mut [f32],
+) {
+    let g = state.len() / 2;
+    assert!(
+        g > 0 && state.len() == 2 * g && q.len() == acc.len() && q.len().is_multiple_of(g),
+        "attn_f16_acc: q {} / acc {} / state {} inconsistent",
+        q.len(),
+        acc.len(),
+        state.len()
+    );
+    let hd = q.len() / g;
+    kv.check(hd);
+    for j in 0..kv.count {
+        let off = j * kv.stride;
+        let (krow, vrow) = (&kv.keys[off..off + hd], &kv.values[off..off + hd]);
+        for ((qh, ah), st) in q
+            .chunks_exact(hd)
+            .zip(acc.chunks_exact_mut(hd))
+            .zip(state.chunks_exact_mut(2))
+        {
+            let s = dot(krow, qh) * scale;
+            let (mut ms, mut vs) = (1.0f32, 1.0f32);
+            if s > st[0] {
+                ms = (st[0] - s).exp();
+                st[0] = s;
+                for a in ah.iter_mut() {
+                    *a = f16::from_f32(*a * ms).to_f32();
+                }
+            } else {
+                vs = (s - st[0]).exp();
+            }
+            for (a, &v) in ah.iter_mut().zip(vrow) {
+                *a = f16::from_f32(v.to_f32().mul_add(vs, *a)).to_f32();
+            }
+            st[1] = st[1] * ms + vs;
+        }
+    }
+}

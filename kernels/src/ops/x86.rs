@@ -19,7 +19,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::{scalar, OpKernels};
+use super::{scalar, GemmDims, KvRows, OpKernels};
 
 /// Installs the AVX2 versions into an op table (called only when the CPU has AVX2+FMA+F16C).
 pub(super) fn install_avx2(t: &mut OpKernels) {
@@ -35,6 +35,9 @@ pub(super) fn install_avx2(t: &mut OpKernels) {
     t.f32_to_f16 = f32_to_f16_avx2;
     t.dot_f16_f32 = dot_f16_f32_avx2;
     t.axpy_f16 = axpy_f16_avx2;
+    t.f16_to_f32 = f16_to_f32_avx2;
+    t.gemm_acc_f32 = gemm_acc_f32_avx2;
+    t.attn_f16_acc = attn_f16_acc_avx2;
 }
 
 /// Installs the AVX-512 versions of the exp-heavy and attention loops (called only when the
@@ -46,6 +49,8 @@ pub(super) fn install_avx512(t: &mut OpKernels) {
     t.dot_f32 = dot_f32_avx512;
     t.dot_f16_f32 = dot_f16_f32_avx512;
     t.axpy_f16 = axpy_f16_avx512;
+    t.gemm_acc_f32 = gemm_acc_f32_avx512;
+    t.attn_f16_acc = attn_f16_acc_avx512;
 }
 
 // Safe table entries. Each wraps a `#[target_feature]` function.
@@ -71,6 +76,13 @@ entry!(dot_f32_avx2 => dot_f32_a2, "avx2,fma", (a: &[f32], b: &[f32]) -> f32);
 entry!(f32_to_f16_avx2 => f32_to_f16_a2, "avx2,fma,f16c", (x: &[f32], o: &mut [f16]));
 entry!(dot_f16_f32_avx2 => dot_f16_f32_a2, "avx2,fma,f16c", (a: &[f16], b: &[f32]) -> f32);
 entry!(axpy_f16_avx2 => axpy_f16_a2, "avx2,fma,f16c", (al: f32, x: &[f16], y: &mut [f32]));
+entry!(f16_to_f32_avx2 => f16_to_f32_a2, "avx2,fma,f16c", (x: &[f16], o: &mut [f32]));
+entry!(gemm_acc_f32_avx2 => gemm_acc_f32_a2, "avx2,fma", (d: GemmDims, a: &[f32], b: &[f32], c: &mut [f32]));
+entry!(attn_f16_acc_avx2 => attn_f16_acc_a2, "avx2,fma,f16c",
+    (q: &[f32], kv: KvRows<'_>, sc: f32, st: &mut [f32], acc: &mut [f32]));
+entry!(gemm_acc_f32_avx512 => gemm_acc_f32_a5, "avx512f", (d: GemmDims, a: &[f32], b: &[f32], c: &mut [f32]));
+entry!(attn_f16_acc_avx512 => attn_f16_acc_a5, "avx512f",
+    (q: &[f32], kv: KvRows<'_>, sc: f32, st: &mut [f32], acc: &mut [f32]));
 entry!(exp_sub_sum_avx512 => exp_sub_sum_a5, "avx512f", (x: &mut [f32], m: f32) -> f64);
 entry!(silu_avx512 => silu_a5, "avx512f", (x: &mut [f32]));
 entry!(swiglu_avx512 => swiglu_a5, "avx512f", (g: &mut [f32], u: &[f32]));
@@ -496,4 +508,308 @@ fn axpy_f16_a5(alpha: f32, x: &[f16], y: &mut [f32]) {
         st16(dst, v);
     }
     scalar::axpy_f16(alpha, xt, yt);
+}
+
+// ------------------------------------------------------------------------------------------
+// Attention helpers: f16 → f32 rows, the small tile GEMM, the f16-accumulator online softmax.
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_to_f32_a2(x: &[f16], o: &mut [f32]) {
+    assert_eq!(x.len(), o.len(), "f16_to_f32: lengths differ");
+    let (xc, xt) = x.as_chunks::<8>();
+    let (oc, ot) = o.as_chunks_mut::<8>();
+    for (src, dst) in xc.iter().zip(oc.iter_mut()) {
+        st8(dst, ld8h(src));
+    }
+    scalar::f16_to_f32(xt, ot);
+}
+
+/// One register block of `c += a·b`: rows `r0..r0 + R`, columns `j0..j0 + 8·V` of which the
+/// last vector holds only the lanes set in `tail` (a lane mask of `_mm256_maskload_ps`).
+///
+/// # Safety
+/// `d.check` passed for the slices behind `a`, `b`, `c`, and the block lies inside the shape
+/// (masked-off lanes are neither read nor written).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_block_a2<const R: usize, const V: usize>(
+    d: &GemmDims,
+    (a, b, c): (*const f32, *const f32, *mut f32),
+    (r0, j0): (usize, usize),
+    tail: __m256i,
+) {
+    let full = _mm256_set1_epi32(-1);
+    let mask = |v: usize| if v + 1 == V { tail } else { full };
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    for (rr, row) in acc.iter_mut().enumerate() {
+        for (v, x) in row.iter_mut().enumerate() {
+            // SAFETY: element (r0 + rr, j0 + 8v + lane) of c is inside the checked shape for
+            // every unmasked lane.
+            *x = unsafe { _mm256_maskload_ps(c.add((r0 + rr) * d.ldc + j0 + 8 * v), mask(v)) };
+        }
+    }
+    for i in 0..d.k {
+        let mut bv = [_mm256_setzero_ps(); V];
+        for (v, x) in bv.iter_mut().enumerate() {
+            // SAFETY: row i < k of b, columns inside the checked shape for unmasked lanes.
+            *x = unsafe { _mm256_maskload_ps(b.add(i * d.ldb + j0 + 8 * v), mask(v)) };
+        }
+        for (rr, row) in acc.iter_mut().enumerate() {
+            // SAFETY: element (r0 + rr, i) of a, inside the checked shape.
+            let av = _mm256_set1_ps(unsafe { *a.add((r0 + rr) * d.lda + i) });
+            for (x, &bx) in row.iter_mut().zip(&bv) {
+                *x = _mm256_fmadd_ps(av, bx, *x);
+            }
+        }
+    }
+    for (rr, row) in acc.iter().enumerate() {
+        for (v, &x) in row.iter().enumerate() {
+            // SAFETY: as for the loads of c.
+            unsafe { _mm256_maskstore_ps(c.add((r0 + rr) * d.ldc + j0 + 8 * v), mask(v), x) };
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn gemm_acc_f32_a2(d: GemmDims, a: &[f32], b: &[f32], c: &mut [f32]) {
+    d.check(a.len(), b.len(), c.len());
+    if d.m == 0 || d.n == 0 {
+        return;
+    }
+    let ptrs = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+    let full = _mm256_set1_epi32(-1);
+    let mut r0 = 0;
+    while r0 < d.m {
+        let rows = (d.m - r0).min(4);
+        let mut j0 = 0;
+        while j0 < d.n {
+            let cols = (d.n - j0).min(32);
+            let nv = cols.div_ceil(8);
+            let rem = cols - 8 * (nv - 1);
+            let tail = if rem == 8 {
+                full
+            } else {
+                let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), lanes)
+            };
+            // SAFETY: `d.check` passed; rows r0..r0+rows and columns j0..j0+cols are inside
+            // the shape, the lanes beyond `cols` are masked off.
+            unsafe {
+                match (rows, nv) {
+                    (4, 4) => gemm_block_a2::<4, 4>(&d, ptrs, (r0, j0), tail),
+                    (4, 3) => gemm_block_a2::<4, 3>(&d, ptrs, (r0, j0), tail),
+                    (4, 2) => gemm_block_a2::<4, 2>(&d, ptrs, (r0, j0), tail),
+                    (4, _) => gemm_block_a2::<4, 1>(&d, ptrs, (r0, j0), tail),
+                    (3, 4) => gemm_block_a2::<3, 4>(&d, ptrs, (r0, j0), tail),
+                    (3, 3) => gemm_block_a2::<3, 3>(&d, ptrs, (r0, j0), tail),
+                    (3, 2) => gemm_block_a2::<3, 2>(&d, ptrs, (r0, j0), tail),
+                    (3, _) => gemm_block_a2::<3, 1>(&d, ptrs, (r0, j0), tail),
+                    (2, 4) => gemm_block_a2::<2, 4>(&d, ptrs, (r0, j0), tail),
+                    (2, 3) => gemm_block_a2::<2, 3>(&d, ptrs, (r0, j0), tail),
+                    (2, 2) => gemm_block_a2::<2, 2>(&d, ptrs, (r0, j0), tail),
+                    (2, _) => gemm_block_a2::<2, 1>(&d, ptrs, (r0, j0), tail),
+                    (_, 4) => gemm_block_a2::<1, 4>(&d, ptrs, (r0, j0), tail),
+                    (_, 3) => gemm_block_a2::<1, 3>(&d, ptrs, (r0, j0), tail),
+                    (_, 2) => gemm_block_a2::<1, 2>(&d, ptrs, (r0, j0), tail),
+                    (_, _) => gemm_block_a2::<1, 1>(&d, ptrs, (r0, j0), tail),
+                }
+            }
+            j0 += cols;
+        }
+        r0 += rows;
+    }
+}
+
+/// One register block of `c += a·b` with 16-lane vectors (see [`gemm_block_a2`]); `tail` is
+/// the lane mask of the last vector.
+///
+/// # Safety
+/// As [`gemm_block_a2`].
+#[target_feature(enable = "avx512f")]
+unsafe fn gemm_block_a5<const R: usize, const V: usize>(
+    d: &GemmDims,
+    (a, b, c): (*const f32, *const f32, *mut f32),
+    (r0, j0): (usize, usize),
+    tail: __mmask16,
+) {
+    let mask = |v: usize| if v + 1 == V { tail } else { 0xffff };
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    for (rr, row) in acc.iter_mut().enumerate() {
+        for (v, x) in row.iter_mut().enumerate() {
+            // SAFETY: element (r0 + rr, j0 + 16v + lane) of c is inside the checked shape for
+            // every unmasked lane (masked lanes are not accessed).
+            *x = unsafe { _mm512_maskz_loadu_ps(mask(v), c.add((r0 + rr) * d.ldc + j0 + 16 * v)) };
+        }
+    }
+    for i in 0..d.k {
+        let mut bv = [_mm512_setzero_ps(); V];
+        for (v, x) in bv.iter_mut().enumerate() {
+            // SAFETY: row i < k of b, columns inside the checked shape for unmasked lanes.
+            *x = unsafe { _mm512_maskz_loadu_ps(mask(v), b.add(i * d.ldb + j0 + 16 * v)) };
+        }
+        for (rr, row) in acc.iter_mut().enumerate() {
+            // SAFETY: element (r0 + rr, i) of a, inside the checked shape.
+            let av = _mm512_set1_ps(unsafe { *a.add((r0 + rr) * d.lda + i) });
+            for (x, &bx) in row.iter_mut().zip(&bv) {
+                *x = _mm512_fmadd_ps(av, bx, *x);
+            }
+        }
+    }
+    for (rr, row) in acc.iter().enumerate() {
+        for (v, &x) in row.iter().enumerate() {
+            // SAFETY: as for the loads of c.
+            unsafe { _mm512_mask_storeu_ps(c.add((r0 + rr) * d.ldc + j0 + 16 * v), mask(v), x) };
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+fn gemm_acc_f32_a5(d: GemmDims, a: &[f32], b: &[f32], c: &mut [f32]) {
+    d.check(a.len(), b.len(), c.len());
+    if d.m == 0 || d.n == 0 {
+        return;
+    }
+    let ptrs = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+    let mut r0 = 0;
+    while r0 < d.m {
+        let rows = (d.m - r0).min(4);
+        let mut j0 = 0;
+        while j0 < d.n {
+            let cols = (d.n - j0).min(64);
+            let nv = cols.div_ceil(16);
+            let rem = cols - 16 * (nv - 1);
+            let tail: __mmask16 = if rem == 16 { 0xffff } else { (1u16 << rem) - 1 };
+            // SAFETY: `d.check` passed; rows r0..r0+rows and columns j0..j0+cols are inside
+            // the shape, the lanes beyond `cols` are masked off.
+            unsafe {
+                match (rows, nv) {
+                    (4, 4) => gemm_block_a5::<4, 4>(&d, ptrs, (r0, j0), tail),
+                    (4, 3) => gemm_block_a5::<4, 3>(&d, ptrs, (r0, j0), tail),
+                    (4, 2) => gemm_block_a5::<4, 2>(&d, ptrs, (r0, j0), tail),
+                    (4, _) => gemm_block_a5::<4, 1>(&d, ptrs, (r0, j0), tail),
+                    (3, 4) => gemm_block_a5::<3, 4>(&d, ptrs, (r0, j0), tail),
+                    (3, 3) => gemm_block_a5::<3, 3>(&d, ptrs, (r0, j0), tail),
+                    (3, 2) => gemm_block_a5::<3, 2>(&d, ptrs, (r0, j0), tail),
+                    (3, _) => gemm_block_a5::<3, 1>(&d, ptrs, (r0, j0), tail),
+                    (2, 4) => gemm_block_a5::<2, 4>(&d, ptrs, (r0, j0), tail),
+                    (2, 3) => gemm_block_a5::<2, 3>(&d, ptrs, (r0, j0), tail),
+                    (2, 2) => gemm_block_a5::<2, 2>(&d, ptrs, (r0, j0), tail),
+                    (2, _) => gemm_block_a5::<2, 1>(&d, ptrs, (r0, j0), tail),
+                    (_, 4) => gemm_block_a5::<1, 4>(&d, ptrs, (r0, j0), tail),
+                    (_, 3) => gemm_block_a5::<1, 3>(&d, ptrs, (r0, j0), tail),
+                    (_, 2) => gemm_block_a5::<1, 2>(&d, ptrs, (r0, j0), tail),
+                    (_, _) => gemm_block_a5::<1, 1>(&d, ptrs, (r0, j0), tail),
+                }
+            }
+            j0 += cols;
+        }
+        r0 += rows;
+    }
+}
+
+/// Checks the operands of `attn_f16_acc` like the scalar reference; returns the head size.
+fn attn_f16_acc_check(q: &[f32], kv: &KvRows<'_>, state: &[f32], acc: &[f32]) -> usize {
+    let g = state.len() / 2;
+    assert!(
+        g > 0 && state.len() == 2 * g && q.len() == acc.len() && q.len().is_multiple_of(g),
+        "attn_f16_acc: q {} / acc {} / state {} inconsistent",
+        q.len(),
+        acc.len(),
+        state.len()
+    );
+    let hd = q.len() / g;
+    kv.check(hd);
+    hd
+}
+
+/// `a = f16(a · s)` then `a = f16(fma(v, w, a))` on the scalar tail of a row (as the
+/// reference); `s = None` skips the rescale.
+fn f16_acc_tail(a: &mut [f32], v: &[f16], s: Option<f32>, w: f32) {
+    for (x, &vv) in a.iter_mut().zip(v) {
+        if let Some(s) = s {
+            *x = f16::from_f32(*x * s).to_f32();
+        }
+        *x = f16::from_f32(vv.to_f32().mul_add(w, *x)).to_f32();
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn round8h(x: __m256) -> __m256 {
+    _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attn_f16_acc_a2(q: &[f32], kv: KvRows<'_>, scale: f32, state: &mut [f32], acc: &mut [f32]) {
+    let hd = attn_f16_acc_check(q, &kv, state, acc);
+    for j in 0..kv.count {
+        let off = j * kv.stride;
+        let (krow, vrow) = (&kv.keys[off..off + hd], &kv.values[off..off + hd]);
+        let (vc, vt) = vrow.as_chunks::<8>();
+        for ((qh, ah), st) in q
+            .chunks_exact(hd)
+            .zip(acc.chunks_exact_mut(hd))
+            .zip(state.chunks_exact_mut(2))
+        {
+            let s = dot_f16_f32_a2(krow, qh) * scale;
+            let (mut ms, mut vs) = (1.0f32, 1.0f32);
+            let rescale = s > st[0];
+            if rescale {
+                ms = (st[0] - s).exp();
+                st[0] = s;
+            } else {
+                vs = (s - st[0]).exp();
+            }
+            let (ac, at) = ah.as_chunks_mut::<8>();
+            let (vms, vvs) = (_mm256_set1_ps(ms), _mm256_set1_ps(vs));
+            for (x, v) in ac.iter_mut().zip(vc) {
+                let mut a = ld8(x);
+                if rescale {
+                    a = round8h(_mm256_mul_ps(a, vms));
+                }
+                st8(x, round8h(_mm256_fmadd_ps(ld8h(v), vvs, a)));
+            }
+            f16_acc_tail(at, vt, rescale.then_some(ms), vs);
+            st[1] = st[1] * ms + vs;
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+fn round16h(x: __m512) -> __m512 {
+    _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+}
+
+#[target_feature(enable = "avx512f")]
+fn attn_f16_acc_a5(q: &[f32], kv: KvRows<'_>, scale: f32, state: &mut [f32], acc: &mut [f32]) {
+    let hd = attn_f16_acc_check(q, &kv, state, acc);
+    for j in 0..kv.count {
+        let off = j * kv.stride;
+        let (krow, vrow) = (&kv.keys[off..off + hd], &kv.values[off..off + hd]);
+        let (vc, vt) = vrow.as_chunks::<16>();
+        for ((qh, ah), st) in q
+            .chunks_exact(hd)
+            .zip(acc.chunks_exact_mut(hd))
+            .zip(state.chunks_exact_mut(2))
+        {
+            let s = dot_f16_f32_a5(krow, qh) * scale;
+            let (mut ms, mut vs) = (1.0f32, 1.0f32);
+            let rescale = s > st[0];
+            if rescale {
+                ms = (st[0] - s).exp();
+                st[0] = s;
+            } else {
+                vs = (s - st[0]).exp();
+            }
+            let (ac, at) = ah.as_chunks_mut::<16>();
+            let (vms, vvs) = (_mm512_set1_ps(ms), _mm512_set1_ps(vs));
+            for (x, v) in ac.iter_mut().zip(vc) {
+                let mut a = ld16(x);
+                if rescale {
+                    a = round16h(_mm512_mul_ps(a, vms));
+                }
+                st16(x, round16h(_mm512_fmadd_ps(ld16h(v), vvs, a)));
+            }
+            f16_acc_tail(at, vt, rescale.then_some(ms), vs);
+            st[1] = st[1] * ms + vs;
+        }
+    }
 }

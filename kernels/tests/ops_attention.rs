@@ -1,0 +1,239 @@
+//! The attention helpers of the op table (`f16_to_f32`, `gemm_acc_f32`, `attn_f16_acc`):
+//! every SIMD table against the scalar references on random and adversarial shapes, and the
+//! references against hand-computed values.
+
+use grist_kernels::dispatch::{self, Isa};
+use grist_kernels::ops::{scalar, GemmDims, KvRows, OpKernels};
+use half::f16;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f32() * scale).collect()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// SIMD op tables of this CPU (the scalar one excluded).
+fn simd_tables() -> Vec<(Isa, &'static OpKernels)> {
+    let mut out = Vec::new();
+    for isa in [Isa::Avx2, Isa::Avx512, Isa::Neon] {
+        match dispatch::select(isa) {
+            Ok(t) => out.push((isa, &t.ops)),
+            Err(e) => eprintln!("SKIPPED: {isa} ops: {e}"),
+        }
+    }
+    out
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn to_f16(v: &[f32]) -> Vec<f16> {
+    v.iter().map(|&x| f16::from_f32(x)).collect()
+}
+
+#[test]
+fn f16_to_f32_is_exact() {
+    let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+    let mut want = vec![0.0f32; all.len()];
+    scalar::f16_to_f32(&all, &mut want);
+    assert_eq!(want[0x3c00], 1.0);
+    for (isa, t) in simd_tables() {
+        for n in [0, 1, 7, 8, 9, 15, 16, 17, 33, 65536] {
+            let mut got = vec![0.0f32; n];
+            (t.f16_to_f32)(&all[..n], &mut got);
+            // NaNs keep their payload class; compare bits of everything else.
+            for (i, (a, b)) in got.iter().zip(&want[..n]).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    "{isa} {i}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_reference_matches_definition() {
+    // c = [[1, 2]] + [[1, 2, 3]] · [[1, 0], [0, 1], [1, 1]] = [[5, 7]]
+    let d = GemmDims {
+        m: 1,
+        n: 2,
+        k: 3,
+        lda: 3,
+        ldb: 2,
+        ldc: 2,
+    };
+    let mut c = [1.0, 2.0];
+    scalar::gemm_acc_f32(d, &[1.0, 2.0, 3.0], &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &mut c);
+    assert_eq!(c, [5.0, 7.0]);
+}
+
+#[test]
+fn gemm_simd_is_bit_identical() {
+    let mut rng = Rng(7);
+    let s = OpKernels::scalar();
+    for (isa, t) in simd_tables() {
+        for case in 0..400 {
+            let (m, n, k) = if case < 64 {
+                // Every shape around the register blocks.
+                (
+                    1 + case % 9,
+                    [1, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 70][case % 12],
+                    case % 5,
+                )
+            } else {
+                (1 + rng.below(12), 1 + rng.below(140), rng.below(80))
+            };
+            let (lda, ldb, ldc) = (k + rng.below(3), n + rng.below(3), n + rng.below(3));
+            let d = GemmDims {
+                m,
+                n,
+                k,
+                lda,
+                ldb,
+                ldc,
+            };
+            let scale = [1.0, 1e-3, 1e3][case % 3];
+            let a = rng.vec(m * lda, scale);
+            let b = rng.vec(k.max(1) * ldb, 1.0);
+            let c0 = rng.vec(m * ldc, 1.0);
+            let (mut want, mut got) = (c0.clone(), c0.clone());
+            (s.gemm_acc_f32)(d, &a, &b, &mut want);
+            (t.gemm_acc_f32)(d, &a, &b, &mut got);
+            assert_eq!(bits(&want), bits(&got), "{isa} gemm {d:?}");
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "gemm: c too short")]
+fn gemm_rejects_short_output() {
+    let d = GemmDims {
+        m: 2,
+        n: 4,
+        k: 1,
+        lda: 1,
+        ldb: 4,
+        ldc: 4,
+    };
+    let mut c = [0.0f32; 7];
+    (dispatch::kernels().ops.gemm_acc_f32)(d, &[1.0, 1.0], &[1.0; 4], &mut c);
+}
+
+/// Runs `attn_f16_acc` of `table` over random keys/values: `g` heads of size `hd`, `count`
+/// rows with a row stride of `stride`. Returns (acc, state).
+fn run_attn(
+    table: &OpKernels,
+    seed: u64,
+    g: usize,
+    hd: usize,
+    count: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = Rng(seed);
+    let stride = hd + 3;
+    let q: Vec<f32> = to_f16(&rng.vec(g * hd, 1.0))
+        .iter()
+        .map(|x| x.to_f32())
+        .collect();
+    let keys = to_f16(&rng.vec(count * stride, 2.0));
+    let values = to_f16(&rng.vec(count * stride, 3.0));
+    let mut state: Vec<f32> = [f32::NEG_INFINITY, 0.0].repeat(g);
+    let mut acc = vec![0.0f32; g * hd];
+    let kv = KvRows {
+        keys: &keys,
+        values: &values,
+        stride,
+        count,
+    };
+    (table.attn_f16_acc)(&q, kv, 0.125, &mut state, &mut acc);
+    (acc, state)
+}
+
+#[test]
+fn attn_f16_acc_reference_matches_definition() {
+    // One head, two keys: scores 1 and 0 (scale 1) → weights 1 and e^-1.
+    let q = [1.0f32, 0.0];
+    let keys = to_f16(&[1.0, 0.0, 0.0, 1.0]);
+    let values = to_f16(&[2.0, 4.0, 8.0, 16.0]);
+    let kv = KvRows {
+        keys: &keys,
+        values: &values,
+        stride: 2,
+        count: 2,
+    };
+    let mut state = [f32::NEG_INFINITY, 0.0];
+    let mut acc = [0.0f32; 2];
+    scalar::attn_f16_acc(&q, kv, 1.0, &mut state, &mut acc);
+    let w = (-1.0f32).exp();
+    assert_eq!(state, [1.0, 1.0 + w]);
+    let r = |x: f32| f16::from_f32(x).to_f32();
+    assert_eq!(acc, [r(8.0f32.mul_add(w, 2.0)), r(16.0f32.mul_add(w, 4.0))]);
+    // The accumulator stays representable in f16.
+    assert!(acc.iter().all(|&x| r(x) == x));
+}
+
+#[test]
+fn attn_f16_acc_simd_agrees_with_reference() {
+    let s = OpKernels::scalar();
+    for (isa, t) in simd_tables() {
+        for (seed, (g, hd, count)) in [
+            (1, 64, 1),
+            (3, 64, 200),
+            (2, 128, 77),
+            (1, 80, 50),
+            (4, 17, 33),
+            (1, 8, 9),
+            (2, 3, 5),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (wa, ws) = run_attn(&s, seed as u64, g, hd, count);
+            let (ga, gs) = run_attn(t, seed as u64, g, hd, count);
+            // Only the dot products' summation order differs: a score may move by an ulp,
+            // which changes weights by ~1e-7 relative and can flip an f16 rounding of the
+            // accumulator (1 f16 ulp ≈ 1e-3 relative).
+            for (i, (a, b)) in ga.iter().zip(&wa).enumerate() {
+                assert!(
+                    (a - b).abs() <= 2e-3 * (1.0 + b.abs()),
+                    "{isa} g={g} hd={hd} n={count} acc[{i}]: {a} vs {b}"
+                );
+            }
+            for (a, b) in gs.iter().zip(&ws) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{isa} state {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "do not fit")]
+fn attn_f16_acc_rejects_short_cache() {
+    let keys = to_f16(&[0.0; 10]);
+    let kv = KvRows {
+        keys: &keys,
+        values: &keys,
+        stride: 4,
+        count: 3,
+    };
+    let mut state = [f32::NEG_INFINITY, 0.0];
+    let mut acc = [0.0f32; 4];
+    (dispatch::kernels().ops.attn_f16_acc)(&[0.0; 4], kv, 1.0, &mut state, &mut acc);
+}
