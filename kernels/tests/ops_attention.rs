@@ -237,3 +237,69 @@ fn attn_f16_acc_rejects_short_cache() {
     let mut acc = [0.0f32; 4];
     (dispatch::kernels().ops.attn_f16_acc)(&[0.0; 4], kv, 1.0, &mut state, &mut acc);
 }
+
+/// The one-key-at-a-time loop that `attn_f16_acc` blocks (libm `expf`, as ggml).
+fn attn_one_key_at_a_time(q: &[f32], kv: KvRows<'_>, scale: f32, st: &mut [f32], acc: &mut [f32]) {
+    let hd = q.len() / (st.len() / 2);
+    for j in 0..kv.count {
+        let (k, v) = (
+            &kv.keys[j * kv.stride..][..hd],
+            &kv.values[j * kv.stride..][..hd],
+        );
+        for ((qh, ah), st) in q.chunks(hd).zip(acc.chunks_mut(hd)).zip(st.chunks_mut(2)) {
+            let s = scalar::dot_f16_f32(k, qh) * scale;
+            let (mut ms, mut vs) = (1.0f32, 1.0f32);
+            if s > st[0] {
+                ms = (st[0] - s).exp();
+                st[0] = s;
+                ah.iter_mut()
+                    .for_each(|a| *a = f16::from_f32(*a * ms).to_f32());
+            } else {
+                vs = (s - st[0]).exp();
+            }
+            for (a, &x) in ah.iter_mut().zip(v) {
+                *a = f16::from_f32(x.to_f32().mul_add(vs, *a)).to_f32();
+            }
+            st[1] = st[1] * ms + vs;
+        }
+    }
+}
+
+#[test]
+fn attn_f16_acc_blocks_equal_one_key_at_a_time() {
+    // Rising scores (a new maximum at many keys, inside and across blocks), block-sized and
+    // partial counts, several heads.
+    for (seed, (g, hd, count)) in [(3, 64, 100), (1, 32, 32), (2, 16, 65), (1, 8, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut rng = Rng(seed as u64 + 50);
+        let q: Vec<f32> = to_f16(&rng.vec(g * hd, 1.0))
+            .iter()
+            .map(|x| x.to_f32())
+            .collect();
+        let keys: Vec<f16> = (0..count * hd)
+            .map(|i| f16::from_f32(rng.f32() + (i / hd) as f32 * 0.05 * (i % 2) as f32))
+            .collect();
+        let values = to_f16(&rng.vec(count * hd, 3.0));
+        let kv = KvRows {
+            keys: &keys,
+            values: &values,
+            stride: hd,
+            count,
+        };
+        let mut want = ([f32::NEG_INFINITY, 0.0].repeat(g), vec![0.0f32; g * hd]);
+        attn_one_key_at_a_time(&q, kv, 0.5, &mut want.0, &mut want.1);
+        let mut got = ([f32::NEG_INFINITY, 0.0].repeat(g), vec![0.0f32; g * hd]);
+        scalar::attn_f16_acc(&q, kv, 0.5, &mut got.0, &mut got.1);
+        assert_eq!(bits(&got.0), bits(&want.0), "state g={g} hd={hd} n={count}");
+        assert_eq!(bits(&got.1), bits(&want.1), "acc g={g} hd={hd} n={count}");
+        for (isa, t) in simd_tables() {
+            let mut simd = ([f32::NEG_INFINITY, 0.0].repeat(g), vec![0.0f32; g * hd]);
+            (t.attn_f16_acc)(&q, kv, 0.5, &mut simd.0, &mut simd.1);
+            for (a, b) in simd.1.iter().zip(&want.1) {
+                assert!((a - b).abs() <= 2e-3 * (1.0 + b.abs()), "{isa}: {a} vs {b}");
+            }
+        }
+    }
+}

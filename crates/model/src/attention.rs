@@ -45,6 +45,11 @@ const KV_TILE: usize = 64;
 /// tile).
 const Q_TILE: usize = 32;
 
+/// Largest f16-path call, in (query head, key) pairs, run on the calling thread: below this,
+/// spawning rayon tasks costs more than it saves (measured on SmolLM2-135M tg128, 2 threads:
+/// 9 heads × up to ~85 keys; see docs/PERFORMANCE.md, "generation path, second pass").
+const SERIAL_MAX_WORK: usize = 768;
+
 /// Smallest batch for which ggml uses its tiled (f32) flash-attention path (`GGML_FA_TILE_Q`).
 pub const TILED_MIN_BATCH: usize = 64;
 
@@ -275,7 +280,8 @@ fn tiled_task(
 /// The "one chunk" path: f16 query, f16 accumulator (see the module documentation). One task
 /// per (query, group of heads sharing a KV head); the groups are split further when there are
 /// too few tasks to keep the threads busy (token generation), which does not change any
-/// result (each head is computed alone).
+/// result (each head is computed alone). Calls of at most [`SERIAL_MAX_WORK`] (head, key)
+/// pairs run on the calling thread.
 fn attention_f16_accum(
     q: &[f32],
     k_cache: &[f16],
@@ -294,14 +300,22 @@ fn attention_f16_accum(
     let (qd, kvd) = (n_head * hd, n_head_kv * hd);
     let group = n_head / n_head_kv;
     let n = q.len() / qd;
+    let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
+    // (query head, key) pairs of the call: small calls run on the calling thread, one kernel
+    // call per (query, KV head).
+    let work = n * n_head * (pos0 + n);
+    let serial = work <= SERIAL_MAX_WORK;
     // Heads per task: the largest divisor of the group leaving ≥ 2 tasks per thread.
     let want = 2 * rayon::current_num_threads();
-    let sub = (1..=group)
-        .rev()
-        .find(|&g| group.is_multiple_of(g) && n * n_head / g >= want)
-        .unwrap_or(1);
-    let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
-    out.par_chunks_mut(sub * hd).enumerate().for_each(|(i, o)| {
+    let sub = if serial {
+        group
+    } else {
+        (1..=group)
+            .rev()
+            .find(|&g| group.is_multiple_of(g) && n * n_head / g >= want)
+            .unwrap_or(1)
+    };
+    let task = |(i, o): (usize, &mut [f32])| {
         SCRATCH.with_borrow_mut(|buf| {
             let (t, h0) = (i / (n_head / sub), i % (n_head / sub) * sub);
             let kh = h0 / group;
@@ -339,7 +353,12 @@ fn attention_f16_accum(
                 (kern.scale)(oh, if st[1] == 0.0 { 0.0 } else { 1.0 / st[1] });
             }
         })
-    });
+    };
+    if serial {
+        out.chunks_mut(sub * hd).enumerate().for_each(task);
+    } else {
+        out.par_chunks_mut(sub * hd).enumerate().for_each(task);
+    }
 }
 
 #[cfg(test)]

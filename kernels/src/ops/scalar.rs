@@ -207,6 +207,10 @@ impl KvRows<'_> {
     }
 }
 
+/// Keys per block of [`attn_f16_acc`]: the scores of a block are computed first, then their
+/// exponentials in one (vectorisable) pass, then the value accumulation.
+pub const ATTN_KEY_BLOCK: usize = 32;
+
 /// Online-softmax attention of `G` query heads sharing one KV head, with an f16 accumulator
 /// (ggml's "one chunk" flash-attention path with `VKQ16`). `q`: `[G, head_dim]` (values
 /// already rounded to f16); `acc`: `[G, head_dim]` running weighted sum of values (values
@@ -214,14 +218,45 @@ impl KvRows<'_> {
 /// (start with `-inf`, 0). For each key `j` in order and each head: `s = dot(k_j, q)·scale`
 /// ([`dot_f16_f32`]); if `s > M`: `acc = f16(acc · exp(M − s))`, `M = s`, weight 1, else
 /// weight `exp(s − M)`; then `acc = f16(fma(v_j, weight, acc))` and `S = S·rescale + weight`.
-/// SIMD versions differ only by the summation order of the dot product.
+///
+/// Keys are taken in blocks of [`ATTN_KEY_BLOCK`]: the running maximum before each key only
+/// depends on the scores, so the block's scores and exponent arguments are computed first,
+/// then all their exponentials, then the accumulation, with the same operations per key as
+/// the one-key-at-a-time loop above. SIMD versions differ by the summation order of the dot
+/// product and by their vectorised `exp` (≤ 2 ulp from libm's `expf`).
 pub fn attn_f16_acc(q: &[f32], kv: KvRows<'_>, scale: f32, state: &mut [f32], acc: &mut [f32]) {
-    attn_f16_acc_with(dot_f16_f32, q, kv, scale, state, acc)
+    attn_f16_acc_with(
+        dot_f16_f32,
+        |x: &mut [f32; ATTN_KEY_BLOCK]| x.iter_mut().for_each(|v| *v = v.exp()),
+        acc_row_f16,
+        q,
+        kv,
+        scale,
+        state,
+        acc,
+    )
 }
 
-/// [`attn_f16_acc`] with a given dot product (the SIMD versions pass theirs).
+/// One accumulator update of [`attn_f16_acc`]: `acc = f16(acc · r)` when `rescale = Some(r)`,
+/// then `acc = f16(fma(v, w, acc))`, element by element.
+pub(crate) fn acc_row_f16(acc: &mut [f32], v: &[f16], rescale: Option<f32>, w: f32) {
+    for (x, &vv) in acc.iter_mut().zip(v) {
+        if let Some(r) = rescale {
+            *x = f16::from_f32(*x * r).to_f32();
+        }
+        *x = f16::from_f32(vv.to_f32().mul_add(w, *x)).to_f32();
+    }
+}
+
+/// [`attn_f16_acc`] with a given dot product, block `exp` (in place, every lane; lanes past
+/// the block's keys hold finite or stale values whose results are not read) and accumulator
+/// update (the SIMD versions pass theirs; inlined so their target features apply).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(crate) fn attn_f16_acc_with(
     dot: impl Fn(&[f16], &[f32]) -> f32,
+    exp: impl Fn(&mut [f32; ATTN_KEY_BLOCK]),
+    acc_row: impl Fn(&mut [f32], &[f16], Option<f32>, f32),
     q: &[f32],
     kv: KvRows<'_>,
     scale: f32,
@@ -238,29 +273,39 @@ pub(crate) fn attn_f16_acc_with(
     );
     let hd = q.len() / g;
     kv.check(hd);
-    for j in 0..kv.count {
-        let off = j * kv.stride;
-        let (krow, vrow) = (&kv.keys[off..off + hd], &kv.values[off..off + hd]);
+    // e: [ATTN_KEY_BLOCK] exponent arguments, then their exponentials; up[b]: key b raised
+    // the running maximum (its exponential rescales the accumulator, its weight is 1).
+    let mut e = [0.0f32; ATTN_KEY_BLOCK];
+    let mut up = [false; ATTN_KEY_BLOCK];
+    for j0 in (0..kv.count).step_by(ATTN_KEY_BLOCK) {
+        let nb = ATTN_KEY_BLOCK.min(kv.count - j0);
         for ((qh, ah), st) in q
             .chunks_exact(hd)
             .zip(acc.chunks_exact_mut(hd))
             .zip(state.chunks_exact_mut(2))
         {
-            let s = dot(krow, qh) * scale;
-            let (mut ms, mut vs) = (1.0f32, 1.0f32);
-            if s > st[0] {
-                ms = (st[0] - s).exp();
-                st[0] = s;
-                for a in ah.iter_mut() {
-                    *a = f16::from_f32(*a * ms).to_f32();
+            let mut m = st[0];
+            for b in 0..nb {
+                let off = (j0 + b) * kv.stride;
+                let s = dot(&kv.keys[off..off + hd], qh) * scale;
+                up[b] = s > m;
+                if up[b] {
+                    e[b] = m - s;
+                    m = s;
+                } else {
+                    e[b] = s - m;
                 }
-            } else {
-                vs = (s - st[0]).exp();
             }
-            for (a, &v) in ah.iter_mut().zip(vrow) {
-                *a = f16::from_f32(v.to_f32().mul_add(vs, *a)).to_f32();
+            exp(&mut e);
+            let mut sum = st[1];
+            for b in 0..nb {
+                let off = (j0 + b) * kv.stride;
+                let (ms, vs) = if up[b] { (e[b], 1.0) } else { (1.0, e[b]) };
+                acc_row(ah, &kv.values[off..off + hd], up[b].then_some(ms), vs);
+                sum = sum * ms + vs;
             }
-            st[1] = st[1] * ms + vs;
+            st[0] = m;
+            st[1] = sum;
         }
     }
 }

@@ -19,6 +19,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
+use super::scalar::ATTN_KEY_BLOCK;
 use super::{scalar, GemmDims, KvRows, OpKernels};
 
 /// Installs the AVX2 versions into an op table (called only when the CPU has AVX2+FMA+F16C).
@@ -706,30 +707,25 @@ fn gemm_acc_f32_a5(d: GemmDims, a: &[f32], b: &[f32], c: &mut [f32]) {
     }
 }
 
-/// Checks the operands of `attn_f16_acc` like the scalar reference; returns the head size.
-fn attn_f16_acc_check(q: &[f32], kv: &KvRows<'_>, state: &[f32], acc: &[f32]) -> usize {
-    let g = state.len() / 2;
-    assert!(
-        g > 0 && state.len() == 2 * g && q.len() == acc.len() && q.len().is_multiple_of(g),
-        "attn_f16_acc: q {} / acc {} / state {} inconsistent",
-        q.len(),
-        acc.len(),
-        state.len()
-    );
-    let hd = q.len() / g;
-    kv.check(hd);
-    hd
-}
-
-/// `a = f16(a · s)` then `a = f16(fma(v, w, a))` on the scalar tail of a row (as the
-/// reference); `s = None` skips the rescale.
-fn f16_acc_tail(a: &mut [f32], v: &[f16], s: Option<f32>, w: f32) {
-    for (x, &vv) in a.iter_mut().zip(v) {
-        if let Some(s) = s {
-            *x = f16::from_f32(*x * s).to_f32();
+/// `a = f16(a · s)` (when `s` is given) then `a = f16(fma(v, w, a))`, AVX2: one accumulator
+/// update of `attn_f16_acc`, whole vectors here, the tail in the scalar reference.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn acc_row_a2(a: &mut [f32], v: &[f16], s: Option<f32>, w: f32) {
+    let (ac, at) = a.as_chunks_mut::<8>();
+    let (vc, vt) = v.as_chunks::<8>();
+    let vw = _mm256_set1_ps(w);
+    if let Some(s) = s {
+        let vs = _mm256_set1_ps(s);
+        for (x, v) in ac.iter_mut().zip(vc) {
+            let r = round8h(_mm256_mul_ps(ld8(x), vs));
+            st8(x, round8h(_mm256_fmadd_ps(ld8h(v), vw, r)));
         }
-        *x = f16::from_f32(vv.to_f32().mul_add(w, *x)).to_f32();
+    } else {
+        for (x, v) in ac.iter_mut().zip(vc) {
+            st8(x, round8h(_mm256_fmadd_ps(ld8h(v), vw, ld8(x))));
+        }
     }
+    scalar::acc_row_f16(at, vt, s, w);
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -739,38 +735,20 @@ fn round8h(x: __m256) -> __m256 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn attn_f16_acc_a2(q: &[f32], kv: KvRows<'_>, scale: f32, state: &mut [f32], acc: &mut [f32]) {
-    let hd = attn_f16_acc_check(q, &kv, state, acc);
-    for j in 0..kv.count {
-        let off = j * kv.stride;
-        let (krow, vrow) = (&kv.keys[off..off + hd], &kv.values[off..off + hd]);
-        let (vc, vt) = vrow.as_chunks::<8>();
-        for ((qh, ah), st) in q
-            .chunks_exact(hd)
-            .zip(acc.chunks_exact_mut(hd))
-            .zip(state.chunks_exact_mut(2))
-        {
-            let s = dot_f16_f32_a2(krow, qh) * scale;
-            let (mut ms, mut vs) = (1.0f32, 1.0f32);
-            let rescale = s > st[0];
-            if rescale {
-                ms = (st[0] - s).exp();
-                st[0] = s;
-            } else {
-                vs = (s - st[0]).exp();
+    scalar::attn_f16_acc_with(
+        |k, q| dot_f16_f32_a2(k, q),
+        |e: &mut [f32; ATTN_KEY_BLOCK]| {
+            for x in e.as_chunks_mut::<8>().0 {
+                st8(x, exp8(ld8(x)));
             }
-            let (ac, at) = ah.as_chunks_mut::<8>();
-            let (vms, vvs) = (_mm256_set1_ps(ms), _mm256_set1_ps(vs));
-            for (x, v) in ac.iter_mut().zip(vc) {
-                let mut a = ld8(x);
-                if rescale {
-                    a = round8h(_mm256_mul_ps(a, vms));
-                }
-                st8(x, round8h(_mm256_fmadd_ps(ld8h(v), vvs, a)));
-            }
-            f16_acc_tail(at, vt, rescale.then_some(ms), vs);
-            st[1] = st[1] * ms + vs;
-        }
-    }
+        },
+        |a, v, s, w| acc_row_a2(a, v, s, w),
+        q,
+        kv,
+        scale,
+        state,
+        acc,
+    )
 }
 
 #[target_feature(enable = "avx512f")]
@@ -778,38 +756,40 @@ fn round16h(x: __m512) -> __m512 {
     _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
 }
 
+/// [`acc_row_a2`] with AVX-512 vectors.
 #[target_feature(enable = "avx512f")]
-fn attn_f16_acc_a5(q: &[f32], kv: KvRows<'_>, scale: f32, state: &mut [f32], acc: &mut [f32]) {
-    let hd = attn_f16_acc_check(q, &kv, state, acc);
-    for j in 0..kv.count {
-        let off = j * kv.stride;
-        let (krow, vrow) = (&kv.keys[off..off + hd], &kv.values[off..off + hd]);
-        let (vc, vt) = vrow.as_chunks::<16>();
-        for ((qh, ah), st) in q
-            .chunks_exact(hd)
-            .zip(acc.chunks_exact_mut(hd))
-            .zip(state.chunks_exact_mut(2))
-        {
-            let s = dot_f16_f32_a5(krow, qh) * scale;
-            let (mut ms, mut vs) = (1.0f32, 1.0f32);
-            let rescale = s > st[0];
-            if rescale {
-                ms = (st[0] - s).exp();
-                st[0] = s;
-            } else {
-                vs = (s - st[0]).exp();
-            }
-            let (ac, at) = ah.as_chunks_mut::<16>();
-            let (vms, vvs) = (_mm512_set1_ps(ms), _mm512_set1_ps(vs));
-            for (x, v) in ac.iter_mut().zip(vc) {
-                let mut a = ld16(x);
-                if rescale {
-                    a = round16h(_mm512_mul_ps(a, vms));
-                }
-                st16(x, round16h(_mm512_fmadd_ps(ld16h(v), vvs, a)));
-            }
-            f16_acc_tail(at, vt, rescale.then_some(ms), vs);
-            st[1] = st[1] * ms + vs;
+fn acc_row_a5(a: &mut [f32], v: &[f16], s: Option<f32>, w: f32) {
+    let (ac, at) = a.as_chunks_mut::<16>();
+    let (vc, vt) = v.as_chunks::<16>();
+    let vw = _mm512_set1_ps(w);
+    if let Some(s) = s {
+        let vs = _mm512_set1_ps(s);
+        for (x, v) in ac.iter_mut().zip(vc) {
+            let r = round16h(_mm512_mul_ps(ld16(x), vs));
+            st16(x, round16h(_mm512_fmadd_ps(ld16h(v), vw, r)));
+        }
+    } else {
+        for (x, v) in ac.iter_mut().zip(vc) {
+            st16(x, round16h(_mm512_fmadd_ps(ld16h(v), vw, ld16(x))));
         }
     }
+    scalar::acc_row_f16(at, vt, s, w);
+}
+
+#[target_feature(enable = "avx512f")]
+fn attn_f16_acc_a5(q: &[f32], kv: KvRows<'_>, scale: f32, state: &mut [f32], acc: &mut [f32]) {
+    scalar::attn_f16_acc_with(
+        |k, q| dot_f16_f32_a5(k, q),
+        |e: &mut [f32; ATTN_KEY_BLOCK]| {
+            for x in e.as_chunks_mut::<16>().0 {
+                st16(x, exp16(ld16(x)));
+            }
+        },
+        |a, v, s, w| acc_row_a5(a, v, s, w),
+        q,
+        kv,
+        scale,
+        state,
+        acc,
+    )
 }
