@@ -26,8 +26,8 @@ use half::{bf16, f16};
 
 use bytemuck::Pod;
 
-use super::avx2::{fp16, k4_min_products};
-use super::{byte_quantize, byte_vec_dot, check_quantize_len, check_same_len, k4_scales_mins};
+use super::avx2::fp16;
+use super::{byte_quantize, byte_vec_dot, check_quantize_len, check_same_len};
 use crate::blocks::{
     f32_to_f16, BlockIQ4_NL, BlockIQ4_XS, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
     BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, IQ4NL_VALUES, QK, QK_K,
@@ -400,9 +400,112 @@ fn scaled_dot(sumi: __m512i, q: __m512i, y: __m512i, scales: __m512i) -> __m512i
     _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q, y), scales)
 }
 
+/// The packed 6-bit scales and mins of a Q4_K / Q5_K super-block as 16 bytes
+/// `[scale 0..8 | min 0..8]` (the same values as [`super::k4_scales_mins`]), unpacked in
+/// 32-bit lanes. With `u0, u1, u2` the three words of `packed`: sub-blocks 0..4 are the low
+/// 6 bits of `u0` (scales) and `u1` (mins); sub-blocks 4..8 take the low (scales) or high
+/// (mins) nibbles of `u2` plus the top 2 bits of `u0` / `u1`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn k4_scales_mins_bytes(packed: &[u8; 12]) -> __m128i {
+    let word =
+        |i: usize| i32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);
+    let v = _mm_setr_epi32(word(0), word(4), word(8), 0); // [u0, u1, u2, 0]
+    let tops = _mm_shuffle_epi32::<0b01_01_00_00>(v); // [u0, u0, u1, u1]
+    let nibbles = _mm_shuffle_epi32::<0b10_01_10_00>(v); // [·, u2, ·, u2]
+    let nibbles = _mm_and_si128(
+        _mm_srlv_epi32(nibbles, _mm_setr_epi32(0, 0, 0, 4)),
+        _mm_set1_epi32(0x0F0F_0F0F),
+    );
+    // (t >> 6 & 3) << 4 == t >> 2 & 0x30 per byte.
+    let high = _mm_or_si128(
+        nibbles,
+        _mm_and_si128(_mm_srli_epi32::<2>(tops), _mm_set1_epi32(0x3030_3030)),
+    );
+    let low = _mm_and_si128(tops, _mm_set1_epi32(0x3F3F_3F3F));
+    _mm_blend_epi32::<0b1010>(low, high)
+}
+
+/// `vpshufb` controls spreading 8 i16 scales (repeated in every 128-bit lane) over a
+/// register holding sub-blocks `2r, 2r+1`: `[scale 2r ×16 | scale 2r+1 ×16]` i16 lanes,
+/// for `r` in `0..4`.
+const K4_SCALE_SPREAD: [[u8; 64]; 4] = {
+    let mut out = [[0u8; 64]; 4];
+    let mut r = 0;
+    while r < 4 {
+        let mut i = 0;
+        while i < 64 {
+            // Byte i is in i16 lane i/2; the low 16 lanes take word 2r, the high 16 word 2r+1.
+            let word = 2 * r + i / 32;
+            out[r][i] = (2 * word + i % 2) as u8;
+            i += 1;
+        }
+        r += 1;
+    }
+    out
+};
+
+/// Per-super-block set-up shared by Q4_K and Q5_K: returns the four scale registers
+/// (see [`K4_SCALE_SPREAD`]) and the broadcast `d_w·d_a`, and accumulates
+/// `dmin_w·d_a · Σ_j min_j·Σy_j` (pairs of sub-blocks per lane, as
+/// [`super::avx2::k4_min_products`]) into `acc_mins`.
+///
+/// `d` and `dmin` are converted together from one 32-bit word: converting a lone f16
+/// made LLVM insert the word (`vpinsrw`) into a live accumulator register, chaining every
+/// super-block's scale to the previous FMA (measured: that chain bounded the kernel).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn k4_superblock_setup(
+    d: u16,
+    dmin: u16,
+    packed: &[u8; 12],
+    y: &BlockQ8_K,
+    spread: &[__m512i; 4],
+    acc_mins: &mut __m128,
+) -> ([__m512i; 4], __m512) {
+    let both = _mm_cvtph_ps(_mm_cvtsi32_si128((d as u32 | (dmin as u32) << 16) as i32));
+    let dd = _mm_mul_ps(both, _mm_set1_ps(y.d)); // [d_w·d_a, dmin_w·d_a, 0, 0]
+    let sm = k4_scales_mins_bytes(packed);
+    // SAFETY: `bsums` is 32 bytes long.
+    let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) };
+    // Adjacent pairs of 16-value sums = the 8 sums of 32 values (each |·| ≤ 4096).
+    let sums32 = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bs),
+        _mm256_extracti128_si256::<1>(bs),
+    );
+    let mins16 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+    *acc_mins = _mm_fmadd_ps(
+        _mm_permute_ps::<0b01_01_01_01>(dd),
+        _mm_cvtepi32_ps(_mm_madd_epi16(mins16, sums32)),
+        *acc_mins,
+    );
+    let scales = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm));
+    (
+        std::array::from_fn(|r| _mm512_shuffle_epi8(scales, spread[r])),
+        _mm512_broadcastss_ps(dd),
+    )
+}
+
+/// Loads [`K4_SCALE_SPREAD`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn k4_scale_spread() -> [__m512i; 4] {
+    // SAFETY: each row is 64 bytes.
+    std::array::from_fn(|r| unsafe { load64(K4_SCALE_SPREAD[r].as_ptr()) })
+}
+
+/// `Σ` of the 4 lanes (the k-quant `acc_mins`, same order as the tiled products).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn hsum4_ps(v: __m128) -> f32 {
+    let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
 /// Q4_K · Q8_K. Each 64 bytes of codes hold sub-blocks 4c..4c+3 as [lo(2c') | hi(2c')]
 /// per 32 bytes; two `vshufi64x2` regroup them into registers of two whole sub-blocks in
-/// value order.
+/// value order. Scales and mins are unpacked once per super-block into one register
+/// ([`k4_superblock_setup`]).
 ///
 /// # Safety
 /// As [`vec_dot_q4_0_q8_0`]. Activation `bsums` must be the sums of their codes.
@@ -410,16 +513,11 @@ fn scaled_dot(sumi: __m512i, q: __m512i, y: __m512i, scales: __m512i) -> __m512i
 pub unsafe fn vec_dot_q4_k_q8_k(w: &[BlockQ4_K], a: &[BlockQ8_K]) -> f32 {
     check_same_len(w.len(), a.len(), "Q4_K·Q8_K");
     let low4 = _mm512_set1_epi8(0x0F);
+    let spread = k4_scale_spread();
     let mut acc = _mm512_setzero_ps();
     let mut acc_mins = _mm_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let (scales, mins) = k4_scales_mins(&x.scales);
-        let dmin = y.d * fp16(x.dmin);
-        acc_mins = _mm_fmadd_ps(
-            _mm_set1_ps(dmin),
-            _mm_cvtepi32_ps(k4_min_products(&mins, &y.bsums)),
-            acc_mins,
-        );
+        let (sc, d) = k4_superblock_setup(x.d, x.dmin, &x.scales, y, &spread, &mut acc_mins);
         let mut sumi = _mm512_setzero_si512();
         for c in 0..2 {
             // SAFETY: offsets stay inside `qs` (128 B) and `y.qs` (256 B).
@@ -435,17 +533,12 @@ pub unsafe fn vec_dot_q4_k_q8_k(w: &[BlockQ4_K], a: &[BlockQ8_K]) -> f32 {
             // [lo 0..32 | hi 0..32] = sub-blocks 4c, 4c+1; [lo 32..64 | hi 32..64] = 4c+2, 4c+3.
             let q_a = _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi);
             let q_b = _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi);
-            let s = |j: usize| scales[4 * c + j] as i16;
-            sumi = scaled_dot(sumi, q_a, y_a, two_halves_epi16(s(0), s(1)));
-            sumi = scaled_dot(sumi, q_b, y_b, two_halves_epi16(s(2), s(3)));
+            sumi = scaled_dot(sumi, q_a, y_a, sc[2 * c]);
+            sumi = scaled_dot(sumi, q_b, y_b, sc[2 * c + 1]);
         }
-        let d = y.d * fp16(x.d);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc);
     }
-    _mm512_reduce_add_ps(acc) - {
-        let s = _mm_add_ps(acc_mins, _mm_movehl_ps(acc_mins, acc_mins));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-    }
+    _mm512_reduce_add_ps(acc) - hsum4_ps(acc_mins)
 }
 
 /// Q5_K · Q8_K: as Q4_K; the fifth bits of a register holding sub-blocks `2k, 2k+1` are
@@ -459,16 +552,11 @@ pub unsafe fn vec_dot_q5_k_q8_k(w: &[BlockQ5_K], a: &[BlockQ8_K]) -> f32 {
     check_same_len(w.len(), a.len(), "Q5_K·Q8_K");
     let low4 = _mm512_set1_epi8(0x0F);
     let sixteen = _mm512_set1_epi8(16);
+    let spread = k4_scale_spread();
     let mut acc = _mm512_setzero_ps();
     let mut acc_mins = _mm_setzero_ps();
     for (x, y) in w.iter().zip(a) {
-        let (scales, mins) = k4_scales_mins(&x.scales);
-        let dmin = y.d * fp16(x.dmin);
-        acc_mins = _mm_fmadd_ps(
-            _mm_set1_ps(dmin),
-            _mm_cvtepi32_ps(k4_min_products(&mins, &y.bsums)),
-            acc_mins,
-        );
+        let (sc, d) = k4_superblock_setup(x.d, x.dmin, &x.scales, y, &spread, &mut acc_mins);
         // SAFETY: `qh` is 32 bytes.
         let high = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(x.qh.as_ptr().cast()) });
         let mut sumi = _mm512_setzero_si512();
@@ -491,17 +579,12 @@ pub unsafe fn vec_dot_q5_k_q8_k(w: &[BlockQ5_K], a: &[BlockQ8_K]) -> f32 {
             let m_b = _mm512_test_epi8_mask(high, two_halves_epi8(1 << kb, 1 << (kb + 1)));
             let q_a = _mm512_mask_add_epi8(q_a, m_a, q_a, sixteen);
             let q_b = _mm512_mask_add_epi8(q_b, m_b, q_b, sixteen);
-            let s = |j: usize| scales[4 * c + j] as i16;
-            sumi = scaled_dot(sumi, q_a, y_a, two_halves_epi16(s(0), s(1)));
-            sumi = scaled_dot(sumi, q_b, y_b, two_halves_epi16(s(2), s(3)));
+            sumi = scaled_dot(sumi, q_a, y_a, sc[2 * c]);
+            sumi = scaled_dot(sumi, q_b, y_b, sc[2 * c + 1]);
         }
-        let d = y.d * fp16(x.d);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc);
     }
-    _mm512_reduce_add_ps(acc) - {
-        let s = _mm_add_ps(acc_mins, _mm_movehl_ps(acc_mins, acc_mins));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-    }
+    _mm512_reduce_add_ps(acc) - hsum4_ps(acc_mins)
 }
 
 /// IQ4_XS · Q8_K. A 64-byte load holds the nibbles of groups `4c..4c+4`; `vpermt2q`
@@ -695,8 +778,14 @@ pub unsafe fn vec_dot_q6_k_q8_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
             sumi = scaled_dot(sumi, q1, y1, sc1);
         }
         sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(offset));
-        let d = y.d * fp16(x.d);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+        // The scale is converted as a full broadcast vector: a lone f16 → f32 conversion
+        // became a `vpinsrw` into the live accumulator, chaining super-blocks (see
+        // [`k4_superblock_setup`]).
+        let d = _mm512_mul_ps(
+            _mm512_cvtph_ps(_mm256_set1_epi16(x.d as i16)),
+            _mm512_set1_ps(y.d),
+        );
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc);
     }
     _mm512_reduce_add_ps(acc)
 }
