@@ -7,10 +7,11 @@
 //!    (Q8_0 for Q4_0, Q8_K for Q4_K, …), into a reusable [`ActivationScratch`]. Weights are
 //!    never dequantized: the dot products run on the packed blocks in integer arithmetic.
 //!    When several matrices read the same input (Q/K/V, gate/up), quantize once with
-//!    [`quantize_activations`] and call [`matmul_prequantized`] for each;
-//! 2. token generation (`n = 1`): the output rows are split into fixed chunks of consecutive
-//!    weight rows, processed in parallel with rayon, with the table's tiled product (one
-//!    activation row) when it has one, else one `vec_dot` per output;
+//!    [`quantize_activations`] and multiply them all in one parallel region with
+//!    [`matmul_prequantized_many`] (one fork-join instead of one per matrix);
+//! 2. token generation (`n = 1`): the output rows (of all the matrices, back to back) are
+//!    split into a few contiguous ranges per thread, processed in parallel with rayon, with
+//!    one `vec_dot` per output;
 //! 3. prompt processing (`n > 1`): the output `[n, rows]` is cut into a grid of work items
 //!    (a block of weight rows × an L2-sized block of activation rows), processed in parallel;
 //!    an item runs the table's register-tiled product ([`crate::dispatch::GemmFn`]) when it
@@ -31,9 +32,13 @@ use rayon::prelude::*;
 use crate::dispatch::{kernels, KernelEntry, Kernels, QuantizeActFn, MAX_ACT_ROWS_PER_CALL};
 use crate::formats::FormatError;
 
-/// Weight rows per parallel task for token generation (`n = 1`): large enough to amortise
-/// task overhead, small enough to balance a 4096-row matrix over many threads.
+/// Fewest weight rows per parallel task for token generation (`n = 1`), so tiny matrices
+/// are not split below the cost of a task.
 const ROWS_PER_TASK_GEMV: usize = 32;
+/// Parallel tasks per thread for token generation (`n = 1`): the rows are cut into
+/// `threads × GEMV_TASKS_PER_THREAD` contiguous ranges (docs/PERFORMANCE.md, "Fewer
+/// synchronisation points").
+const GEMV_TASKS_PER_THREAD: usize = 4;
 /// Whether token generation (`n = 1`) uses the table's tiled product (with one activation
 /// row) instead of `vec_dot`. `true` would make every result independent of the batch size (a
 /// token giving the same bits alone or in a batch) for the formats whose tiles sum in another
@@ -383,109 +388,219 @@ pub fn matmul_prequantized_with(
     scratch: &ActivationScratch,
     y: &mut [f32],
 ) -> Result<(), MatmulError> {
-    let entry = table.entry(w.ty).ok_or(MatmulError::Unsupported(w.ty))?;
-    if scratch.act_type != Some(entry.act_type) {
-        return Err(MatmulError::ActivationType {
-            expected: entry.act_type,
-            actual: scratch.act_type,
-        });
-    }
-    if scratch.cols != w.cols {
+    matmul_prequantized_many_with(table, &mut [(*w, y)], scratch)
+}
+
+/// `y_i = x · W_iᵀ` for several matrices that read the same quantized activations `x`
+/// (`[n, cols]` in `scratch`), e.g. Wq/Wk/Wv or Wgate/Wup, in **one** parallel region:
+/// the rows of all the matrices are split across the threads together, so the fork-join
+/// cost (several microseconds per region on a 2-vCPU machine, docs/PERFORMANCE.md) is paid
+/// once instead of once per matrix. Each `y_i` (`[n, W_i.rows]`) is fully overwritten and
+/// holds exactly the bits [`matmul_prequantized`] would give it.
+pub fn matmul_prequantized_many(
+    jobs: &mut [(QMatrix<'_>, &mut [f32])],
+    scratch: &ActivationScratch,
+) -> Result<(), MatmulError> {
+    matmul_prequantized_many_with(kernels(), jobs, scratch)
+}
+
+/// Most matrices one [`matmul_prequantized_many`] call takes (Q/K/V is the largest group).
+pub const MAX_FUSED_MATRICES: usize = 8;
+
+/// One matrix of a fused matmul, checked: its kernels, its weights, and where its output goes.
+#[derive(Clone, Copy)]
+struct FusedJob<'w> {
+    entry: KernelEntry,
+    w: QMatrix<'w>,
+    out: DisjointOut, // [n, w.rows]
+}
+
+/// [`matmul_prequantized_many`] with an explicit kernel table.
+pub fn matmul_prequantized_many_with(
+    table: &Kernels,
+    jobs: &mut [(QMatrix<'_>, &mut [f32])],
+    scratch: &ActivationScratch,
+) -> Result<(), MatmulError> {
+    if jobs.len() > MAX_FUSED_MATRICES {
         return Err(MatmulError::Shape {
-            what: "activation row",
-            expected: w.cols,
-            actual: scratch.cols,
+            what: "fused matrices",
+            expected: MAX_FUSED_MATRICES,
+            actual: jobs.len(),
         });
     }
     let n = scratch.n;
-    let expected = n.checked_mul(w.rows).ok_or(MatmulError::Overflow)?;
-    if y.len() != expected {
-        return Err(MatmulError::Shape {
-            what: "output y",
-            expected,
-            actual: y.len(),
+    // Validate every job before touching any output.
+    let mut fused: [Option<FusedJob<'_>>; MAX_FUSED_MATRICES] = [None; MAX_FUSED_MATRICES];
+    let mut n_fused = 0;
+    for (w, y) in jobs.iter_mut() {
+        let entry = table.entry(w.ty).ok_or(MatmulError::Unsupported(w.ty))?;
+        if scratch.act_type != Some(entry.act_type) {
+            return Err(MatmulError::ActivationType {
+                expected: entry.act_type,
+                actual: scratch.act_type,
+            });
+        }
+        if scratch.cols != w.cols {
+            return Err(MatmulError::Shape {
+                what: "activation row",
+                expected: w.cols,
+                actual: scratch.cols,
+            });
+        }
+        let expected = n.checked_mul(w.rows).ok_or(MatmulError::Overflow)?;
+        if y.len() != expected {
+            return Err(MatmulError::Shape {
+                what: "output y",
+                expected,
+                actual: y.len(),
+            });
+        }
+        if expected == 0 {
+            continue;
+        }
+        if w.cols == 0 {
+            y.fill(0.0);
+            continue;
+        }
+        fused[n_fused] = Some(FusedJob {
+            entry: *entry,
+            w: *w,
+            out: DisjointOut {
+                ptr: y.as_mut_ptr(),
+                len: y.len(),
+            },
         });
+        n_fused += 1;
     }
-    if expected == 0 {
-        return Ok(());
-    }
-    if w.cols == 0 {
-        y.fill(0.0);
-        return Ok(());
-    }
-    let vec_dot = entry.vec_dot;
+    let Some(first) = fused[0] else {
+        return Ok(()); // every output is empty (or was zero-filled)
+    };
+    let fused: [FusedJob<'_>; MAX_FUSED_MATRICES] =
+        std::array::from_fn(|i| fused[i].unwrap_or(first));
+    let fused = &fused[..n_fused];
+    // From here on the outputs are only written through `fused[i].out`, at ranges the work
+    // items below own exclusively; `jobs` (which holds the `&mut` borrows) stays borrowed
+    // until this function returns, so nothing else can read or write them meanwhile.
 
     if n == 1 {
-        // Token generation: y is one row [rows]; each task owns a contiguous run of it.
-        let act = scratch.row(0);
-        if let Some(gemm) = entry.gemm.filter(|_| GEMV_USES_TILES) {
-            // The tiled product with one activation row: several weight rows share each
-            // activation load, and the result has the bits a batch would give this token.
-            let rb = w.row_bytes;
-            y.par_chunks_mut(ROWS_PER_TASK_GEMV)
-                .enumerate()
-                .for_each(|(chunk, out)| {
-                    let r0 = chunk * ROWS_PER_TASK_GEMV;
-                    gemm(
-                        &w.data[r0 * rb..(r0 + out.len()) * rb],
-                        rb,
-                        act,
-                        scratch.row_bytes,
-                        out,
-                    );
-                });
-            return Ok(());
-        }
-        y.par_chunks_mut(ROWS_PER_TASK_GEMV)
-            .enumerate()
-            .for_each(|(chunk, out)| {
-                let r0 = chunk * ROWS_PER_TASK_GEMV;
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = vec_dot(w.row(r0 + i), act);
-                }
-            });
+        gemv_many(fused, scratch);
         return Ok(());
     }
 
     // Prompt processing: a grid of work items, each a block of up to ROWS_PER_TASK_GEMM
-    // weight rows × a block of activation rows sized to stay in L2, so both threads are busy
-    // for any shape (few weight rows and many tokens, or the reverse).
+    // weight rows of one matrix × a block of activation rows sized to stay in L2, so both
+    // threads are busy for any shape (few weight rows and many tokens, or the reverse).
     let tb = (ACT_BLOCK_BYTES / scratch.row_bytes.max(1))
         .clamp(1, MAX_TOKENS_PER_TASK)
         .min(n);
-    let rb = ROWS_PER_TASK_GEMM.min(w.rows);
-    let (n_rb, n_tb) = (w.rows.div_ceil(rb), n.div_ceil(tb));
-    let entry = *entry;
-    let out = DisjointOut {
-        ptr: y.as_mut_ptr(),
-        len: y.len(),
-    };
+    let n_tb = n.div_ceil(tb);
+    // Row blocks of all the matrices, back to back: matrix i owns blocks
+    // first_block[i] .. first_block[i + 1].
+    let mut first_block = [0usize; MAX_FUSED_MATRICES + 1];
+    for (i, job) in fused.iter().enumerate() {
+        first_block[i + 1] = first_block[i] + job.w.rows.div_ceil(ROWS_PER_TASK_GEMM);
+    }
+    let n_rb = first_block[fused.len()];
     // Row blocks outer, token blocks inner: rayon hands each thread a contiguous run of
     // items, i.e. its own weight rows, which it reuses for every token block.
     (0..n_rb * n_tb).into_par_iter().for_each(|item| {
-        let (r0, t0) = ((item / n_tb) * rb, (item % n_tb) * tb);
-        let (nr, nt) = (rb.min(w.rows - r0), tb.min(n - t0));
+        let (block, t0) = (item / n_tb, (item % n_tb) * tb);
+        let i = first_block[1..=fused.len()].partition_point(|&end| end <= block);
+        let job = &fused[i];
+        let w = &job.w;
+        let r0 = (block - first_block[i]) * ROWS_PER_TASK_GEMM;
+        let (nr, nt) = (ROWS_PER_TASK_GEMM.min(w.rows - r0), tb.min(n - t0));
         let mut local = [0.0f32; ROWS_PER_TASK_GEMM * MAX_TOKENS_PER_TASK];
         let local = &mut local[..nr * nt]; // [nt, nr]
-        gemm_block(&entry, w, r0, nr, scratch, t0, nt, local);
-        for (i, vals) in local.chunks_exact(nr).enumerate() {
-            // SAFETY: item (r0, t0) is the only one writing rows r0..r0+nr of output rows
-            // t0..t0+nt: the items' rectangles tile `y` without overlap.
-            unsafe { out.write((t0 + i) * w.rows + r0, vals) };
+        gemm_block(&job.entry, w, r0, nr, scratch, t0, nt, local);
+        for (t, vals) in local.chunks_exact(nr).enumerate() {
+            // SAFETY: item (block, t0) is the only one writing rows r0..r0+nr of output rows
+            // t0..t0+nt of matrix i: the items' rectangles tile each `y` without overlap.
+            unsafe { job.out.write((t0 + t) * w.rows + r0, vals) };
         }
     });
     Ok(())
 }
 
+/// Token generation (`n = 1`) for a group of matrices: the rows of all of them, back to
+/// back, are cut into [`gemv_tasks`] contiguous ranges processed in parallel; each output is
+/// one `vec_dot` (or, with [`GEMV_USES_TILES`], the tiled product), as in a separate call.
+fn gemv_many(fused: &[FusedJob<'_>], scratch: &ActivationScratch) {
+    let act = scratch.row(0);
+    let total: usize = fused.iter().map(|j| j.w.rows).sum();
+    let n_tasks = gemv_tasks(total);
+    // Task boundaries on multiples of 16 rows (one 64-byte cache line of outputs).
+    let per_task = total.div_ceil(n_tasks).next_multiple_of(16);
+    let run = |task: usize| {
+        let (mut a, b) = (task * per_task, ((task + 1) * per_task).min(total));
+        let mut base = 0; // first concatenated row of fused[i]
+        for job in fused {
+            let rows = job.w.rows;
+            if a < b && a < base + rows {
+                let (r0, r1) = (a - base, (b - base).min(rows));
+                // SAFETY: this task is the only one covering concatenated rows a..b, i.e.
+                // rows r0..r1 of this matrix's output (tasks' ranges do not overlap).
+                let out = unsafe { job.out.slice_mut(r0, r1 - r0) };
+                gemv_rows(job, r0, act, scratch.row_bytes, out);
+                a = base + r1;
+            }
+            base += rows;
+        }
+    };
+    if n_tasks == 1 {
+        run(0);
+    } else {
+        (0..n_tasks).into_par_iter().for_each(run);
+    }
+}
+
+/// `out[i] = W[r0 + i] · act` for one matrix (`out`: `[rows]`, a run of its output).
+fn gemv_rows(job: &FusedJob<'_>, r0: usize, act: &[u8], act_row_bytes: usize, out: &mut [f32]) {
+    let w = &job.w;
+    if let Some(gemm) = job.entry.gemm.filter(|_| GEMV_USES_TILES) {
+        // The tiled product with one activation row: several weight rows share each
+        // activation load, and the result has the bits a batch would give this token.
+        let rb = w.row_bytes;
+        for (c, o) in out.chunks_mut(ROWS_PER_TASK_GEMV).enumerate() {
+            let s = r0 + c * ROWS_PER_TASK_GEMV;
+            gemm(
+                &w.data[s * rb..(s + o.len()) * rb],
+                rb,
+                act,
+                act_row_bytes,
+                o,
+            );
+        }
+        return;
+    }
+    let vec_dot = job.entry.vec_dot;
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = vec_dot(w.row(r0 + i), act);
+    }
+}
+
+/// How many parallel tasks a token-generation product over `rows` weight rows is cut into:
+/// [`GEMV_TASKS_PER_THREAD`] per thread (a fixed split: few tasks keep rayon's per-task cost
+/// low, more than one per thread lets a thread that started late be helped), but no task
+/// smaller than [`ROWS_PER_TASK_GEMV`] rows.
+fn gemv_tasks(rows: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    (threads * GEMV_TASKS_PER_THREAD)
+        .min(rows.div_ceil(ROWS_PER_TASK_GEMV))
+        .max(1)
+}
+
 /// The output `y` of one matmul, shared by its work items, each of which writes a distinct
 /// rectangle of it (so no two items touch the same value).
+#[derive(Clone, Copy)]
 struct DisjointOut {
     ptr: *mut f32,
     len: usize,
 }
 
-// SAFETY: the items only write disjoint ranges (see `write`), and `y` outlives the parallel
-// loop (it is borrowed mutably for the whole of `matmul_prequantized_with`).
+// SAFETY: the items only write disjoint ranges (see `write` and `slice_mut`), and `y`
+// outlives the parallel loop (it is borrowed mutably for the whole of
+// `matmul_prequantized_many_with`).
 unsafe impl Sync for DisjointOut {}
 
 impl DisjointOut {
@@ -497,6 +612,17 @@ impl DisjointOut {
         assert!(at + vals.len() <= self.len, "output range out of bounds");
         // SAFETY: in bounds (checked above) and exclusive (guaranteed by the caller).
         unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr(), self.ptr.add(at), vals.len()) };
+    }
+
+    /// `y[at .. at + len]` as a mutable slice.
+    ///
+    /// # Safety
+    /// No other thread reads or writes that range while the slice lives.
+    unsafe fn slice_mut<'s>(&self, at: usize, len: usize) -> &'s mut [f32] {
+        assert!(at + len <= self.len, "output range out of bounds");
+        // SAFETY: in bounds (checked above), `y` outlives the parallel loop, and exclusive
+        // (guaranteed by the caller).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) }
     }
 }
 
@@ -645,5 +771,128 @@ mod tests {
             .unwrap()
             .vec_dot_rows
             .is_none());
+    }
+
+    /// `rows × cols` weights of `ty` from a deterministic pseudo-random stream.
+    fn weights(ty: GgmlType, rows: usize, cols: usize, seed: u32) -> Vec<u8> {
+        let rb = row_bytes(ty, cols).unwrap();
+        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+        let mut data = vec![0u8; rows * rb];
+        let mut row = vec![0.0f32; cols];
+        for r in 0..rows {
+            for v in row.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                *v = (state % 2001) as f32 / 1000.0 - 1.0;
+            }
+            crate::formats::quantize_row(ty, &row, &mut data[r * rb..(r + 1) * rb]).unwrap();
+        }
+        data
+    }
+
+    /// The fused product of several matrices gives, for every matrix, exactly the bits of a
+    /// separate product, for token generation and prompt processing, with any thread count.
+    #[test]
+    fn fused_matmuls_match_separate_ones_bit_for_bit() {
+        let cols = 256;
+        for isa in [Isa::Scalar, Isa::detect_best()] {
+            let table = select(isa).unwrap();
+            for ty in [
+                GgmlType::Q4_0,
+                GgmlType::Q4_1,
+                GgmlType::Q8_0,
+                GgmlType::Q4_K,
+            ] {
+                // Odd shapes: 100 rows (not a multiple of the 16-row task grain), 1 row, 0 rows.
+                let shapes = [100usize, 48, 1, 0, 33];
+                let data: Vec<Vec<u8>> = shapes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &r)| weights(ty, r, cols, i as u32 + 7))
+                    .collect();
+                let mats: Vec<QMatrix<'_>> = shapes
+                    .iter()
+                    .zip(&data)
+                    .map(|(&r, d)| QMatrix::new(ty, d, r, cols).unwrap())
+                    .collect();
+                for n in [1usize, 3, 70] {
+                    let x: Vec<f32> = (0..n * cols)
+                        .map(|i| ((i * 29 % 97) as f32 - 48.0) / 19.0)
+                        .collect();
+                    let mut s = ActivationScratch::new();
+                    let act = mats[0].act_type();
+                    quantize_activations_with(table, act, &x, n, cols, &mut s).unwrap();
+                    let separate: Vec<Vec<f32>> = mats
+                        .iter()
+                        .map(|m| {
+                            let mut y = vec![f32::NAN; n * m.rows()];
+                            matmul_prequantized_with(table, m, &s, &mut y).unwrap();
+                            y
+                        })
+                        .collect();
+                    if n == 1 {
+                        // Token generation: each output is exactly one `vec_dot`.
+                        let vec_dot = table.entry(ty).unwrap().vec_dot;
+                        for (m, y) in mats.iter().zip(&separate) {
+                            for (r, v) in y.iter().enumerate() {
+                                assert_eq!(v.to_bits(), vec_dot(m.row(r), s.row(0)).to_bits());
+                            }
+                        }
+                    }
+                    for threads in [1usize, 2, 3] {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .unwrap();
+                        let mut outs: Vec<Vec<f32>> =
+                            mats.iter().map(|m| vec![f32::NAN; n * m.rows()]).collect();
+                        let mut jobs: Vec<(QMatrix<'_>, &mut [f32])> = mats
+                            .iter()
+                            .copied()
+                            .zip(outs.iter_mut().map(|o| o.as_mut_slice()))
+                            .collect();
+                        pool.install(|| matmul_prequantized_many_with(table, &mut jobs, &s))
+                            .unwrap();
+                        for (j, (a, b)) in outs.iter().zip(&separate).enumerate() {
+                            let (a, b): (Vec<u32>, Vec<u32>) = (
+                                a.iter().map(|v| v.to_bits()).collect(),
+                                b.iter().map(|v| v.to_bits()).collect(),
+                            );
+                            assert_eq!(a, b, "{isa:?} {ty} n {n} threads {threads} matrix {j}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_matmul_refuses_bad_jobs_before_writing() {
+        let table = select(Isa::Scalar).unwrap();
+        let cols = 256;
+        let d0 = weights(GgmlType::Q8_0, 4, cols, 1);
+        let dk = weights(GgmlType::Q4_K, 4, cols, 2);
+        let w0 = QMatrix::new(GgmlType::Q8_0, &d0, 4, cols).unwrap();
+        let wk = QMatrix::new(GgmlType::Q4_K, &dk, 4, cols).unwrap();
+        let x = vec![0.5f32; cols];
+        let mut s = ActivationScratch::new();
+        quantize_activations_with(table, GgmlType::Q8_0, &x, 1, cols, &mut s).unwrap();
+        let (mut y0, mut yk) = (vec![7.0f32; 4], vec![7.0f32; 4]);
+        // A Q4_K matrix needs Q8_K activations: an error, and no output touched.
+        let err = matmul_prequantized_many_with(table, &mut [(w0, &mut y0), (wk, &mut yk)], &s)
+            .unwrap_err();
+        assert!(matches!(err, MatmulError::ActivationType { .. }), "{err}");
+        assert_eq!((y0.clone(), yk.clone()), (vec![7.0; 4], vec![7.0; 4]));
+        // A wrong output length.
+        let err = matmul_prequantized_many_with(table, &mut [(w0, &mut y0[..3])], &s).unwrap_err();
+        assert!(matches!(err, MatmulError::Shape { .. }), "{err}");
+        // Too many matrices.
+        let mut outs = vec![vec![0.0f32; 4]; MAX_FUSED_MATRICES + 1];
+        let mut jobs: Vec<(QMatrix<'_>, &mut [f32])> =
+            outs.iter_mut().map(|o| (w0, o.as_mut_slice())).collect();
+        assert!(matmul_prequantized_many_with(table, &mut jobs, &s).is_err());
+        // No jobs at all is fine.
+        matmul_prequantized_many_with(table, &mut [], &s).unwrap();
     }
 }

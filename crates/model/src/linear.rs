@@ -5,6 +5,8 @@
 //! the kernels' dispatched dot products. Several matrices that read the same input (Wq, Wk, Wv;
 //! Wgate, Wup) share one quantization of it when their activation formats agree.
 
+use std::time::Instant;
+
 use grist_kernels::matmul::{self, ActivationScratch, QMatrix};
 
 use crate::model::Model;
@@ -19,33 +21,63 @@ fn qmatrix<'a>(model: &'a Model, w: &Matrix) -> QMatrix<'a> {
 
 /// `outs[i] = x · ws[i]ᵀ` for matrices that all have `x`'s row length; `ops[i]` names the
 /// product for the profiler. `x`: `[n, cols]`; `outs[i]`: `[n, ws[i].rows]`.
+///
+/// Consecutive jobs whose weights use the same activation format share one quantization of
+/// `x` and run as **one** parallel region ([`matmul::matmul_prequantized_many`]): one
+/// fork-join per group instead of one per matrix, with the same bits as separate products.
+/// When profiling, a group's time is shared among its products by their weight bytes.
 pub fn matmul_many(
     model: &Model,
     x: &[f32],
     jobs: &mut [(&Matrix, &mut [f32], Op)],
     scratch: &mut ActivationScratch,
 ) {
-    for (i, (w, out, op)) in jobs.iter_mut().enumerate() {
-        let qm = qmatrix(model, w);
-        let n = x.len() / w.cols;
-        let act = qm.act_type();
-        // The scratch holds `x` itself only after the first job quantized it.
-        let fresh = i > 0
-            && scratch.act_type() == Some(act)
-            && scratch.n() == n
-            && scratch.cols() == w.cols;
-        if !fresh {
-            let _p = profile::scope(Op::QuantizeAct, 0, x.len() as u64);
-            matmul::quantize_activations(act, x, n, w.cols, scratch)
-                .unwrap_or_else(|e| panic!("quantizing activations for {}: {e}", w.name));
+    let mut start = 0;
+    while start < jobs.len() {
+        let w0: &Matrix = jobs[start].0;
+        let act = qmatrix(model, w0).act_type();
+        let cols = w0.cols;
+        // The group: the following jobs with the same activation format and row length.
+        let mut end = start + 1;
+        while end < jobs.len()
+            && end - start < matmul::MAX_FUSED_MATRICES
+            && jobs[end].0.cols == cols
+            && qmatrix(model, jobs[end].0).act_type() == act
+        {
+            end += 1;
         }
-        let _p = profile::scope(
-            *op,
-            qm.data().len() as u64,
-            2 * (n * w.rows * w.cols) as u64,
-        );
-        matmul::matmul_prequantized(&qm, scratch, out)
-            .unwrap_or_else(|e| panic!("matmul {}: {e}", w.name));
+        let n = x.len() / cols;
+        {
+            let _p = profile::scope(Op::QuantizeAct, 0, x.len() as u64);
+            matmul::quantize_activations(act, x, n, cols, scratch)
+                .unwrap_or_else(|e| panic!("quantizing activations for {}: {e}", w0.name));
+        }
+        let group = &mut jobs[start..end];
+        let len = group.len();
+        let started = profile::is_enabled().then(Instant::now);
+        {
+            // [(W_i, y_i [n, W_i.rows])] for the group, on the stack (no allocation); the
+            // unused slots hold an empty matrix.
+            let empty = QMatrix::new(w0.ty, &[], 0, cols)
+                .unwrap_or_else(|e| panic!("matrix {} was validated at load: {e}", w0.name));
+            let mut fused: [(QMatrix<'_>, &mut [f32]); matmul::MAX_FUSED_MATRICES] =
+                std::array::from_fn(|_| (empty, &mut [][..]));
+            for (slot, (w, out, _)) in fused.iter_mut().zip(group.iter_mut()) {
+                *slot = (qmatrix(model, w), &mut **out);
+            }
+            matmul::matmul_prequantized_many(&mut fused[..len], scratch)
+                .unwrap_or_else(|e| panic!("matmul {}: {e}", w0.name));
+        }
+        if let Some(t0) = started {
+            let nanos = t0.elapsed().as_nanos() as u64;
+            let total: u64 = group.iter().map(|(w, _, _)| weight_bytes(model, w)).sum();
+            for (w, _, op) in group.iter() {
+                let bytes = weight_bytes(model, w);
+                let share = (nanos as u128 * bytes as u128 / total.max(1) as u128) as u64;
+                profile::record(*op, share, bytes, 2 * (n * w.rows * w.cols) as u64);
+            }
+        }
+        start = end;
     }
 }
 
@@ -59,6 +91,11 @@ pub fn matmul(
     scratch: &mut ActivationScratch,
 ) {
     matmul_many(model, x, &mut [(w, out, op)], scratch);
+}
+
+/// Bytes of weights `w` holds (what one product with it streams).
+fn weight_bytes(model: &Model, w: &Matrix) -> u64 {
+    model.matrix_bytes(w).len() as u64
 }
 
 /// Dequantizes row `r` of matrix `w` into `out` (`[w.cols]`): an embedding lookup.

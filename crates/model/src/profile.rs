@@ -175,6 +175,19 @@ impl Drop for Scope {
     }
 }
 
+/// Records one call of `op` measured by the caller: `nanos` of wall time, `bytes` of weights,
+/// `ops` arithmetic operations (used when several operations run in one fused parallel
+/// region and share its time). Does nothing when profiling is off.
+pub fn record(op: Op, nanos: u64, bytes: u64, ops: u64) {
+    if ENABLED.load(Ordering::Relaxed) {
+        let i = op.index();
+        TOTALS.nanos[i].fetch_add(nanos, Ordering::Relaxed);
+        TOTALS.calls[i].fetch_add(1, Ordering::Relaxed);
+        TOTALS.bytes[i].fetch_add(bytes, Ordering::Relaxed);
+        TOTALS.ops[i].fetch_add(ops, Ordering::Relaxed);
+    }
+}
+
 /// Accumulated figures of one operation.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OpStats {
