@@ -30,7 +30,6 @@ use std::arch::x86_64::*;
 use bytemuck::Pod;
 use grist_gguf::GgmlType;
 
-use super::avx2::fp16;
 use super::{blocks_of, k4_scales_mins};
 use crate::blocks::{
     BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1,
@@ -507,13 +506,21 @@ unsafe fn k4_tile<W, const R: usize, const C: usize, const FIVE: bool>(
     for b in 0..w[0].len() {
         let sm: [([u8; 8], [u8; 8]); R] = std::array::from_fn(|r| k4_scales_mins(packed(&w[r][b])));
         let sums: [__m128i; C] = std::array::from_fn(|c| bsums32(&a[c][b]));
+        // `[d, dmin, 0, 0]` of each weight row, converted together from one 32-bit word
+        // (as `avx512::k4_superblock_setup`): a lone f16 → f32 conversion compiled to a
+        // `vpinsrw` merging into a live accumulator register, chaining every super-block's
+        // scales to the previous block's FMA.
+        let wdm: [__m128; R] = std::array::from_fn(|r| {
+            let word = d(&w[r][b]) as u32 | (dmin(&w[r][b]) as u32) << 16;
+            _mm_cvtph_ps(_mm_cvtsi32_si128(word as i32))
+        });
         for r in 0..R {
             let mins = mins_epi16(&sm[r].1);
-            let wmin = fp16(dmin(&w[r][b]));
             for c in 0..C {
-                let dm = a[c][b].d * wmin;
+                // `[d_w·d_a, dmin_w·d_a, 0, 0]`: the same products as the scalar ones.
+                let dm = _mm_mul_ps(wdm[r], _mm_set1_ps(a[c][b].d));
                 acc_mins[r][c] = _mm_fmadd_ps(
-                    _mm_set1_ps(dm),
+                    _mm_permute_ps::<0b01_01_01_01>(dm),
                     _mm_cvtepi32_ps(_mm_madd_epi16(mins, sums[c])),
                     acc_mins[r][c],
                 );
@@ -568,11 +575,10 @@ unsafe fn k4_tile<W, const R: usize, const C: usize, const FIVE: bool>(
             }
         }
         for r in 0..R {
-            let wd = fp16(d(&w[r][b]));
             for c in 0..C {
-                let dd = a[c][b].d * wd;
+                let dd = _mm_mul_ps(wdm[r], _mm_set1_ps(a[c][b].d));
                 acc[r][c] = _mm512_fmadd_ps(
-                    _mm512_set1_ps(dd),
+                    _mm512_broadcastss_ps(dd),
                     _mm512_cvtepi32_ps(sumi[r][c]),
                     acc[r][c],
                 );
@@ -708,12 +714,16 @@ unsafe fn q6_k_tile<const R: usize, const C: usize>(
             }
         }
         for r in 0..R {
-            let wd = fp16(w[r][b].d);
+            // The scale converted as a full 16-lane broadcast (`vpbroadcastw` +
+            // `vcvtph2ps`), as `avx512::vec_dot_q6_k_q8_k`: a lone f16 → f32 conversion
+            // compiled to a `vpinsrw` merging into a live accumulator register, chaining
+            // every super-block to the previous block's FMA.
+            let wd = _mm512_cvtph_ps(_mm256_set1_epi16(w[r][b].d as i16));
             for c in 0..C {
                 let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales[r], bsums[c]));
                 let s = _mm512_sub_epi32(sumi[r][c], _mm512_zextsi256_si512(offset));
-                let dd = a[c][b].d * wd;
-                acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(dd), _mm512_cvtepi32_ps(s), acc[r][c]);
+                let dd = _mm512_mul_ps(wd, _mm512_set1_ps(a[c][b].d));
+                acc[r][c] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s), acc[r][c]);
             }
         }
     }
