@@ -71,45 +71,53 @@ pub fn read_bandwidth(bytes: usize, reps: usize) -> f64 {
 }
 
 /// Int8 multiply-add throughput in GOPS (10⁹ operations per second, a multiply and an add
-/// counted as two) of `kernels`' Q8_0 × Q8_0 dot product on an L1-resident row, run on every
-/// thread of the current rayon pool; best of `reps` repetitions.
+/// counted as two) of `kernels`' best Q8_0 matrix product: a cache-resident Q8_0 weight matrix
+/// `[128, 2048]` times 64 activation rows, through [`crate::matmul::matmul_prequantized_with`]
+/// (register-tiled where the ISA has tiles) on the current rayon pool; best of `reps`. This is
+/// the ceiling a compute-bound prompt-processing matmul can reach with that ISA.
 pub fn int8_peak(kernels: &Kernels, reps: usize) -> f64 {
-    const ROW_BLOCKS: usize = 128; // 4096 values: 2 × 4.3 KB rows stay in L1
-    const DOTS: usize = 20_000;
-    let mut w = vec![
-        BlockQ8_0 {
-            d: 0x3c00,
-            qs: [0; 32]
-        };
-        ROW_BLOCKS
-    ];
-    for (i, b) in w.iter_mut().enumerate() {
-        for (j, q) in b.qs.iter_mut().enumerate() {
-            *q = ((i * 31 + j * 7) % 255) as i8;
+    use crate::formats::quantize_row;
+    use crate::matmul::{matmul_prequantized_with, quantize_activations_with, QMatrix};
+    const ROWS: usize = 128;
+    const COLS: usize = 2048;
+    const N: usize = 64;
+    const CALLS: usize = 40;
+    let Some(entry) = kernels.entry(GgmlType::Q8_0) else {
+        return 0.0;
+    };
+    let values: Vec<f32> = (0..ROWS * COLS)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0)
+        .collect();
+    let row_bytes = COLS / 32 * std::mem::size_of::<BlockQ8_0>();
+    let mut weights = vec![0u8; ROWS * row_bytes];
+    for (src, dst) in values
+        .chunks_exact(COLS)
+        .zip(weights.chunks_exact_mut(row_bytes))
+    {
+        if quantize_row(GgmlType::Q8_0, src, dst).is_err() {
+            return 0.0;
         }
     }
-    let a = w.clone();
-    let w_bytes: &[u8] = bytemuck::cast_slice(&w);
-    let a_bytes: &[u8] = bytemuck::cast_slice(&a);
-    let vec_dot = kernels.entry(GgmlType::Q8_0).map(|e| e.vec_dot);
-    let Some(vec_dot) = vec_dot else { return 0.0 };
-    let threads = rayon::current_num_threads().max(1);
+    let Ok(w) = QMatrix::new(GgmlType::Q8_0, &weights, ROWS, COLS) else {
+        return 0.0;
+    };
+    let x: Vec<f32> = values[..N * COLS].iter().map(|v| v * 0.5).collect();
+    let mut scratch = crate::matmul::ActivationScratch::new();
+    if quantize_activations_with(kernels, entry.act_type, &x, N, COLS, &mut scratch).is_err() {
+        return 0.0;
+    }
+    let mut y = vec![0.0f32; N * ROWS];
     let mut best = 0.0f64;
     for _ in 0..reps.max(1) {
         let t = Instant::now();
-        let s: f32 = (0..threads)
-            .into_par_iter()
-            .map(|_| {
-                let mut s = 0.0f32;
-                for _ in 0..DOTS {
-                    s += vec_dot(black_box(w_bytes), black_box(a_bytes));
-                }
-                s
-            })
-            .sum();
+        for _ in 0..CALLS {
+            if matmul_prequantized_with(kernels, &w, &scratch, &mut y).is_err() {
+                return 0.0;
+            }
+            black_box(&mut y);
+        }
         let secs = t.elapsed().as_secs_f64();
-        black_box(s);
-        let ops = 2.0 * (ROW_BLOCKS * 32) as f64 * DOTS as f64 * threads as f64;
+        let ops = 2.0 * (ROWS * COLS * N * CALLS) as f64;
         best = best.max(ops / secs / 1e9);
     }
     best

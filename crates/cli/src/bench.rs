@@ -7,8 +7,9 @@
 //! Each test runs once to warm up, then `-r` times; the table shows mean ± standard deviation.
 //! The roofline columns: for tg, the weight bytes streamed per token × t/s, against the DRAM
 //! read bandwidth measured on the same threads (token generation cannot beat it); for pp, the
-//! matmul multiply-adds per token × t/s, against the int8 dot-product peak of the selected
-//! ISA measured on cache-resident data. `--profile` breaks the tests down by operation.
+//! layer matmuls' multiply-adds per token × t/s (the output projection runs for the last token
+//! only), against the int8 matmul peak of the selected ISA measured on cache-resident data
+//! (`probe::int8_peak`). `--profile` breaks the tests down by operation.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -97,7 +98,8 @@ struct ModelFigures {
     /// Weight bytes read per generated token (every matrix once; the embedding table only
     /// when it doubles as the output projection).
     bytes_per_token: u64,
-    /// Multiply-adds × 2 in weight matmuls per token.
+    /// Multiply-adds × 2 in the layers' weight matmuls per prompt token. The output
+    /// projection is left out: prompt processing computes logits for the last token only.
     matmul_ops_per_token: u64,
 }
 
@@ -117,7 +119,8 @@ fn model_figures(model: &Model) -> ModelFigures {
             continue;
         }
         f.bytes_per_token += t.n_bytes;
-        if t.dims.len() >= 2 {
+        let is_output = t.name == "output.weight" || is_embd;
+        if t.dims.len() >= 2 && !is_output {
             f.matmul_ops_per_token += 2 * t.n_elements();
         }
     }
@@ -320,7 +323,7 @@ fn print_markdown(
     if let Some(bw) = bandwidth {
         println!(
             "\nroofline: tg reads {:.1} MB of weights per token; measured DRAM read bandwidth {bw:.1} GB/s \
-             ⇒ tg ceiling {:.1} t/s. pp performs {:.2} GOP of matmul per token; measured {isa} int8 peak {:.1} GOPS.",
+             ⇒ tg ceiling {:.1} t/s. pp performs {:.2} GOP of layer matmuls per token; measured {isa} int8 matmul peak {:.1} GOPS.",
             f.bytes_per_token as f64 / 1e6,
             bw * 1e9 / f.bytes_per_token as f64,
             f.matmul_ops_per_token as f64 / 1e9,
