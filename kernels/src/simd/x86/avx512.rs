@@ -78,7 +78,7 @@ byte_quantize!(quantize_q8_k_bytes, quantize_q8_k, BlockQ8_K);
 /// `p` must be readable for 64 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn load64<T>(p: *const T) -> __m512i {
+pub(super) unsafe fn load64<T>(p: *const T) -> __m512i {
     // SAFETY: guaranteed by the caller; no alignment needed.
     unsafe { _mm512_loadu_si512(p.cast()) }
 }
@@ -89,7 +89,7 @@ unsafe fn load64<T>(p: *const T) -> __m512i {
 /// Both pointers must be readable for 32 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn load_halves<T>(lo: *const T, hi: *const T) -> __m512i {
+pub(super) unsafe fn load_halves<T>(lo: *const T, hi: *const T) -> __m512i {
     // SAFETY: guaranteed by the caller.
     unsafe {
         let l = _mm256_loadu_si256(lo.cast());
@@ -101,14 +101,14 @@ unsafe fn load_halves<T>(lo: *const T, hi: *const T) -> __m512i {
 /// `[lo ×16 | hi ×16]` as i16 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn two_halves_epi16(lo: i16, hi: i16) -> __m512i {
+pub(super) fn two_halves_epi16(lo: i16, hi: i16) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi))
 }
 
 /// `[lo ×32 | hi ×32]` as bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn two_halves_epi8(lo: u8, hi: u8) -> __m512i {
+pub(super) fn two_halves_epi8(lo: u8, hi: u8) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_set1_epi8(lo as i8), _mm256_set1_epi8(hi as i8))
 }
 
@@ -396,7 +396,7 @@ pub unsafe fn vec_dot_iq4_nl_q8_0(w: &[BlockIQ4_NL], a: &[BlockQ8_0]) -> f32 {
 /// `vpmaddubsw` (pairs in i16, exact for `q ≤ 63`) then `vpdpwssd` with the per-lane scales.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn scaled_dot(sumi: __m512i, q: __m512i, y: __m512i, scales: __m512i) -> __m512i {
+pub(super) fn scaled_dot(sumi: __m512i, q: __m512i, y: __m512i, scales: __m512i) -> __m512i {
     _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q, y), scales)
 }
 

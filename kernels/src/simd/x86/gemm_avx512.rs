@@ -30,6 +30,7 @@ use std::arch::x86_64::*;
 use bytemuck::Pod;
 use grist_gguf::GgmlType;
 
+use super::avx512::{load64, load_halves, scaled_dot, two_halves_epi16, two_halves_epi8};
 use super::{blocks_of, k4_scales_mins};
 use crate::blocks::{
     BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1,
@@ -68,32 +69,6 @@ pub(crate) fn install(table: &mut Kernels) {
 // Helpers (the same instruction sequences as the single-row kernels).
 // ----------------------------------------------------------------------------------------
 
-/// Loads 64 bytes.
-///
-/// # Safety
-/// `p` must be readable for 64 bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn load64<T>(p: *const T) -> __m512i {
-    // SAFETY: guaranteed by the caller; no alignment needed.
-    unsafe { _mm512_loadu_si512(p.cast()) }
-}
-
-/// Loads 32 bytes from `lo` into the low half and 32 bytes from `hi` into the high half.
-///
-/// # Safety
-/// Both pointers must be readable for 32 bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn load_halves<T>(lo: *const T, hi: *const T) -> __m512i {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        let l = _mm256_loadu_si256(lo.cast());
-        let h = _mm256_loadu_si256(hi.cast());
-        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(l), h)
-    }
-}
-
 /// `[fp16(lo) ×8 | fp16(hi) ×8]` as f32 lanes (one conversion for both halves).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -103,20 +78,6 @@ fn two_fp16_scales(lo: u16, hi: u16) -> __m512 {
         _mm_set1_epi16(hi as i16),
     );
     _mm512_cvtph_ps(h)
-}
-
-/// `[lo ×16 | hi ×16]` as i16 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn two_halves_epi16(lo: i16, hi: i16) -> __m512i {
-    _mm512_inserti64x4::<1>(_mm512_set1_epi16(lo), _mm256_set1_epi16(hi))
-}
-
-/// `[lo ×32 | hi ×32]` as bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn two_halves_epi8(lo: u8, hi: u8) -> __m512i {
-    _mm512_inserti64x4::<1>(_mm512_set1_epi8(lo as i8), _mm256_set1_epi8(hi as i8))
 }
 
 /// 2×16 bytes of packed nibbles → 64 bytes `0..15` (block 0 low half, block 1 high half).
@@ -131,13 +92,6 @@ unsafe fn nibbles_2x32(p0: *const u8, p1: *const u8) -> __m512i {
     let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(t), _mm256_srli_epi16::<4>(t));
     let z = _mm512_shuffle_i64x2::<0b11_01_10_00>(z, z);
     _mm512_and_si512(z, _mm512_set1_epi8(0x0F))
-}
-
-/// `vpmaddubsw` then `vpdpwssd` with per-lane i16 scales, accumulated into `sumi`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn scaled_dot(sumi: __m512i, q: __m512i, y: __m512i, scales: __m512i) -> __m512i {
-    _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q, y), scales)
 }
 
 /// Sum of the 4 lanes, in the single-row kernels' order.
