@@ -27,6 +27,17 @@ pub fn bf16_from_f32_ggml(x: f32) -> Bf16 {
     Bf16::from_bits((u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16) as u16)
 }
 
+/// The scalar dot product of ggml's float formats: each pair widened to f32, multiplied in f32,
+/// the products summed in f64 (`ggml_vec_dot_f32` / `_f16` / `_bf16`).
+fn widened_dot<T: BlockFormat<Activation = T>>(w: &[T], a: &[T], widen: impl Fn(T) -> f32) -> f32 {
+    check_dot_len(w, a);
+    let mut sum = 0.0f64;
+    for (&x, &y) in w.iter().zip(a) {
+        sum += (widen(x) * widen(y)) as f64;
+    }
+    sum as f32
+}
+
 impl BlockFormat for f32 {
     const TYPE: GgmlType = GgmlType::F32;
     const BLOCK_ELEMS: usize = 1;
@@ -44,12 +55,7 @@ impl BlockFormat for f32 {
 
     /// `ggml_vec_dot_f32` (scalar): f32 products summed in f64.
     fn vec_dot(w: &[Self], a: &[f32]) -> f32 {
-        check_dot_len(w, a);
-        let mut sum = 0.0f64;
-        for (&x, &y) in w.iter().zip(a) {
-            sum += (x * y) as f64;
-        }
-        sum as f32
+        widened_dot(w, a, |x| x)
     }
 }
 
@@ -75,12 +81,7 @@ impl BlockFormat for F16 {
 
     /// `ggml_vec_dot_f16` (scalar): f32 products of the widened halves, summed in f64.
     fn vec_dot(w: &[Self], a: &[F16]) -> f32 {
-        check_dot_len(w, a);
-        let mut sum = 0.0f64;
-        for (x, y) in w.iter().zip(a) {
-            sum += (x.to_f32() * y.to_f32()) as f64;
-        }
-        sum as f32
+        widened_dot(w, a, F16::to_f32)
     }
 }
 
@@ -106,11 +107,6 @@ impl BlockFormat for Bf16 {
 
     /// `ggml_vec_dot_bf16` (scalar): f32 products of the widened values, summed in f64.
     fn vec_dot(w: &[Self], a: &[Bf16]) -> f32 {
-        check_dot_len(w, a);
-        let mut sum = 0.0f64;
-        for (x, y) in w.iter().zip(a) {
-            sum += (x.to_f32() * y.to_f32()) as f64;
-        }
-        sum as f32
+        widened_dot(w, a, Bf16::to_f32)
     }
 }

@@ -13,54 +13,13 @@
 
 pub mod neon;
 
-use std::borrow::Cow;
-
-use bytemuck::Pod;
 use grist_gguf::GgmlType;
 use half::{bf16, f16};
 
 use crate::blocks::*;
 use crate::dispatch::Kernels;
 
-/// Views whole-block bytes as blocks; copies if `bytes` is not aligned for `B` (rows from
-/// the matmul scratch and GGUF tensors are aligned, so this is the rare path).
-fn blocks<B: Pod>(bytes: &[u8]) -> Cow<'_, [B]> {
-    match bytemuck::try_cast_slice::<u8, B>(bytes) {
-        Ok(b) => Cow::Borrowed(b),
-        Err(_) => {
-            let size = std::mem::size_of::<B>();
-            assert!(
-                bytes.len().is_multiple_of(size),
-                "row of {} bytes is not a whole number of {size}-byte blocks",
-                bytes.len()
-            );
-            Cow::Owned(
-                bytes
-                    .chunks_exact(size)
-                    .map(bytemuck::pod_read_unaligned)
-                    .collect(),
-            )
-        }
-    }
-}
-
-/// Runs `f` on `out` viewed as blocks of `B` (through an aligned copy if needed).
-fn with_blocks_mut<B: Pod>(out: &mut [u8], f: impl FnOnce(&mut [B])) {
-    match bytemuck::try_cast_slice_mut::<u8, B>(out) {
-        Ok(b) => f(b),
-        Err(_) => {
-            let size = std::mem::size_of::<B>();
-            assert!(
-                out.len().is_multiple_of(size),
-                "output of {} bytes is not a whole number of {size}-byte blocks",
-                out.len()
-            );
-            let mut tmp = vec![B::zeroed(); out.len() / size];
-            f(&mut tmp);
-            out.copy_from_slice(bytemuck::cast_slice(&tmp));
-        }
-    }
-}
+use super::{blocks_of as blocks, with_blocks_mut};
 
 /// Defines a safe byte-level wrapper around a typed NEON dot product.
 macro_rules! byte_vec_dot {

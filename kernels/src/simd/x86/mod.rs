@@ -13,10 +13,6 @@
 //! ([`crate::dispatch::Kernels`]) holds safe byte-slice adapters instead; they are only
 //! installed into a table for an ISA that dispatch has checked the CPU supports.
 
-use std::borrow::Cow;
-
-use bytemuck::Pod;
-
 use crate::dispatch::Kernels;
 
 pub mod avx2;
@@ -34,52 +30,7 @@ pub(crate) fn install_avx512(table: &mut Kernels) {
     gemm_avx512::install(table);
 }
 
-/// Reads a whole-block byte row as blocks. Rows come from aligned scratch buffers or GGUF
-/// tensor data, so this borrows; a misaligned row is copied rather than rejected.
-///
-/// # Panics
-/// If `bytes.len()` is not a whole number of blocks (a caller bug, not bad input).
-pub(crate) fn blocks_of<B: Pod>(bytes: &[u8]) -> Cow<'_, [B]> {
-    match bytemuck::try_cast_slice::<u8, B>(bytes) {
-        Ok(blocks) => Cow::Borrowed(blocks),
-        Err(_) => {
-            let size = std::mem::size_of::<B>();
-            assert!(
-                bytes.len().is_multiple_of(size),
-                "row of {} bytes is not a whole number of {size}-byte blocks",
-                bytes.len()
-            );
-            Cow::Owned(
-                bytes
-                    .chunks_exact(size)
-                    .map(bytemuck::pod_read_unaligned)
-                    .collect(),
-            )
-        }
-    }
-}
-
-/// Runs `quantize` on `out` viewed as blocks of `B` (through a temporary when `out` is
-/// misaligned for `B`).
-///
-/// # Panics
-/// If `out.len()` is not a whole number of blocks.
-pub(crate) fn with_blocks_mut<B: Pod>(out: &mut [u8], quantize: impl FnOnce(&mut [B])) {
-    match bytemuck::try_cast_slice_mut::<u8, B>(out) {
-        Ok(blocks) => quantize(blocks),
-        Err(_) => {
-            let size = std::mem::size_of::<B>();
-            assert!(
-                out.len().is_multiple_of(size),
-                "buffer of {} bytes is not a whole number of {size}-byte blocks",
-                out.len()
-            );
-            let mut blocks = vec![B::zeroed(); out.len() / size];
-            quantize(&mut blocks);
-            out.copy_from_slice(bytemuck::cast_slice(&blocks));
-        }
-    }
-}
+pub(crate) use super::{blocks_of, with_blocks_mut};
 
 /// Checks that a weight row and an activation row hold the same number of blocks (weight
 /// and activation blocks cover the same number of values for every pair we accelerate).
