@@ -1,0 +1,130 @@
+//! End-to-end tests of `grist bench`: the built binary on a tiny fixture model. They check the
+//! output's shape and figures' consistency, never speed.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const GRIST: &str = env!("CARGO_BIN_EXE_grist");
+
+fn tiny() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/models/tiny-llama-q4_0.gguf")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn grist(args: &[&str]) -> Output {
+    Command::new(GRIST).args(args).output().expect("grist runs")
+}
+
+#[test]
+fn json_has_one_object_per_test_with_llama_bench_fields() {
+    let model = tiny();
+    let o = grist(&[
+        "bench",
+        "-m",
+        &model,
+        "-p",
+        "16",
+        "-n",
+        "4",
+        "-r",
+        "3",
+        "-t",
+        "2",
+        "-o",
+        "json",
+        "--no-roofline",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let tests: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is a JSON object"))
+        .collect();
+    assert_eq!(tests.len(), 2, "{text}");
+    let (pp, tg) = (&tests[0], &tests[1]);
+    assert_eq!(
+        (pp["n_prompt"].as_u64(), pp["n_gen"].as_u64()),
+        (Some(16), Some(0))
+    );
+    assert_eq!(
+        (tg["n_prompt"].as_u64(), tg["n_gen"].as_u64()),
+        (Some(0), Some(4))
+    );
+    for t in &tests {
+        assert_eq!(t["n_threads"].as_u64(), Some(2));
+        let samples: Vec<f64> = t["samples_ts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(samples.len(), 3);
+        assert!(samples.iter().all(|&s| s > 0.0 && s.is_finite()));
+        let mean = samples.iter().sum::<f64>() / 3.0;
+        assert!((t["avg_ts"].as_f64().unwrap() - mean).abs() <= 1e-9 * mean);
+        assert!(t["stddev_ts"].as_f64().unwrap() >= 0.0);
+        assert!(t.get("roofline").is_none(), "--no-roofline");
+    }
+}
+
+#[test]
+fn markdown_table_roofline_and_profile() {
+    let model = tiny();
+    let o = grist(&[
+        "bench",
+        "-m",
+        &model,
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--profile",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.starts_with("| model | size | params | isa | threads | test | t/s | roofline |"));
+    assert!(
+        text.contains("| pp8 |") && text.contains("| tg2 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("GB/s (") && text.contains("GOPS ("),
+        "roofline shares: {text}"
+    );
+    // The per-operation breakdown names each matmul role, and its shares add up to ~100 %.
+    for op in [
+        "matmul.q",
+        "matmul.down",
+        "matmul.output",
+        "attention",
+        "norm",
+    ] {
+        assert!(text.contains(&format!("| {op} |")), "{op} missing: {text}");
+    }
+    let profile = text.split("profile of tg2").nth(1).expect("tg profile");
+    let total: f64 = profile
+        .lines()
+        .filter_map(|l| l.split('|').nth(4))
+        .filter_map(|c| c.trim().strip_suffix(" %"))
+        .filter_map(|c| c.parse::<f64>().ok())
+        .sum();
+    assert!((total - 100.0).abs() < 1.0, "shares sum to {total}");
+}
+
+#[test]
+fn bad_arguments_are_one_line_errors() {
+    let model = tiny();
+    let o = grist(&["bench", "-m", &model, "-p", "0", "-n", "0"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("error: nothing to run"), "{err}");
+    let o = grist(&["bench", "-m", "/nonexistent.gguf"]);
+    assert!(!o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
+}
