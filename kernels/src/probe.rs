@@ -4,7 +4,12 @@
 //! - [`read_bandwidth`]: how fast the CPU streams a buffer far larger than its caches from DRAM.
 //!   Token generation reads every weight byte once per token, so this bounds tokens/s.
 //! - [`int8_peak`]: the int8 multiply-add rate of the selected kernel table's Q8_0 dot product
-//!   on cache-resident data: the ceiling for compute-bound prompt processing with that ISA.
+//!   on cache-resident data: the ceiling for compute-bound prompt processing with that ISA's
+//!   *kernels*.
+//! - [`int8_instruction_peak`]: the rate of the ISA's int8 multiply-add *instruction* itself
+//!   (`vpdpbusd`, `vpmaddubsw`+`vpmaddwd`, `sdot`) in a loop with no loads and many
+//!   independent accumulators: the hardware ceiling no kernel can pass. The gap between the
+//!   two is what a better kernel could still win.
 //!
 //! Both run on the current rayon pool (install a pool to choose the thread count) and report
 //! the best of several repetitions, as the machine may be shared and noisy.
@@ -15,7 +20,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::blocks::BlockQ8_0;
-use crate::dispatch::Kernels;
+use crate::dispatch::{Isa, Kernels};
 use grist_gguf::GgmlType;
 
 /// Sums `buf` (wrapping), returning the sum so the reads are not elided. Integer addition is
@@ -123,6 +128,207 @@ pub fn int8_peak(kernels: &Kernels, reps: usize) -> f64 {
     best
 }
 
+/// The int8 multiply-add instruction [`int8_instruction_peak`] times for `isa`, as printed.
+pub fn int8_instruction_name(isa: Isa) -> Option<&'static str> {
+    match isa {
+        Isa::Scalar => None,
+        Isa::Avx2 => Some("vpmaddubsw+vpmaddwd ymm"),
+        Isa::Avx512 => Some("vpdpbusd zmm"),
+        Isa::Neon => Some(if crate::dispatch::CpuFeatures::detect().dotprod {
+            "sdot"
+        } else {
+            "smull+sadalp"
+        }),
+    }
+}
+
+/// Peak int8 multiply-add rate in GOPS (a multiply and an add counted as two) of `isa`'s
+/// widest integer dot-product instruction, on every thread of the current rayon pool at
+/// once: a register-only loop of independent accumulators (no loads, no dependency chains),
+/// timed over ~`millis` ms per repetition, best of `reps`. `None` when the CPU lacks the
+/// ISA or the ISA has no such instruction (scalar).
+///
+/// Ops per instruction: `vpdpbusd zmm` 64 u8×s8 products summed into 16 lanes = 128;
+/// `vpmaddubsw`+`vpmaddwd` on ymm 32 products = 64 per pair (the AVX2 kernels' recipe); NEON
+/// `sdot` (16 products) = 32, without dotprod `smull`+`sadalp` 8 products = 16 per pair.
+pub fn int8_instruction_peak(isa: Isa, millis: u64, reps: usize) -> Option<f64> {
+    let (kernel, ops_per_iter): (fn(u64), f64) = instruction_loop(isa)?;
+    // Calibrate the iteration count to ~`millis` ms on one thread.
+    let mut iters = 1u64 << 16;
+    loop {
+        let t = Instant::now();
+        kernel(iters);
+        let secs = t.elapsed().as_secs_f64();
+        if secs * 1e3 >= millis as f64 / 4.0 || iters >= 1 << 40 {
+            iters = ((iters as f64) * (millis as f64 / 1e3) / secs.max(1e-9)).max(1.0) as u64;
+            break;
+        }
+        iters *= 4;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let mut best = 0.0f64;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        rayon::broadcast(|_| kernel(iters));
+        let secs = t.elapsed().as_secs_f64();
+        best = best.max(iters as f64 * ops_per_iter * threads as f64 / secs / 1e9);
+    }
+    Some(best)
+}
+
+/// The timing loop of [`int8_instruction_peak`] for `isa` and the int8 ops one iteration
+/// performs, if the CPU can run it.
+fn instruction_loop(isa: Isa) -> Option<(fn(u64), f64)> {
+    if !isa.available() {
+        return None;
+    }
+    match isa {
+        Isa::Scalar => None,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some((peak_loops::vpdpbusd_zmm, 12.0 * 128.0)),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some((peak_loops::maddubs_ymm, 6.0 * 64.0)),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => Some(if crate::dispatch::CpuFeatures::detect().dotprod {
+            (peak_loops::sdot as fn(u64), 12.0 * 32.0)
+        } else {
+            (peak_loops::smull_sadalp as fn(u64), 6.0 * 16.0)
+        }),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// Register-only instruction loops for [`int8_instruction_peak`]. Each iteration issues a
+/// fixed number of independent multiply-adds (12 accumulators, more than latency ×
+/// throughput on current cores, so the loop measures throughput, not latency).
+#[cfg(target_arch = "x86_64")]
+mod peak_loops {
+    use std::arch::asm;
+
+    /// `iters` × 12 `vpdpbusd zmm` into 12 independent accumulators.
+    pub(super) fn vpdpbusd_zmm(iters: u64) {
+        // `int8_instruction_peak` only returns this loop when `Isa::Avx512` is available
+        // (AVX-512 VNNI detected), and it is private to this module's caller.
+        // SAFETY: the CPU supports AVX-512 VNNI (checked by `instruction_loop` through
+        // `Isa::available`); the asm only touches the registers it declares as clobbered
+        // and the counter, reads no memory and leaves the stack alone.
+        unsafe {
+            asm!(
+                "vpxord zmm0, zmm0, zmm0", "vpxord zmm1, zmm1, zmm1", "vpxord zmm2, zmm2, zmm2",
+                "vpxord zmm3, zmm3, zmm3", "vpxord zmm4, zmm4, zmm4", "vpxord zmm5, zmm5, zmm5",
+                "vpxord zmm6, zmm6, zmm6", "vpxord zmm7, zmm7, zmm7", "vpxord zmm8, zmm8, zmm8",
+                "vpxord zmm9, zmm9, zmm9", "vpxord zmm10, zmm10, zmm10", "vpxord zmm11, zmm11, zmm11",
+                "vpternlogd zmm12, zmm12, zmm12, 0xff", "vpxord zmm13, zmm13, zmm13",
+                "2:",
+                "vpdpbusd zmm0, zmm12, zmm13", "vpdpbusd zmm1, zmm12, zmm13",
+                "vpdpbusd zmm2, zmm12, zmm13", "vpdpbusd zmm3, zmm12, zmm13",
+                "vpdpbusd zmm4, zmm12, zmm13", "vpdpbusd zmm5, zmm12, zmm13",
+                "vpdpbusd zmm6, zmm12, zmm13", "vpdpbusd zmm7, zmm12, zmm13",
+                "vpdpbusd zmm8, zmm12, zmm13", "vpdpbusd zmm9, zmm12, zmm13",
+                "vpdpbusd zmm10, zmm12, zmm13", "vpdpbusd zmm11, zmm12, zmm13",
+                "dec {n}",
+                "jnz 2b",
+                n = inout(reg) iters.max(1) => _,
+                out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _,
+                out("zmm5") _, out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _,
+                out("zmm10") _, out("zmm11") _, out("zmm12") _, out("zmm13") _,
+                options(nomem, nostack),
+            );
+        }
+    }
+
+    /// `iters` × 6 (`vpmaddubsw` + `vpmaddwd` + `vpaddd`) on ymm, 6 independent chains.
+    pub(super) fn maddubs_ymm(iters: u64) {
+        // SAFETY: the CPU supports AVX2 (checked by `instruction_loop` through
+        // `Isa::available`); the asm only touches the registers it declares as clobbered
+        // and the counter, reads no memory and leaves the stack alone.
+        unsafe {
+            asm!(
+                "vpxor ymm0, ymm0, ymm0", "vpxor ymm1, ymm1, ymm1", "vpxor ymm2, ymm2, ymm2",
+                "vpxor ymm3, ymm3, ymm3", "vpxor ymm4, ymm4, ymm4", "vpxor ymm5, ymm5, ymm5",
+                "vpcmpeqb ymm14, ymm14, ymm14", "vpabsb ymm15, ymm14",
+                "2:",
+                "vpmaddubsw ymm6, ymm14, ymm15", "vpmaddubsw ymm7, ymm14, ymm15",
+                "vpmaddubsw ymm8, ymm14, ymm15", "vpmaddubsw ymm9, ymm14, ymm15",
+                "vpmaddubsw ymm10, ymm14, ymm15", "vpmaddubsw ymm11, ymm14, ymm15",
+                "vpmaddwd ymm6, ymm6, ymm15", "vpmaddwd ymm7, ymm7, ymm15",
+                "vpmaddwd ymm8, ymm8, ymm15", "vpmaddwd ymm9, ymm9, ymm15",
+                "vpmaddwd ymm10, ymm10, ymm15", "vpmaddwd ymm11, ymm11, ymm15",
+                "vpaddd ymm0, ymm0, ymm6", "vpaddd ymm1, ymm1, ymm7",
+                "vpaddd ymm2, ymm2, ymm8", "vpaddd ymm3, ymm3, ymm9",
+                "vpaddd ymm4, ymm4, ymm10", "vpaddd ymm5, ymm5, ymm11",
+                "dec {n}",
+                "jnz 2b",
+                n = inout(reg) iters.max(1) => _,
+                out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _, out("ymm4") _,
+                out("ymm5") _, out("ymm6") _, out("ymm7") _, out("ymm8") _, out("ymm9") _,
+                out("ymm10") _, out("ymm11") _, out("ymm14") _, out("ymm15") _,
+                options(nomem, nostack),
+            );
+        }
+    }
+}
+
+/// Register-only instruction loops for [`int8_instruction_peak`] (aarch64).
+#[cfg(target_arch = "aarch64")]
+mod peak_loops {
+    use std::arch::asm;
+
+    /// `iters` × 12 `sdot v.4s, v.16b, v.16b` into 12 independent accumulators.
+    pub(super) fn sdot(iters: u64) {
+        // SAFETY: the CPU has the dotprod extension (checked by `instruction_loop`); the asm
+        // (encoded as `.inst` words so no target feature is needed to assemble it) only
+        // touches the registers it declares as clobbered and the counter, reads no memory.
+        unsafe {
+            asm!(
+                "movi v12.16b, #1", "movi v13.16b, #2",
+                "movi v0.16b, #0", "movi v1.16b, #0", "movi v2.16b, #0", "movi v3.16b, #0",
+                "movi v4.16b, #0", "movi v5.16b, #0", "movi v6.16b, #0", "movi v7.16b, #0",
+                "movi v8.16b, #0", "movi v9.16b, #0", "movi v10.16b, #0", "movi v11.16b, #0",
+                "2:",
+                // sdot vD.4s, v12.16b, v13.16b for D = 0..11: 0x4e8d9580 | D
+                ".inst 0x4e8d9580", ".inst 0x4e8d9581", ".inst 0x4e8d9582", ".inst 0x4e8d9583",
+                ".inst 0x4e8d9584", ".inst 0x4e8d9585", ".inst 0x4e8d9586", ".inst 0x4e8d9587",
+                ".inst 0x4e8d9588", ".inst 0x4e8d9589", ".inst 0x4e8d958a", ".inst 0x4e8d958b",
+                "subs {n}, {n}, #1",
+                "b.ne 2b",
+                n = inout(reg) iters.max(1) => _,
+                out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _, out("v5") _,
+                out("v6") _, out("v7") _, out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+                out("v12") _, out("v13") _,
+                options(nomem, nostack),
+            );
+        }
+    }
+
+    /// `iters` × 6 (`smull` + `sadalp`): 8 products each, 6 independent accumulators.
+    pub(super) fn smull_sadalp(iters: u64) {
+        // SAFETY: plain NEON (every aarch64 CPU); the asm only touches the registers it
+        // declares as clobbered and the counter, reads no memory.
+        unsafe {
+            asm!(
+                "movi v12.16b, #1", "movi v13.16b, #2",
+                "movi v0.16b, #0", "movi v1.16b, #0", "movi v2.16b, #0",
+                "movi v3.16b, #0", "movi v4.16b, #0", "movi v5.16b, #0",
+                "2:",
+                "smull v6.8h, v12.8b, v13.8b", "smull v7.8h, v12.8b, v13.8b",
+                "smull v8.8h, v12.8b, v13.8b", "smull v9.8h, v12.8b, v13.8b",
+                "smull v10.8h, v12.8b, v13.8b", "smull v11.8h, v12.8b, v13.8b",
+                "sadalp v0.4s, v6.8h", "sadalp v1.4s, v7.8h", "sadalp v2.4s, v8.8h",
+                "sadalp v3.4s, v9.8h", "sadalp v4.4s, v10.8h", "sadalp v5.4s, v11.8h",
+                "subs {n}, {n}, #1",
+                "b.ne 2b",
+                n = inout(reg) iters.max(1) => _,
+                out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _, out("v5") _,
+                out("v6") _, out("v7") _, out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+                out("v12") _, out("v13") _,
+                options(nomem, nostack),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +343,18 @@ mod tests {
     fn probes_return_positive_rates() {
         assert!(read_bandwidth(1 << 20, 1) > 0.0);
         assert!(int8_peak(crate::dispatch::kernels(), 1) > 0.0);
+    }
+
+    #[test]
+    fn instruction_peak_is_reported_for_every_available_simd_isa() {
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
+            let peak = int8_instruction_peak(isa, 5, 1);
+            if isa == Isa::Scalar || !isa.available() {
+                assert!(peak.is_none(), "{isa:?}");
+            } else {
+                assert!(peak.is_some_and(|p| p > 0.0), "{isa:?}");
+                assert!(int8_instruction_name(isa).is_some());
+            }
+        }
     }
 }

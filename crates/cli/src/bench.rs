@@ -9,7 +9,10 @@
 //! read bandwidth measured on the same threads (token generation cannot beat it); for pp, the
 //! layer matmuls' multiply-adds per token × t/s (the output projection runs for the last token
 //! only), against the int8 matmul peak of the selected ISA measured on cache-resident data
-//! (`probe::int8_peak`). `--profile` breaks the tests down by operation.
+//! (`probe::int8_peak`). A second line puts that peak and pp against the hardware ceiling:
+//! the ISA's int8 multiply-add instruction in a register-only loop
+//! (`probe::int8_instruction_peak`, e.g. `vpdpbusd zmm`). `--profile` breaks the tests down
+//! by operation.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -245,9 +248,17 @@ fn bench(args: &Args, threads: usize) -> Result<(), CliError> {
     let (bandwidth, peak) = if args.no_roofline {
         (None, None)
     } else {
+        let kernel = probe::int8_peak(dispatch::kernels(), 3);
+        let instruction = probe::int8_instruction_peak(isa, 100, 3).map(|gops| InstructionPeak {
+            gops,
+            name: probe::int8_instruction_name(isa).unwrap_or("-"),
+        });
         (
             Some(probe::read_bandwidth(1 << 30, 5)),
-            Some(probe::int8_peak(dispatch::kernels(), 3)),
+            Some(Peak {
+                kernel,
+                instruction,
+            }),
         )
     };
 
@@ -279,19 +290,37 @@ fn bench(args: &Args, threads: usize) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The int8 compute ceilings measured for the selected ISA (both on the run's threads).
+#[derive(Clone, Copy)]
+struct Peak {
+    /// GOPS of grist's own Q8_0 matrix product on cache-resident data (`probe::int8_peak`):
+    /// what our best kernel reaches. The pp roofline percentage is taken against it.
+    kernel: f64,
+    /// The ISA's int8 multiply-add instruction in a register-only loop
+    /// (`probe::int8_instruction_peak`): the hardware ceiling, if the ISA has one.
+    instruction: Option<InstructionPeak>,
+}
+
+/// The hardware int8 ceiling and the instruction it was measured with.
+#[derive(Clone, Copy)]
+struct InstructionPeak {
+    gops: f64,
+    name: &'static str,
+}
+
 /// The roofline figure of one test: achieved rate, the limit, and the share.
 fn roofline(
     r: &TestResult,
     f: &ModelFigures,
     bandwidth: Option<f64>,
-    peak: Option<f64>,
+    peak: Option<Peak>,
 ) -> Option<(f64, f64, &'static str)> {
     if r.n_gen > 0 {
         let achieved = f.bytes_per_token as f64 * r.mean() / 1e9;
         bandwidth.map(|bw| (achieved, bw, "GB/s"))
     } else {
         let achieved = f.matmul_ops_per_token as f64 * r.mean() / 1e9;
-        peak.map(|p| (achieved, p, "GOPS"))
+        peak.map(|p| (achieved, p.kernel, "GOPS"))
     }
 }
 
@@ -302,7 +331,7 @@ fn print_markdown(
     threads: usize,
     results: &[TestResult],
     bandwidth: Option<f64>,
-    peak: Option<f64>,
+    peak: Option<Peak>,
 ) {
     println!("| model | size | params | isa | threads | test | t/s | roofline |");
     println!("| --- | ---: | ---: | --- | ---: | --- | ---: | --- |");
@@ -320,15 +349,36 @@ fn print_markdown(
             r.stddev(),
         );
     }
-    if let Some(bw) = bandwidth {
+    if let (Some(bw), Some(peak)) = (bandwidth, peak) {
         println!(
             "\nroofline: tg reads {:.1} MB of weights per token; measured DRAM read bandwidth {bw:.1} GB/s \
              ⇒ tg ceiling {:.1} t/s. pp performs {:.2} GOP of layer matmuls per token; measured {isa} int8 matmul peak {:.1} GOPS.",
             f.bytes_per_token as f64 / 1e6,
             bw * 1e9 / f.bytes_per_token as f64,
             f.matmul_ops_per_token as f64 / 1e9,
-            peak.unwrap_or(0.0),
+            peak.kernel,
         );
+        if let Some(ins) = peak.instruction {
+            let pp_share = results
+                .iter()
+                .filter(|r| r.n_gen == 0)
+                .map(|r| {
+                    let achieved = f.matmul_ops_per_token as f64 * r.mean() / 1e9;
+                    format!(
+                        "; {} reaches {:.0} % of it",
+                        r.name,
+                        100.0 * achieved / ins.gops
+                    )
+                })
+                .collect::<String>();
+            println!(
+                "hardware: {} in a register-only loop peaks at {:.1} GOPS on {threads} threads \
+                 (the int8 matmul peak is {:.0} % of it{pp_share}).",
+                ins.name,
+                ins.gops,
+                100.0 * peak.kernel / ins.gops,
+            );
+        }
     }
     for r in results.iter().filter(|r| !r.profile.is_empty()) {
         let total: f64 = r.profile.iter().map(|s| s.seconds).sum();
@@ -364,7 +414,7 @@ fn print_json(
     threads: usize,
     results: &[TestResult],
     bandwidth: Option<f64>,
-    peak: Option<f64>,
+    peak: Option<Peak>,
 ) {
     for r in results {
         let mut o = serde_json::json!({
@@ -384,6 +434,11 @@ fn print_json(
             o["roofline"] = serde_json::json!({
                 "unit": unit, "achieved": achieved, "limit": limit, "fraction": achieved / limit,
             });
+            if let Some(ins) = peak.and_then(|p| p.instruction).filter(|_| r.n_gen == 0) {
+                o["roofline"]["instruction"] = serde_json::json!(ins.name);
+                o["roofline"]["instruction_peak"] = serde_json::json!(ins.gops);
+                o["roofline"]["instruction_fraction"] = serde_json::json!(achieved / ins.gops);
+            }
         }
         if !r.profile.is_empty() {
             o["profile"] = r
