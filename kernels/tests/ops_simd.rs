@@ -427,3 +427,58 @@ fn rope_cache_uses_iterative_theta_and_factors() {
         theta *= scale;
     }
 }
+
+/// GeGLU looks its GELU up in ggml's f16 table, so every version must give the scalar
+/// reference's bits exactly: random values over several ranges, every f16 value (so every
+/// table entry, including the last, is gathered), the ±10 cut-offs and their neighbours,
+/// values that round across f16 boundaries, ±0, subnormals, infinities and NaN.
+#[test]
+fn geglu_is_bit_identical_to_the_scalar_reference() {
+    let mut rng = Rng(11);
+    let s = OpKernels::scalar();
+    let mut special: Vec<f32> = vec![
+        0.0,
+        -0.0,
+        10.0,
+        -10.0,
+        f32::from_bits(10.0f32.to_bits() - 1),
+        f32::from_bits(10.0f32.to_bits() + 1),
+        f32::from_bits((-10.0f32).to_bits() - 1),
+        f32::from_bits((-10.0f32).to_bits() + 1),
+        1e-40,
+        -1e-40,
+        6e-8,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        65504.0,
+        1.0 + 1.0 / 2048.0, // exactly between two f16 values: ties to even
+        1.0 + 3.0 / 2048.0,
+    ];
+    special.extend((0..=u16::MAX).map(|b| f16::from_bits(b).to_f32()));
+    for (isa, t) in simd_tables() {
+        let mut cases = vec![special.clone()];
+        for scale in [0.5, 4.0, 12.0, 100.0] {
+            for n in lengths() {
+                cases.push(rng.vec(n, scale));
+            }
+        }
+        for x in cases {
+            let up: Vec<f32> = (0..x.len()).map(|_| rng.f32() * 3.0).collect();
+            let (mut a, mut b) = (x.clone(), x.clone());
+            (s.geglu)(&mut a, &up);
+            (t.geglu)(&mut b, &up);
+            for i in 0..x.len() {
+                assert_eq!(
+                    a[i].to_bits(),
+                    b[i].to_bits(),
+                    "{isa} geglu({}, {}) = {} vs {}",
+                    x[i],
+                    up[i],
+                    a[i],
+                    b[i]
+                );
+            }
+        }
+    }
+}

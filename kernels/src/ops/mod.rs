@@ -72,6 +72,8 @@ pub struct OpKernels {
     pub silu: fn(&mut [f32]),
     /// See [`scalar::swiglu`].
     pub swiglu: fn(&mut [f32], &[f32]),
+    /// See [`geglu_scalar`] (bit-identical in every version: the same f16 table lookup).
+    pub geglu: fn(&mut [f32], &[f32]),
     /// See [`scalar::dot_f32`].
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     /// See [`scalar::f32_to_f16`].
@@ -100,6 +102,7 @@ impl OpKernels {
             exp_sub_sum: scalar::exp_sub_sum,
             silu: scalar::silu,
             swiglu: scalar::swiglu,
+            geglu: geglu_scalar,
             dot_f32: scalar::dot_f32,
             f32_to_f16: scalar::f32_to_f16,
             dot_f16_f32: scalar::dot_f16_f32,
@@ -261,11 +264,15 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
 }
 
+/// The GELU table: entry `b` = `gelu_tanh` of the f16 with bits `b`, rounded to f16. One
+/// extra zero entry at the end (65 537 in all) lets the SIMD versions gather 32-bit words at
+/// byte offset `2·b` (they keep the low 16 bits) without reading past the table.
 fn gelu_table() -> &'static [u16] {
     static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         (0..=u16::MAX)
             .map(|bits| f16::from_f32(gelu_tanh(f16::from_bits(bits).to_f32())).to_bits())
+            .chain([0])
             .collect()
     })
 }
@@ -295,9 +302,15 @@ pub fn gelu(x: &mut [f32]) {
     }
 }
 
-/// GeGLU in place: `gate = gelu(gate) * up` (ggml's `ggml_vec_geglu_f32`; for `gate ≥ 10`
-/// the result is `gate * up`, for `gate ≤ -10` it is 0).
+/// GeGLU in place with the global kernels: `gate = gelu(gate) * up`, see [`geglu_scalar`].
+/// `gate`, `up`: `[n_ff]` (or `[n, n_ff]`).
 pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    (ops().geglu)(gate, up)
+}
+
+/// GeGLU in place: `gate = gelu(gate) * up` (ggml's `ggml_vec_geglu_f32`; for `gate ≥ 10`
+/// the result is `gate * up`, for `gate ≤ -10` it is 0). The reference for the SIMD versions.
+pub fn geglu_scalar(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "geglu: gate and up differ in length");
     let table = gelu_table();
     for (g, &u) in gate.iter_mut().zip(up) {

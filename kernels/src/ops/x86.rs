@@ -32,6 +32,7 @@ pub(super) fn install_avx2(t: &mut OpKernels) {
     t.exp_sub_sum = exp_sub_sum_avx2;
     t.silu = silu_avx2;
     t.swiglu = swiglu_avx2;
+    t.geglu = geglu_avx2;
     t.dot_f32 = dot_f32_avx2;
     t.f32_to_f16 = f32_to_f16_avx2;
     t.dot_f16_f32 = dot_f16_f32_avx2;
@@ -47,6 +48,7 @@ pub(super) fn install_avx512(t: &mut OpKernels) {
     t.exp_sub_sum = exp_sub_sum_avx512;
     t.silu = silu_avx512;
     t.swiglu = swiglu_avx512;
+    t.geglu = geglu_avx512;
     t.dot_f32 = dot_f32_avx512;
     t.dot_f16_f32 = dot_f16_f32_avx512;
     t.axpy_f16 = axpy_f16_avx512;
@@ -73,6 +75,7 @@ entry!(max_avx2 => max_a2, "avx2,fma", (x: &[f32]) -> f32);
 entry!(exp_sub_sum_avx2 => exp_sub_sum_a2, "avx2,fma", (x: &mut [f32], m: f32) -> f64);
 entry!(silu_avx2 => silu_a2, "avx2,fma", (x: &mut [f32]));
 entry!(swiglu_avx2 => swiglu_a2, "avx2,fma", (g: &mut [f32], u: &[f32]));
+entry!(geglu_avx2 => geglu_a2, "avx2,fma,f16c", (g: &mut [f32], u: &[f32]));
 entry!(dot_f32_avx2 => dot_f32_a2, "avx2,fma", (a: &[f32], b: &[f32]) -> f32);
 entry!(f32_to_f16_avx2 => f32_to_f16_a2, "avx2,fma,f16c", (x: &[f32], o: &mut [f16]));
 entry!(dot_f16_f32_avx2 => dot_f16_f32_a2, "avx2,fma,f16c", (a: &[f16], b: &[f32]) -> f32);
@@ -87,6 +90,7 @@ entry!(attn_f16_acc_avx512 => attn_f16_acc_a5, "avx512f",
 entry!(exp_sub_sum_avx512 => exp_sub_sum_a5, "avx512f", (x: &mut [f32], m: f32) -> f64);
 entry!(silu_avx512 => silu_a5, "avx512f", (x: &mut [f32]));
 entry!(swiglu_avx512 => swiglu_a5, "avx512f", (g: &mut [f32], u: &[f32]));
+entry!(geglu_avx512 => geglu_a5, "avx512f", (g: &mut [f32], u: &[f32]));
 entry!(dot_f32_avx512 => dot_f32_a5, "avx512f", (a: &[f32], b: &[f32]) -> f32);
 entry!(dot_f16_f32_avx512 => dot_f16_f32_a5, "avx512f", (a: &[f16], b: &[f32]) -> f32);
 entry!(axpy_f16_avx512 => axpy_f16_a5, "avx512f", (al: f32, x: &[f16], y: &mut [f32]));
@@ -313,6 +317,38 @@ fn swiglu_a2(g: &mut [f32], u: &[f32]) {
     scalar::swiglu(gt, ut);
 }
 
+/// GeGLU, 8 values at a time: round to f16 (`vcvtps2ph`, round to nearest even like
+/// `f16::from_f32`), gather the table words, widen back (`vcvtph2ps`), multiply by `up`; the
+/// `≤ −10` / `≥ 10` cases by masks. Same bits as [`super::geglu_scalar`].
+#[target_feature(enable = "avx2,fma,f16c")]
+fn geglu_a2(g: &mut [f32], u: &[f32]) {
+    assert_eq!(g.len(), u.len(), "geglu: gate and up differ in length");
+    let table = super::gelu_table();
+    assert_eq!(table.len(), 65_537, "gelu table has its padding entry");
+    let (gc, gt) = g.as_chunks_mut::<8>();
+    let (uc, ut) = u.as_chunks::<8>();
+    let (lo, hi) = (_mm256_set1_ps(-10.0), _mm256_set1_ps(10.0));
+    let low16 = _mm256_set1_epi32(0xFFFF);
+    for (a, b) in gc.iter_mut().zip(uc) {
+        let x = ld8(a);
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+        let idx = _mm256_cvtepu16_epi32(h);
+        // SAFETY: every index is < 65 536, so the 4 bytes read at `2·idx` lie inside the
+        // 65 537-entry table (asserted above).
+        let words = unsafe { _mm256_i32gather_epi32::<2>(table.as_ptr().cast(), idx) };
+        let words = _mm256_and_si256(words, low16);
+        // Pack the 8 16-bit results (in the low halves of the 32-bit lanes) into 128 bits.
+        let packed = _mm256_packus_epi32(words, words); // per 128-bit lane: w0..w3 w0..w3
+        let packed = _mm256_permute4x64_epi64::<0b1000>(packed);
+        let gelu = _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
+        let gelu = _mm256_blendv_ps(gelu, x, _mm256_cmp_ps::<_CMP_GE_OQ>(x, hi));
+        let v = _mm256_mul_ps(gelu, ld8(b));
+        let v = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(x, lo), v);
+        st8(a, v);
+    }
+    super::geglu_scalar(gt, ut);
+}
+
 #[target_feature(enable = "avx2,fma")]
 fn dot_f32_a2(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot_f32: operands differ in length");
@@ -460,6 +496,31 @@ fn swiglu_a5(g: &mut [f32], u: &[f32]) {
         st16(a, v);
     }
     scalar::swiglu(gt, ut);
+}
+
+/// GeGLU, 16 values at a time (see [`geglu_a2`]); same bits as [`super::geglu_scalar`].
+#[target_feature(enable = "avx512f")]
+fn geglu_a5(g: &mut [f32], u: &[f32]) {
+    assert_eq!(g.len(), u.len(), "geglu: gate and up differ in length");
+    let table = super::gelu_table();
+    assert_eq!(table.len(), 65_537, "gelu table has its padding entry");
+    let (gc, gt) = g.as_chunks_mut::<16>();
+    let (uc, ut) = u.as_chunks::<16>();
+    let (lo, hi) = (_mm512_set1_ps(-10.0), _mm512_set1_ps(10.0));
+    for (a, b) in gc.iter_mut().zip(uc) {
+        let x = ld16(a);
+        let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+        let idx = _mm512_cvtepu16_epi32(h);
+        // SAFETY: every index is < 65 536, so the 4 bytes read at `2·idx` lie inside the
+        // 65 537-entry table (asserted above).
+        let words = unsafe { _mm512_i32gather_epi32::<2>(idx, table.as_ptr().cast()) };
+        let gelu = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words)); // keeps the low 16 bits
+        let gelu = _mm512_mask_mov_ps(gelu, _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, hi), x);
+        let v = _mm512_mul_ps(gelu, ld16(b));
+        let v = _mm512_maskz_mov_ps(!_mm512_cmp_ps_mask::<_CMP_LE_OQ>(x, lo), v);
+        st16(a, v);
+    }
+    super::geglu_scalar(gt, ut);
 }
 
 #[target_feature(enable = "avx512f")]
