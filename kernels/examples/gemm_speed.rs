@@ -1,7 +1,8 @@
 //! Prompt-processing matmul speed per weight format, in **CPU time** (immune to other
 //! processes stealing the core on a shared machine; wall time is printed too):
-//! the table's tiled product vs the same table without it (one `vec_dot` per output), and
-//! token generation (`n = 1`) GB/s.
+//! the table's panel GEMM (`panel`, AVX-512 VNNI, see `grist_kernels::panel`) vs the same
+//! table without it (`tiled`: the per-format tiled product) and without either (`vec_dot`: one
+//! `vec_dot` per output), and token generation (`n = 1`) GB/s.
 //!
 //! `cargo run --release -p grist-kernels --example gemm_speed [-- ROWS COLS N THREADS [FORMAT]]`
 //! (defaults: 896 896 128 1, a qwen2.5-0.5b attention matrix and a 128-token batch).
@@ -62,6 +63,8 @@ fn main() {
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::Q5_1,
+        GgmlType::IQ4_NL,
     ];
     // Optional 5th argument: only the formats whose name contains it (e.g. `Q4_`).
     let only = std::env::args().nth(5).unwrap_or_default();
@@ -82,14 +85,16 @@ fn main() {
             formats::quantize_row(ty, &w, &mut data[r * rb..(r + 1) * rb]).unwrap();
         }
         let m = QMatrix::new(ty, &data, rows, cols).unwrap();
-        let mut plain = table.clone();
+        let mut tiled = table.clone();
+        tiled.set_panel_gemm(None);
+        let mut plain = tiled.clone();
         let vd = table.entry(ty).unwrap().vec_dot;
         plain.set_vec_dot(ty, vd);
         let mut s = ActivationScratch::new();
         let mut y = vec![0.0f32; n * rows];
         let gop = 2.0 * (rows * cols * n) as f64 / 1e9;
         let mut line = format!("{:5}", ty.to_string());
-        for (name, tbl) in [("tiled", table), ("vec_dot", &plain)] {
+        for (name, tbl) in [("panel", table), ("tiled", &tiled), ("vec_dot", &plain)] {
             let (c, w) =
                 pool.install(|| time(|| matmul_with(tbl, &m, &x, n, &mut y, &mut s).unwrap()));
             line += &format!(

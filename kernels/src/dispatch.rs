@@ -337,7 +337,7 @@ pub type VecDotRowsFn = fn(w_row: &[u8], acts: &[u8], act_row_bytes: usize, out:
 /// other rows, so results do not depend on how the matmul driver cuts the work (a token gives
 /// the same bits alone or in a batch, with any thread count). The matmul driver uses this
 /// hook for every `n`, including `n = 1`, when it is present. The result must equal
-/// [`KernelEntry::vec_dot`]'s up to float rounding (the k-quant tiles are even
+/// [`KernelEntry::vec_dot`]'s up to float rounding (the Q6_K tile is even
 /// bit-identical to it). Tested in `kernels/tests/gemm_avx512.rs`.
 pub type GemmFn =
     fn(w: &[u8], w_row_bytes: usize, acts: &[u8], act_row_bytes: usize, out: &mut [f32]);
@@ -359,6 +359,10 @@ pub struct KernelEntry {
     /// Optional tiled product for prompt processing (`n > 1`), see [`GemmFn`]. `None` = the
     /// matmul driver falls back to [`KernelEntry::vec_dot_rows`] / [`KernelEntry::vec_dot`].
     pub gemm: Option<GemmFn>,
+    /// Optional unpacker to the panel layout ([`crate::panel`]): when present and the table
+    /// has a [`Kernels::panel_gemm`], prompt processing (`n > 1`) uses the panel GEMM, which
+    /// takes precedence over [`KernelEntry::gemm`].
+    pub panel: Option<crate::panel::PanelFormat>,
 }
 
 impl fmt::Debug for KernelEntry {
@@ -380,6 +384,7 @@ pub struct Kernels {
     isa: Isa,
     features: CpuFeatures,
     entries: [Option<KernelEntry>; TYPE_SLOTS],
+    panel_gemm: Option<crate::panel::PanelGemmFn>,
     /// The f32 operations (RMSNorm, softmax, activations, f16 KV-cache helpers).
     pub ops: crate::ops::OpKernels,
 }
@@ -473,6 +478,29 @@ impl Kernels {
         }
     }
 
+    /// The panel microkernel ([`crate::panel`]) of this table, if it has one (AVX-512 VNNI).
+    pub fn panel_gemm(&self) -> Option<crate::panel::PanelGemmFn> {
+        self.panel_gemm
+    }
+
+    /// Installs (or, with `None`, removes) the panel microkernel. The panel path runs for
+    /// the weight types whose entry has a [`KernelEntry::panel`] format.
+    pub fn set_panel_gemm(&mut self, gemm: Option<crate::panel::PanelGemmFn>) {
+        self.panel_gemm = gemm;
+    }
+
+    /// Sets (or clears) the panel format of weight type `ty`. Returns `false` if `ty` has no
+    /// entry.
+    pub fn set_panel(&mut self, ty: GgmlType, panel: Option<crate::panel::PanelFormat>) -> bool {
+        match self.entries[ty.id() as usize].as_mut() {
+            Some(entry) => {
+                entry.panel = panel;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Replaces the activation quantizer of every entry whose activation type is `act_type`
     /// (e.g. a SIMD f32 → Q8_0 quantizer serves Q4_0, Q5_0, Q8_0 and IQ4_NL weights).
     pub fn set_quantize_act(&mut self, act_type: GgmlType, quantize_act: QuantizeActFn) {
@@ -489,6 +517,7 @@ impl Kernels {
             isa: Isa::Scalar,
             features,
             entries: [None; TYPE_SLOTS],
+            panel_gemm: None,
             ops: crate::ops::OpKernels::scalar(),
         };
         install_scalar_formats(&mut table);
@@ -570,6 +599,7 @@ fn scalar_entry<W: BlockFormat>() -> KernelEntry {
         vec_dot: scalar_vec_dot::<W>,
         vec_dot_rows: None,
         gemm: None,
+        panel: None,
     }
 }
 

@@ -5,7 +5,9 @@
 //! - `simd`: the same dot products (and activation quantization) with AVX2, AVX-512 and NEON.
 //! - [`dispatch`]: picks an instruction set once at run time (`GRIST_ISA` overrides).
 //! - [`matmul`]: weights `[rows, cols]` × activations `[n, cols]` → `[n, rows]`, parallel.
+//! - [`panel`]: the int8 "panel" GEMM of prompt processing (weights unpacked to 8 bits).
 //! - [`ops`]: the f32 operations of a transformer layer (RMSNorm, RoPE, softmax, …).
+//! - [`pool`]: a persistent spinning worker pool for the tiny parallel regions of generation.
 
 #![warn(missing_docs)]
 
@@ -14,5 +16,7 @@ pub mod dispatch;
 pub mod formats;
 pub mod matmul;
 pub mod ops;
+pub mod panel;
+pub mod pool;
 pub mod probe;
 pub mod simd;

@@ -10,19 +10,26 @@
 //!    [`quantize_activations`] and multiply them all in one parallel region with
 //!    [`matmul_prequantized_many`] (one fork-join instead of one per matrix);
 //! 2. token generation (`n = 1`): the output rows (of all the matrices, back to back) are
-//!    split into a few contiguous ranges per thread, processed in parallel with rayon, with
-//!    one `vec_dot` per output;
+//!    split into a few contiguous ranges per thread, processed in parallel by the persistent
+//!    spinning pool [`crate::pool`] (not rayon: its workers sleep between the tiny products
+//!    of a token), with one `vec_dot` per output;
 //! 3. prompt processing (`n > 1`): the output `[n, rows]` is cut into a grid of work items
 //!    (a block of weight rows × an L2-sized block of activation rows), processed in parallel;
 //!    an item runs the table's register-tiled product ([`crate::dispatch::GemmFn`]) when it
 //!    has one, which reuses each unpacked weight register for several activation rows and
-//!    each activation register for several weight rows.
+//!    each activation register for several weight rows. When the table has a panel GEMM
+//!    ([`crate::panel`], AVX-512 VNNI) and the format an unpacker, that path is taken
+//!    instead: the activations are transposed once per call into a panel (in
+//!    [`quantize_activations_with`]), and each work item (64 weight rows × a chunk of token
+//!    groups) unpacks its weight rows to plain bytes once, into a per-thread buffer, then runs
+//!    one int8 microkernel shared by all formats.
 //!
 //! Determinism: every output value `y[t][r]` is computed by one kernel call on weight row
 //! `r` and activation row `t` in an order that depends on neither the tile it falls in nor
 //! the other rows (see [`crate::dispatch::GemmFn`]), and nothing is summed across threads.
-//! The result is therefore the same for any number of threads, any chunking, and any batch
-//! size: a token gives the same bits alone or in a batch.
+//! The result is therefore the same for any number of threads and any chunking. A token
+//! alone (`n = 1`, `vec_dot`) and in a batch (panel or tiles) may differ by float rounding
+//! (see [`GEMV_USES_TILES`] and [`crate::panel`]).
 
 use std::fmt;
 
@@ -36,13 +43,13 @@ use crate::formats::FormatError;
 /// are not split below the cost of a task.
 const ROWS_PER_TASK_GEMV: usize = 32;
 /// Parallel tasks per thread for token generation (`n = 1`): the rows are cut into
-/// `threads × GEMV_TASKS_PER_THREAD` contiguous ranges (docs/PERFORMANCE.md, "Fewer
-/// synchronisation points").
+/// `threads × GEMV_TASKS_PER_THREAD` contiguous ranges, which the threads of [`crate::pool`]
+/// claim in turn (docs/PERFORMANCE.md, "Persistent worker pool").
 const GEMV_TASKS_PER_THREAD: usize = 4;
 /// Whether token generation (`n = 1`) uses the table's tiled product (with one activation
 /// row) instead of `vec_dot`. `true` would make every result independent of the batch size (a
 /// token giving the same bits alone or in a batch) for the formats whose tiles sum in another
-/// order than `vec_dot` (the AVX-512 32-value formats); `false` runs `vec_dot`, measured 5–9 %
+/// order than `vec_dot` (the AVX-512 32-value formats, Q4_K, Q5_K); `false` runs `vec_dot`, measured 5–9 %
 /// faster at batch 1 on SmolLM2/gemma (docs/PERFORMANCE.md). grist guarantees bit-identical
 /// results for any thread count (each output is still one `vec_dot` in a fixed order), not
 /// for any batch split — llama.cpp does not either — so generation takes the faster path.
@@ -51,6 +58,14 @@ const GEMV_USES_TILES: bool = false;
 const ROWS_PER_TASK_GEMM: usize = 32;
 /// Most activation rows per work item when `n > 1`.
 const MAX_TOKENS_PER_TASK: usize = 64;
+/// Weight rows per panel work item (unpacked once per item, see [`crate::panel`]).
+const PANEL_ROWS: usize = 64;
+/// Panel work items per thread the driver aims for (token groups are split when there are
+/// too few row blocks).
+const PANEL_ITEMS_PER_THREAD: usize = 4;
+/// Bytes of the activation panel one panel kernel call streams (L2-resident, reused by
+/// every tile of weight rows).
+const PANEL_ACT_BYTES: usize = 512 * 1024;
 /// Bytes of quantized activations a work item aims to use (an L2-sized block that is reused
 /// for all of the item's weight rows).
 const ACT_BLOCK_BYTES: usize = 256 * 1024;
@@ -239,6 +254,10 @@ pub struct ActivationScratch {
     n: usize,
     cols: usize,
     row_bytes: usize,
+    /// The activation panel of the current rows ([`crate::panel`]), built when `n > 1` and
+    /// the table has a panel GEMM; `panel_ready` says whether it matches the current rows.
+    panel: Vec<crate::panel::Line>, // [groups, blocks, CELL_LINES] lines
+    panel_ready: bool,
 }
 
 impl ActivationScratch {
@@ -312,6 +331,16 @@ impl ActivationScratch {
         self.row_bytes
     }
 
+    /// The activation panel of the current rows, if one was built (see [`crate::panel`]).
+    pub fn act_panel(&self) -> Option<crate::panel::ActPanel<'_>> {
+        self.panel_ready.then(|| crate::panel::ActPanel {
+            lines: &self.panel,
+            n_groups: self.n.div_ceil(crate::panel::GROUP),
+            n_blocks: self.cols / crate::panel::PANEL_BLOCK,
+            scale_blocks: self.act_type.map_or(1, crate::panel::scale_blocks),
+        })
+    }
+
     fn bytes(&self) -> &[u8] {
         &bytemuck::cast_slice::<u64, u8>(&self.buf)[..self.n * self.row_bytes]
     }
@@ -356,6 +385,7 @@ pub fn quantize_activations_with(
     scratch.n = n;
     scratch.cols = cols;
     scratch.row_bytes = rb;
+    scratch.panel_ready = false;
     if n == 0 || cols == 0 {
         return Ok(());
     }
@@ -367,6 +397,21 @@ pub fn quantize_activations_with(
             .par_chunks_mut(rb)
             .zip(x.par_chunks(cols))
             .for_each(|(out, row)| quantize(row, out));
+        // Prompt processing with a panel GEMM: transpose the quantized rows once into the
+        // activation panel that every panel matmul of these activations reads.
+        let wanted = table.panel_gemm().is_some()
+            && crate::panel::act_panel_supported(act_type)
+            && cols.is_multiple_of(crate::panel::PANEL_BLOCK)
+            && GgmlType::all().any(|ty| {
+                table
+                    .entry(ty)
+                    .is_some_and(|e| e.act_type == act_type && e.panel.is_some())
+            });
+        if wanted {
+            let bytes = &bytemuck::cast_slice::<u64, u8>(&scratch.buf)[..n * rb];
+            crate::panel::build_act_panel(act_type, bytes, rb, n, cols, &mut scratch.panel);
+            scratch.panel_ready = true;
+        }
     }
     Ok(())
 }
@@ -487,28 +532,60 @@ pub fn matmul_prequantized_many_with(
         return Ok(());
     }
 
-    // Prompt processing: a grid of work items, each a block of up to ROWS_PER_TASK_GEMM
-    // weight rows of one matrix × a block of activation rows sized to stay in L2, so both
-    // threads are busy for any shape (few weight rows and many tokens, or the reverse).
+    // Prompt processing: a grid of work items per matrix, so both threads are busy for any
+    // shape (few weight rows and many tokens, or the reverse).
+    // - Panel path (the table has a panel GEMM and the format an unpacker): an item is a block
+    //   of PANEL_ROWS weight rows (unpacked once per item) × a chunk of token groups;
+    // - otherwise: a block of up to ROWS_PER_TASK_GEMM weight rows × a block of activation
+    //   rows sized to stay in L2.
+    let panel = scratch.act_panel().zip(table.panel_gemm());
+    let uses_panel = |job: &FusedJob<'_>| panel.is_some() && job.entry.panel.is_some();
     let tb = (ACT_BLOCK_BYTES / scratch.row_bytes.max(1))
         .clamp(1, MAX_TOKENS_PER_TASK)
         .min(n);
     let n_tb = n.div_ceil(tb);
-    // Row blocks of all the matrices, back to back: matrix i owns blocks
-    // first_block[i] .. first_block[i + 1].
-    let mut first_block = [0usize; MAX_FUSED_MATRICES + 1];
+    // Token-group chunks per panel row block: enough items for every thread to get several.
+    let n_groups = n.div_ceil(crate::panel::GROUP);
+    let panel_row_blocks: usize = fused
+        .iter()
+        .filter(|j| uses_panel(j))
+        .map(|j| j.w.rows.div_ceil(PANEL_ROWS))
+        .sum();
+    let threads = rayon::current_num_threads();
+    let n_gc = (PANEL_ITEMS_PER_THREAD * threads)
+        .div_ceil(panel_row_blocks.max(1))
+        .clamp(1, n_groups);
+    let gc = n_groups.div_ceil(n_gc); // groups per chunk
+    let n_gc = n_groups.div_ceil(gc);
+    // Items of all the matrices, back to back: matrix i owns items
+    // first_item[i] .. first_item[i + 1], row blocks outer and token blocks inner (rayon
+    // hands each thread a contiguous run of items, i.e. its own weight rows).
+    let mut first_item = [0usize; MAX_FUSED_MATRICES + 1];
     for (i, job) in fused.iter().enumerate() {
-        first_block[i + 1] = first_block[i] + job.w.rows.div_ceil(ROWS_PER_TASK_GEMM);
+        let items = if uses_panel(job) {
+            job.w.rows.div_ceil(PANEL_ROWS) * n_gc
+        } else {
+            job.w.rows.div_ceil(ROWS_PER_TASK_GEMM) * n_tb
+        };
+        first_item[i + 1] = first_item[i] + items;
     }
-    let n_rb = first_block[fused.len()];
-    // Row blocks outer, token blocks inner: rayon hands each thread a contiguous run of
-    // items, i.e. its own weight rows, which it reuses for every token block.
-    (0..n_rb * n_tb).into_par_iter().for_each(|item| {
-        let (block, t0) = (item / n_tb, (item % n_tb) * tb);
-        let i = first_block[1..=fused.len()].partition_point(|&end| end <= block);
+    let n_items = first_item[fused.len()];
+    (0..n_items).into_par_iter().for_each(|item| {
+        let i = first_item[1..=fused.len()].partition_point(|&end| end <= item);
         let job = &fused[i];
         let w = &job.w;
-        let r0 = (block - first_block[i]) * ROWS_PER_TASK_GEMM;
+        let local_item = item - first_item[i];
+        if let (Some((act, gemm)), Some(fmt)) = (panel, job.entry.panel) {
+            let (block, chunk) = (local_item / n_gc, local_item % n_gc);
+            let r0 = block * PANEL_ROWS;
+            let nr = PANEL_ROWS.min(w.rows - r0);
+            let g0 = chunk * gc;
+            let ng = gc.min(n_groups - g0);
+            panel_item(job, &fmt, gemm, &act, r0, nr, g0, ng, n);
+            return;
+        }
+        let (block, t0) = (local_item / n_tb, (local_item % n_tb) * tb);
+        let r0 = block * ROWS_PER_TASK_GEMM;
         let (nr, nt) = (ROWS_PER_TASK_GEMM.min(w.rows - r0), tb.min(n - t0));
         let mut local = [0.0f32; ROWS_PER_TASK_GEMM * MAX_TOKENS_PER_TASK];
         let local = &mut local[..nr * nt]; // [nt, nr]
@@ -522,9 +599,76 @@ pub fn matmul_prequantized_many_with(
     Ok(())
 }
 
+/// Per-thread buffers of the panel path, allocated on first use and only grown.
+#[derive(Default)]
+struct PanelScratch {
+    weights: crate::panel::WeightPanelBuf,
+    out: Vec<f32>, // [groups × 16, nr]
+}
+
+thread_local! {
+    static PANEL_SCRATCH: std::cell::RefCell<PanelScratch> =
+        std::cell::RefCell::new(PanelScratch::default());
+}
+
+/// One panel work item: unpacks weight rows `r0 .. r0 + nr` of `job` once, then multiplies
+/// them by token groups `g0 .. g0 + ng` in L2-sized blocks of groups, and stores the outputs
+/// of the real tokens (`< n`). Every output is computed by the panel kernel in its fixed
+/// order, so the cut into items does not change any bit.
+#[allow(clippy::too_many_arguments)]
+fn panel_item(
+    job: &FusedJob<'_>,
+    fmt: &crate::panel::PanelFormat,
+    gemm: crate::panel::PanelGemmFn,
+    act: &crate::panel::ActPanel<'_>,
+    r0: usize,
+    nr: usize,
+    g0: usize,
+    ng: usize,
+    n: usize,
+) {
+    use crate::panel::{GROUP, PANEL_BLOCK};
+    let w = &job.w;
+    let cell_bytes = crate::panel::CELL_LINES * 64;
+    let per_group = (w.cols / PANEL_BLOCK) * cell_bytes;
+    let gb = (PANEL_ACT_BYTES / per_group.max(1)).clamp(1, ng);
+    PANEL_SCRATCH.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let PanelScratch { weights, out } = &mut *guard;
+        let rb = w.row_bytes;
+        let wp = crate::panel::unpack_rows(
+            fmt,
+            &w.data[r0 * rb..(r0 + nr) * rb],
+            rb,
+            nr,
+            w.cols,
+            weights,
+        );
+        if out.len() < nr * gb * GROUP {
+            out.resize(nr * gb * GROUP, 0.0);
+        }
+        for gs in (g0..g0 + ng).step_by(gb) {
+            let ngs = gb.min(g0 + ng - gs);
+            let width = ngs * GROUP;
+            let o = &mut out[..width * nr]; // [ngs × 16, nr]
+            gemm(&wp, act, gs, ngs, o);
+            for t in gs * GROUP..((gs + ngs) * GROUP).min(n) {
+                let lane = t - gs * GROUP;
+                // SAFETY: this item is the only one writing rows r0..r0+nr of the outputs of
+                // tokens in groups g0..g0+ng of this matrix (items tile `y` without overlap).
+                unsafe {
+                    job.out
+                        .write(t * w.rows + r0, &o[lane * nr..(lane + 1) * nr])
+                };
+            }
+        }
+    });
+}
+
 /// Token generation (`n = 1`) for a group of matrices: the rows of all of them, back to
-/// back, are cut into [`gemv_tasks`] contiguous ranges processed in parallel; each output is
-/// one `vec_dot` (or, with [`GEMV_USES_TILES`], the tiled product), as in a separate call.
+/// back, are cut into [`gemv_tasks`] contiguous ranges processed in parallel by
+/// [`crate::pool::run`]; each output is one `vec_dot` (or, with [`GEMV_USES_TILES`], the tiled
+/// product), as in a separate call.
 fn gemv_many(fused: &[FusedJob<'_>], scratch: &ActivationScratch) {
     let act = scratch.row(0);
     let total: usize = fused.iter().map(|j| j.w.rows).sum();
@@ -547,11 +691,9 @@ fn gemv_many(fused: &[FusedJob<'_>], scratch: &ActivationScratch) {
             base += rows;
         }
     };
-    if n_tasks == 1 {
-        run(0);
-    } else {
-        (0..n_tasks).into_par_iter().for_each(run);
-    }
+    // The persistent spinning pool, not rayon: its workers are awake between the ~150–210
+    // products of a token (docs/PERFORMANCE.md, "Persistent worker pool").
+    crate::pool::run(n_tasks, &run);
 }
 
 /// `out[i] = W[r0 + i] · act` for one matrix (`out`: `[rows]`, a run of its output).
@@ -580,9 +722,9 @@ fn gemv_rows(job: &FusedJob<'_>, r0: usize, act: &[u8], act_row_bytes: usize, ou
 }
 
 /// How many parallel tasks a token-generation product over `rows` weight rows is cut into:
-/// [`GEMV_TASKS_PER_THREAD`] per thread (a fixed split: few tasks keep rayon's per-task cost
-/// low, more than one per thread lets a thread that started late be helped), but no task
-/// smaller than [`ROWS_PER_TASK_GEMV`] rows.
+/// [`GEMV_TASKS_PER_THREAD`] per thread (the pool's threads claim them in turn, so a thread
+/// that arrives late still takes a share), but no task smaller than [`ROWS_PER_TASK_GEMV`]
+/// rows.
 fn gemv_tasks(rows: usize) -> usize {
     let threads = rayon::current_num_threads();
     (threads * GEMV_TASKS_PER_THREAD)

@@ -77,16 +77,17 @@ pub fn read_bandwidth(bytes: usize, reps: usize) -> f64 {
 
 /// Int8 multiply-add throughput in GOPS (10⁹ operations per second, a multiply and an add
 /// counted as two) of `kernels`' best Q8_0 matrix product: a cache-resident Q8_0 weight matrix
-/// `[128, 2048]` times 64 activation rows, through [`crate::matmul::matmul_prequantized_with`]
-/// (register-tiled where the ISA has tiles) on the current rayon pool; best of `reps`. This is
-/// the ceiling a compute-bound prompt-processing matmul can reach with that ISA.
+/// `[256, 2048]` times 192 activation rows (a whole number of the panel GEMM's 3 × 16-token
+/// tiles), through [`crate::matmul::matmul_prequantized_with`] (the panel GEMM or the
+/// register tiles, whichever the ISA has) on the current rayon pool; best of `reps`. This is
+/// the ceiling a compute-bound prompt-processing matmul can reach with that ISA's kernels.
 pub fn int8_peak(kernels: &Kernels, reps: usize) -> f64 {
     use crate::formats::quantize_row;
     use crate::matmul::{matmul_prequantized_with, quantize_activations_with, QMatrix};
-    const ROWS: usize = 128;
+    const ROWS: usize = 256;
     const COLS: usize = 2048;
-    const N: usize = 64;
-    const CALLS: usize = 40;
+    const N: usize = 192;
+    const CALLS: usize = 8;
     let Some(entry) = kernels.entry(GgmlType::Q8_0) else {
         return 0.0;
     };

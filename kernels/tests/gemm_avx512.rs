@@ -3,13 +3,13 @@
 //! quantized random data and on raw random bytes (every code and scale pattern, NaN/∞ scales
 //! included):
 //! - every output has **the same bits** whatever tile computed it (compared with a 1×1 call);
-//! - k-quants: the same bits as the single-row AVX-512 `vec_dot` (tested against the scalar
+//! - Q6_K: the same bits as the single-row AVX-512 `vec_dot` (tested against the scalar
 //!   references in `simd_x86.rs`);
-//! - 32-value formats (another float order): within the reordered-summation bound of the
-//!   scalar reference `formats::vec_dot_row`.
+//! - Q4_K, Q5_K and the 32-value formats (another float order than `vec_dot`): within the
+//!   reordered-summation bound of the scalar reference `formats::vec_dot_row`.
 //!
 //! Then through the matmul driver: a batch gives the same bits as the same tokens one at a
-//! time, for 1, 2 and 3 threads (and, for k-quants, as the `vec_dot` fallback path).
+//! time, for 1, 2 and 3 threads (and, for Q6_K, as the `vec_dot` fallback path).
 
 #![cfg(target_arch = "x86_64")]
 
@@ -93,8 +93,47 @@ fn activations(rng: &mut Rng, table: &Kernels, ty: GgmlType, n: usize, cols: usi
     out
 }
 
-fn is_kquant(ty: GgmlType) -> bool {
-    ty.block_elems() == 256
+/// Formats whose tile sums in exactly `vec_dot`'s float order (same bits). The Q4_K / Q5_K
+/// `vec_dot` uses `vpdpbusd` with another lane grouping than the tile.
+fn same_order_as_vec_dot(ty: GgmlType) -> bool {
+    ty == GgmlType::Q6_K
+}
+
+/// `Σ_b (|d_b|·Σ_j s_j·Σ_{i∈j} q_i·|y_i| + |dmin_b|·Σ_j m_j·Σ_{i∈j} |y_i|)` of a Q4_K or
+/// (`five`) Q5_K row against dequantized activations `y`: the magnitude of the two products
+/// that these kernels sum separately (their difference, the dequantized product, can cancel).
+fn k4_terms(w: &[u8], y: &[f32], five: bool) -> f64 {
+    let f16 = |b: &[u8], o: usize| half::f16::from_le_bytes([b[o], b[o + 1]]).to_f64();
+    let block = if five { 176 } else { 144 };
+    let mut m = 0.0;
+    for (wb, yb) in w.chunks_exact(block).zip(y.chunks_exact(256)) {
+        let (d, dmin, p) = (f16(wb, 0), f16(wb, 2), &wb[4..16]);
+        let (qh, qs) = if five {
+            (&wb[16..48], &wb[48..])
+        } else {
+            (&wb[16..16], &wb[16..])
+        };
+        for j in 0..8 {
+            let (s, mn) = if j < 4 {
+                (p[j] & 63, p[j + 4] & 63)
+            } else {
+                (
+                    (p[j + 4] & 0x0F) | ((p[j - 4] >> 6) << 4),
+                    (p[j + 4] >> 4) | ((p[j] >> 6) << 4),
+                )
+            };
+            for i in 0..32 {
+                let byte = qs[32 * (j / 2) + i];
+                let mut q = if j % 2 == 0 { byte & 0x0F } else { byte >> 4 };
+                if five {
+                    q += 16 * (qh[i] >> j & 1);
+                }
+                let ay = yb[32 * j + i].abs() as f64;
+                m += (d * s as f64 * q as f64).abs() * ay + (dmin * mn as f64).abs() * ay;
+            }
+        }
+    }
+    m
 }
 
 /// `(n_terms + 16) · 2^-22 · M` with `M = Σ |w_i·a_i|` over the dequantized values plus
@@ -109,6 +148,9 @@ fn tolerance(ty: GgmlType, w: &[u8], a: &[u8], cols: usize) -> f64 {
         .zip(&af)
         .map(|(&x, &y)| (x as f64 * y as f64).abs())
         .sum();
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) {
+        m += k4_terms(w, &af, ty == GgmlType::Q5_K);
+    }
     if ty == GgmlType::Q4_1 {
         let f16 = |b: &[u8], o: usize| half::f16::from_le_bytes([b[o], b[o + 1]]).to_f64();
         for (wb, ab) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
@@ -155,7 +197,7 @@ fn tiles_are_tile_independent_and_match_the_references() {
                                 "{what}: {got:e} but 1×1 gives {:e}",
                                 alone[0]
                             );
-                            if is_kquant(ty) {
+                            if same_order_as_vec_dot(ty) {
                                 let want = (entry.vec_dot)(wr, ar);
                                 assert!(same(got, want), "{what}: {got:e}, vec_dot = {want:e}");
                             } else if !raw {
@@ -177,6 +219,11 @@ fn tiles_are_tile_independent_and_match_the_references() {
 #[test]
 fn batched_matmul_is_thread_count_invariant_and_matches_token_by_token() {
     let Some(table) = avx512() else { return };
+    // This test is about the per-format tiles: switch the panel GEMM (which takes precedence
+    // for n > 1 and is tested in tests/panel.rs) off.
+    let mut tiles_only = table.clone();
+    tiles_only.set_panel_gemm(None);
+    let table = &tiles_only;
     let mut rng = Rng(0xfeed_beef_0bad_cafe);
     let mut fallback = table.clone();
     for ty in TYPES {
@@ -204,9 +251,9 @@ fn batched_matmul_is_thread_count_invariant_and_matches_token_by_token() {
             .unwrap();
         }
         // The batched product: bit-identical for any thread count; equal to token-by-token
-        // bit for bit where the tile sums in vec_dot's order (k-quants), and up to float
+        // bit for bit where the tile sums in vec_dot's order (Q6_K), and up to float
         // reordering otherwise (token generation uses vec_dot, the batch the tiles).
-        let tables: &[(&str, &Kernels)] = if is_kquant(ty) {
+        let tables: &[(&str, &Kernels)] = if same_order_as_vec_dot(ty) {
             &[("tiled", table), ("fallback", &fallback)]
         } else {
             &[("tiled", table)]
@@ -225,7 +272,7 @@ fn batched_matmul_is_thread_count_invariant_and_matches_token_by_token() {
                 pool.install(|| matmul_with(tbl, &m, &x, n, &mut y, &mut s))
                     .unwrap();
                 for (i, (&a, &b)) in y.iter().zip(&one).enumerate() {
-                    let close = if is_kquant(ty) {
+                    let close = if same_order_as_vec_dot(ty) {
                         same(a, b)
                     } else {
                         (a - b).abs() <= 1e-5 * (scale + b.abs())

@@ -46,9 +46,11 @@ const KV_TILE: usize = 64;
 const Q_TILE: usize = 32;
 
 /// Largest f16-path call, in (query head, key) pairs, run on the calling thread: below this,
-/// spawning rayon tasks costs more than it saves (measured on SmolLM2-135M tg128, 2 threads:
-/// 9 heads × up to ~85 keys; see docs/PERFORMANCE.md, "generation path, second pass").
-const SERIAL_MAX_WORK: usize = 768;
+/// a parallel region costs more than it saves. With rayon it was 768 (SmolLM2-135M tg128,
+/// 2 threads: 9 heads × up to ~85 keys; docs/PERFORMANCE.md, "generation path, second
+/// pass"); with the spinning [`grist_kernels::pool`] (~0.2–0.5 µs per region) it is a few
+/// heads × a few keys (docs/PERFORMANCE.md, "Persistent worker pool").
+const SERIAL_MAX_WORK: usize = 128;
 
 /// Smallest batch for which ggml uses its tiled (f32) flash-attention path (`GGML_FA_TILE_Q`).
 pub const TILED_MIN_BATCH: usize = 64;
@@ -315,7 +317,7 @@ fn attention_f16_accum(
             .find(|&g| group.is_multiple_of(g) && n * n_head / g >= want)
             .unwrap_or(1)
     };
-    let task = |(i, o): (usize, &mut [f32])| {
+    let task = |i: usize, o: &mut [f32]| {
         SCRATCH.with_borrow_mut(|buf| {
             let (t, h0) = (i / (n_head / sub), i % (n_head / sub) * sub);
             let kh = h0 / group;
@@ -355,9 +357,13 @@ fn attention_f16_accum(
         })
     };
     if serial {
-        out.chunks_mut(sub * hd).enumerate().for_each(task);
+        for (i, o) in out.chunks_mut(sub * hd).enumerate() {
+            task(i, o);
+        }
     } else {
-        out.par_chunks_mut(sub * hd).enumerate().for_each(task);
+        // The persistent spinning pool (as the matmuls of generation), not rayon: its workers
+        // are awake between the small regions of a token.
+        grist_kernels::pool::run_chunks_mut(out, sub * hd, &task);
     }
 }
 

@@ -167,8 +167,18 @@ fn prompts_longer_than_max_batch_are_chunked() {
         .to_vec();
     two_calls.extend_from_slice(b.eval(&tokens[grist_model::MAX_BATCH..], true).unwrap());
     assert_eq!(one_call, two_calls);
-    // Only the last row when all_logits is false.
+    // Only the last row when all_logits is false. The output projection then runs for one
+    // token (the matrix-vector kernel) instead of a batch (the panel GEMM): the same integer
+    // products summed in another float order, so equal up to rounding, not bit for bit (grist
+    // guarantees bits across thread counts and chunkings, not across batch sizes).
     let mut c = Session::new(&model, 1024).unwrap();
     let last = c.eval(&tokens, false).unwrap();
-    assert_eq!(last, &one_call[699 * nv..]);
+    let expected = &one_call[699 * nv..];
+    assert_eq!(last.len(), nv);
+    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in last.iter().zip(expected).enumerate() {
+        assert!((a - b).abs() <= 1e-4 * scale, "logit {i}: {a} vs {b}");
+    }
+    let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j]));
+    assert_eq!(argmax(last), argmax(expected));
 }

@@ -10,13 +10,19 @@
 //!   `Σ (q - c)·y = dpbusd(q, y) - dpbusd(c, y)`. For Q8_0 weights `q = w + 128` (`w ^ 0x80`),
 //!   which makes Q8_0 · Q8_0 exact for every code, −128 included.
 //! - Legacy formats process two 32-value blocks per 512-bit register (lanes 0–7 block 0,
-//!   8–15 block 1), with a scale vector `[d0 ×8 | d1 ×8]`.
+//!   8–15 block 1), with a scale vector `[d0 ×8 | d1 ×8]`. They run 16 blocks per group:
+//!   the f16 head words of 16 blocks are gathered from whole 64-byte loads with `vpermt2w`
+//!   and converted at once (`legacy_dot`).
 //! - Q5_0's 2×32 high bits are a 64-bit mask register used directly by a masked byte add.
-//! - k-quants: `vpmaddubsw` (u8 × i8 pairs → i16) then `vpdpwssd` (i16 × scale i16, pairs
-//!   summed into i32, accumulated): the sub-block scales are applied exactly in integers and
-//!   a super-block is converted to float once. Q4_K nibbles are regrouped with
-//!   `vshufi64x2` so one register holds two whole sub-blocks; Q5_K/Q6_K high bits come from
-//!   the `qh` bytes broadcast to both register halves and tested / shifted per half.
+//! - k-quants: the sub-block scales are applied exactly in integers with `vpdpwssd`
+//!   (i16 × scale i16, pairs summed into i32, accumulated) and a super-block is converted to
+//!   float once. Q4_K/Q5_K: `vpdpbusd` of the unsigned codes (each 32 code bytes broadcast to
+//!   both register halves and shifted by `[0 | 4]`, so one register holds two whole
+//!   sub-blocks in value order), two results packed to i16 with `vpackssdw`, then one
+//!   `vpdpwssd` ([`k4_dot`]). Q6_K: `vpmaddubsw` (u8 × i8 pairs → i16) then `vpdpwssd`.
+//!   Q5_K/Q6_K high bits come from the `qh` bytes broadcast to both register halves and
+//!   tested / shifted per half. The k-quant loops prefetch the weights [`K_PREFETCH`] bytes
+//!   ahead (a large gain on DRAM-resident matrices).
 //! - Float rows use masked loads for the tail (no scalar remainder loop).
 
 use std::arch::x86_64::*;
@@ -37,7 +43,7 @@ use crate::dispatch::Kernels;
 /// Overrides the table entries these kernels accelerate.
 pub(crate) fn install(table: &mut Kernels) {
     table.set_vec_dot(GgmlType::Q4_0, q4_0_bytes);
-    // Q4_1 keeps the AVX2 kernel: measured 22.6 GB/s vs 19.6 for `vec_dot_q4_1_q8_1` here.
+    table.set_vec_dot(GgmlType::Q4_1, q4_1_bytes);
     table.set_vec_dot(GgmlType::Q5_0, q5_0_bytes);
     table.set_vec_dot(GgmlType::Q5_1, q5_1_bytes);
     table.set_vec_dot(GgmlType::Q8_0, q8_0_bytes);
@@ -54,6 +60,7 @@ pub(crate) fn install(table: &mut Kernels) {
 }
 
 byte_vec_dot!(q4_0_bytes, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+byte_vec_dot!(q4_1_bytes, vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
 byte_vec_dot!(q5_0_bytes, vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
 byte_vec_dot!(q5_1_bytes, vec_dot_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
 byte_vec_dot!(q8_0_bytes, vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
@@ -154,98 +161,256 @@ fn fifth_bits(qh0: [u8; 4], qh1: [u8; 4]) -> u64 {
     u32::from_le_bytes(qh0) as u64 | (u32::from_le_bytes(qh1) as u64) << 32
 }
 
-/// The first two f16 words of a legacy block (`d`, and `m` / `s` for Q4_1, Q5_1, Q8_1).
-#[inline(always)]
-fn head_words<B: Pod>(b: &B) -> u32 {
-    let bytes = bytemuck::bytes_of(b);
-    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+/// A legacy block type (32 values, f16 head words first) as seen by [`legacy_dot`]: its
+/// size in 16-bit words and where the head words of 16 consecutive blocks lie.
+///
+/// # Safety
+/// `HEADS` must be 1 (`d`) or 2 (`d` then `m` / `s`), and the type a `repr(C)` block whose
+/// first `HEADS` fields are those f16 words.
+unsafe trait LegacyBlock: Pod {
+    /// Head f16 words per block: 1 (`d`) or 2 (`d` and `m` / `s`).
+    const HEADS: usize;
+    /// The `vpermt2w` controls gathering the head words of 16 blocks (see [`HeadGather`]).
+    const GATHER16: HeadGather = head_gather(std::mem::size_of::<Self>() / 2, Self::HEADS, 16);
+    /// The same for 8 blocks (a row's last few blocks).
+    const GATHER8: HeadGather = head_gather(std::mem::size_of::<Self>() / 2, Self::HEADS, 8);
 }
 
-/// The scale products of four consecutive legacy blocks `w[0..4]`, `a[0..4]`, each block
-/// starting with two f16 words (`d` and, for Q4_1/Q5_1/Q8_1, `m` / `s`): lane `4i` holds
-/// `d_w·d_a` of block `i`, lane `4i + 2` holds `m_w·s_a` with `MINS` (zero without; odd
-/// lanes garbage). The 16 words are interleaved with scalar shifts, then one `vcvtph2ps`
-/// converts them all and one multiply pairs them. Without `MINS` the second words are
-/// zeroed: they are code bytes, whose garbage products can be subnormal and cost a
-/// microcode assist (measured: half the speed). A `vpermt2w` gather of the words from
-/// masked 128-byte loads was also half the speed.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn scales_4<W: Pod, A: Pod, const MINS: bool>(w: &[W], a: &[A]) -> __m512 {
-    // Block i → u64 words [d_w, d_a, m_w, s_a] (the last two zero without MINS: the
-    // garbage products could be subnormal, which costs microcode assists).
-    let words = |i: usize| {
-        let (x, y) = (head_words(&w[i]) as u64, head_words(&a[i]) as u64);
-        let d = (x & 0xFFFF) | (y & 0xFFFF) << 16;
-        if MINS {
-            d | (x >> 16) << 32 | (y >> 16) << 48
-        } else {
-            d
-        }
+// SAFETY (all impls): each block starts with `d` (and `m` / `s` when `HEADS = 2`), see
+// `crate::blocks`.
+unsafe impl LegacyBlock for BlockQ4_0 {
+    const HEADS: usize = 1;
+}
+unsafe impl LegacyBlock for BlockQ4_1 {
+    const HEADS: usize = 2;
+}
+unsafe impl LegacyBlock for BlockQ5_0 {
+    const HEADS: usize = 1;
+}
+unsafe impl LegacyBlock for BlockQ5_1 {
+    const HEADS: usize = 2;
+}
+unsafe impl LegacyBlock for BlockQ8_0 {
+    const HEADS: usize = 1;
+}
+unsafe impl LegacyBlock for BlockQ8_1 {
+    const HEADS: usize = 2;
+}
+unsafe impl LegacyBlock for BlockIQ4_NL {
+    const HEADS: usize = 1;
+}
+
+/// Blocks per group of [`legacy_dot`].
+const GROUP: usize = 16;
+
+/// How to gather the head words of 16 (or 8) consecutive blocks of `words` 16-bit words each
+/// from the 64-byte registers `R0, R1, …` holding them: a word lane `l` takes block `l`'s `d`,
+/// lane `16 + l` its second head word. Register pair `p` (`R2p`, `R2p+1`, words
+/// `64p..64p+64`) holds the heads of some blocks; `idx[p]` is the `vpermt2w` control that
+/// moves them to their lanes and `lanes[p]` the lanes it fills (a head never straddles two
+/// pairs: a block's two words start at an even word).
+#[derive(Clone, Copy)]
+struct HeadGather {
+    /// 64-byte registers covering the blocks.
+    regs: usize,
+    /// Register pairs (`regs.div_ceil(2)`).
+    pairs: usize,
+    /// `vpermt2w` controls per pair (word index into `R2p ‖ R2p+1`).
+    idx: [[i16; 32]; 5],
+    /// Word lanes filled by each pair.
+    lanes: [u32; 5],
+}
+
+/// Builds a [`HeadGather`] (at compile time) for `blocks` (16 or 8) blocks of `words` 16-bit
+/// words with `heads` head words each.
+const fn head_gather(words: usize, heads: usize, blocks: usize) -> HeadGather {
+    let regs = (blocks * words).div_ceil(32);
+    let pairs = regs.div_ceil(2);
+    assert!(pairs <= 5 && (heads == 1 || heads == 2));
+    let mut g = HeadGather {
+        regs,
+        pairs,
+        idx: [[0; 32]; 5],
+        lanes: [0; 5],
     };
-    let v = _mm256_set_epi64x(
-        words(3) as i64,
-        words(2) as i64,
-        words(1) as i64,
-        words(0) as i64,
-    );
-    let f = _mm512_cvtph_ps(v);
-    _mm512_mul_ps(f, _mm512_movehdup_ps(f))
+    let mut block = 0;
+    while block < blocks {
+        let mut h = 0;
+        while h < heads {
+            let word = block * words + h;
+            let (pair, lane) = (word / 64, block + 16 * h);
+            assert!(
+                word / 64 == block * words / 64,
+                "a head straddles two register pairs"
+            );
+            g.idx[pair][lane] = (word % 64) as i16;
+            g.lanes[pair] |= 1 << lane;
+            h += 1;
+        }
+        block += 1;
+    }
+    g
 }
 
-/// Drives a legacy-format dot product four blocks at a time: `pair(x0, x1, y0, y1)`
-/// returns the exact integer sums of two blocks (`[block 0 ×8 lanes | block 1 ×8 lanes]`).
-/// The scales of four blocks are converted at once ([`scales_4`]) and spread to the two
-/// pairs with one `vpermps` each, so the float work per pair is one convert and one FMA.
-/// With `MINS`, the `m_w·s_a` lanes are summed too. A last partial group runs on
-/// zero-padded copies (zero codes and scales add nothing).
+/// The head words of the first `n` (`1..=16`) blocks at `p` (blocks of type `B`) as 32 word
+/// lanes, gathered as `g` says ([`LegacyBlock::GATHER16`], or `GATHER8` when `n ≤ 8`): `d`
+/// of block `l` in lane `l`, its `m` / `s` in lane `16 + l` (with `HEADS = 2`); lanes of
+/// blocks `≥ n` are zero or copies of other heads. The blocks are read as whole 64-byte
+/// registers (masked at the end of the `n` blocks, so nothing past them is touched) and the
+/// words moved into place with one `vpermt2w` per register pair, replacing ~10 scalar
+/// instructions per block.
+///
+/// A macro so that it is always inlined (as a function LLVM outlined it, with the
+/// accumulators of the caller spilled around each call). Unsafe to expand: `p` must be
+/// readable for `n` blocks; `n ≤ 16`, and `n ≤ 8` with `GATHER8`.
+macro_rules! gather_heads {
+    ($B:ty, $p:expr, $n:expr, $g:expr) => {{
+        let (p, n, g): (*const $B, usize, &HeadGather) = ($p, $n, $g);
+        let bytes = n * std::mem::size_of::<$B>();
+        let base = p.cast::<u8>();
+        let load = |k: usize| {
+            if k >= g.regs {
+                return _mm512_setzero_si512();
+            }
+            let valid = bytes.saturating_sub(64 * k).min(64);
+            let ptr = base.wrapping_add(64 * k);
+            if valid == 64 {
+                // An opaque load: given a plain one, LLVM rebuilt the per-pair code's loads
+                // of the same bytes from these registers with many shuffles (slower).
+                let r: __m512i;
+                // SAFETY: the 64 bytes are inside the `n` blocks (the caller's contract);
+                // the asm only reads them.
+                unsafe {
+                    std::arch::asm!(
+                        "vmovdqu64 {r}, [{p}]",
+                        r = out(zmm_reg) r,
+                        p = in(reg) ptr,
+                        options(pure, readonly, nostack, preserves_flags),
+                    );
+                }
+                r
+            } else {
+                // SAFETY: only the `valid` bytes, all inside the `n` blocks, are read
+                // (masked-off bytes are not accessed); `wrapping_add` keeps the pointer
+                // arithmetic defined.
+                unsafe { _mm512_maskz_loadu_epi8((1u64 << valid) - 1, ptr.cast()) }
+            }
+        };
+        let gather = |pair: usize| {
+            // SAFETY: each `idx` row is 32 i16 = 64 bytes.
+            let idx = unsafe { load64(g.idx[pair].as_ptr()) };
+            _mm512_permutex2var_epi16(load(2 * pair), idx, load(2 * pair + 1))
+        };
+        let mut heads = gather(0);
+        for pair in 1..g.pairs {
+            heads = _mm512_mask_blend_epi16(g.lanes[pair], heads, gather(pair));
+        }
+        heads
+    }};
+}
+
+/// Drives a legacy-format dot product 16 blocks at a time: `pair(x0, x1, y0, y1)` returns
+/// the exact integer sums of two blocks (`[block 0 ×8 lanes | block 1 ×8 lanes]`).
+///
+/// Per group, the head words of the 16 weight and 16 activation blocks are gathered with a
+/// few permutes ([`gather_heads`]) and converted by one `vcvtph2ps` each, so the float work
+/// per pair is one convert, one `vpermps` (spreading its two scale products) and one FMA
+/// into one of four accumulators. With `MINS` the `m_w·s_a` terms are one FMA per group. A
+/// last partial group reads only its blocks; an odd last block is paired with itself, its
+/// twin's scale lanes being zero.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn legacy_dot<W: Pod, A: Pod, const MINS: bool>(
+fn legacy_dot<W: LegacyBlock, A: LegacyBlock, const MINS: bool>(
     w: &[W],
     a: &[A],
     pair: impl Fn(&W, &W, &A, &A) -> __m512i,
 ) -> f32 {
-    let pair01 = _mm512_set_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0);
-    let pair23 = _mm512_set_epi32(12, 12, 12, 12, 12, 12, 12, 12, 8, 8, 8, 8, 8, 8, 8, 8);
-    let (mut acc0, mut acc1, mut acc_m) = (
-        _mm512_setzero_ps(),
-        _mm512_setzero_ps(),
-        _mm512_setzero_ps(),
-    );
-    let mut group = |w: &[W], a: &[A]| {
-        let ds = scales_4::<W, A, MINS>(w, a);
-        let s01 = pair(&w[0], &w[1], &a[0], &a[1]);
-        let s23 = pair(&w[2], &w[3], &a[2], &a[3]);
-        acc0 = _mm512_fmadd_ps(
-            _mm512_cvtepi32_ps(s01),
-            _mm512_permutexvar_ps(pair01, ds),
-            acc0,
-        );
-        acc1 = _mm512_fmadd_ps(
-            _mm512_cvtepi32_ps(s23),
-            _mm512_permutexvar_ps(pair23, ds),
-            acc1,
-        );
-        if MINS {
-            acc_m = _mm512_mask_add_ps(acc_m, 0x4444, acc_m, ds);
+    assert_eq!(w.len(), a.len(), "legacy_dot: rows of different lengths");
+    debug_assert!(W::HEADS == 1 + MINS as usize && A::HEADS == 1 + MINS as usize);
+    // Lanes 0..8 take scale `2j`, lanes 8..16 scale `2j + 1` (plus `2j`).
+    let spread = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut acc_m = _mm512_setzero_ps();
+    // One group of `$n` (`1..=16`) blocks whose first `$skip` blocks are left out (their
+    // scale lanes zeroed, their pairs skipped). A macro, not a closure: LLVM left a closure
+    // this size out of line, with the accumulators in memory.
+    macro_rules! group {
+        ($w:expr, $a:expr, $n:expr, $skip:expr) => {{
+            let (w, a, n, skip): (&[W], &[A], usize, usize) = ($w, $a, $n, $skip);
+            // Lanes of blocks `skip..n` (the others may hold copies of other heads).
+            let keep = ((1_u32 << n) - 1) as u16 & (0xFFFF_u32 << skip) as u16;
+            // `gather_heads!` contract: both slices hold at least `n ≤ 16` blocks (the callers
+            // pass whole slices of that length), and `n ≤ 8` with `GATHER8`.
+            let (gw, ga) = if n <= GROUP / 2 {
+                (&W::GATHER8, &A::GATHER8)
+            } else {
+                (&W::GATHER16, &A::GATHER16)
+            };
+            let (hw, ha) = (
+                gather_heads!(W, w.as_ptr(), n, gw),
+                gather_heads!(A, a.as_ptr(), n, ga),
+            );
+            let dd = _mm512_maskz_mul_ps(
+                keep,
+                _mm512_cvtph_ps(_mm512_castsi512_si256(hw)),
+                _mm512_cvtph_ps(_mm512_castsi512_si256(ha)),
+            ); // [16] d_w·d_a per block
+            if MINS {
+                acc_m = _mm512_mask3_fmadd_ps(
+                    _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(hw)),
+                    _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(ha)),
+                    acc_m,
+                    keep,
+                );
+            }
+            for j in 0..n.div_ceil(2) {
+                if 2 * j + 2 <= skip {
+                    continue; // both blocks left out
+                }
+                let (i0, i1) = (2 * j, (2 * j + 1).min(n - 1));
+                let sums = pair(&w[i0], &w[i1], &a[i0], &a[i1]);
+                let scale = _mm512_permutexvar_ps(
+                    _mm512_add_epi32(spread, _mm512_set1_epi32(2 * j as i32)),
+                    dd,
+                );
+                // A constant index in the unrolled 16-block groups; a short row (runtime
+                // `n`) uses accumulator 0 only, so the array never needs a runtime index
+                // (which would keep it in memory).
+                let k = if n == GROUP || n == GROUP / 2 {
+                    j % 4
+                } else {
+                    0
+                };
+                acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[k]);
+            }
+        }};
+    }
+    let len = w.len();
+    let full = len / GROUP * GROUP;
+    for (wq, aq) in w[..full]
+        .chunks_exact(GROUP)
+        .zip(a[..full].chunks_exact(GROUP))
+    {
+        group!(wq, aq, GROUP, 0);
+    }
+    if len < GROUP {
+        group!(w, a, len, 0);
+    } else if full < len {
+        // The last 8 or 16 blocks, of which the first `start..full` were done above: whole
+        // loads and a constant-shape group beat a group of runtime length.
+        if len - full <= GROUP / 2 {
+            let start = len - GROUP / 2;
+            group!(&w[start..], &a[start..], GROUP / 2, full - start);
+        } else {
+            let start = len - GROUP;
+            group!(&w[start..], &a[start..], GROUP, full - start);
         }
-    };
-    for (wq, aq) in w.chunks_exact(4).zip(a.chunks_exact(4)) {
-        group(wq, aq);
     }
-    let done = w.len() / 4 * 4;
-    if done < w.len() {
-        let (mut wt, mut at) = ([W::zeroed(); 4], [A::zeroed(); 4]);
-        wt[..w.len() - done].copy_from_slice(&w[done..]);
-        at[..a.len() - done].copy_from_slice(&a[done..]);
-        group(&wt, &at);
-    }
-    let dots = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    let dots = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
     if MINS {
-        dots + _mm512_reduce_add_ps(acc_m)
+        _mm512_reduce_add_ps(_mm512_add_ps(dots, acc_m))
     } else {
-        dots
+        _mm512_reduce_add_ps(dots)
     }
 }
 
@@ -426,165 +591,200 @@ fn k4_scales_mins_bytes(packed: &[u8; 12]) -> __m128i {
     _mm_blend_epi32::<0b1010>(low, high)
 }
 
-/// `vpshufb` controls spreading 8 i16 scales (repeated in every 128-bit lane) over a
-/// register holding sub-blocks `2r, 2r+1`: `[scale 2r ×16 | scale 2r+1 ×16]` i16 lanes,
-/// for `r` in `0..4`.
-const K4_SCALE_SPREAD: [[u8; 64]; 4] = {
-    let mut out = [[0u8; 64]; 4];
-    let mut r = 0;
-    while r < 4 {
+/// Bytes of weights ahead of the current super-block that the k-quant kernels prefetch: the
+/// rows of a matrix are contiguous, so this reaches into the next rows. Measured on
+/// 16384×4096 (DRAM) rows, one thread: Q6_K 35 GB/cpu-s without, 39–42 at 4 KiB, 48–51 at
+/// 8–16 KiB; 1 KiB and 2 KiB were slower than none (docs/PERFORMANCE.md, "Single-row
+/// k-quants, round 2").
+const K_PREFETCH: usize = 8192;
+
+/// Prefetches the weights [`K_PREFETCH`] bytes past block `x`: `size_of::<T>() / 64` lines
+/// 64 bytes apart. Called for every block of a run of contiguous blocks this touches every
+/// line (the gaps, `size_of::<T>() % 64` bytes, are shorter than a line). A hint: it never
+/// faults, so the address may lie past the end of the row or of the matrix.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn prefetch_ahead<T>(x: &T) {
+    let p = (x as *const T).cast::<i8>().wrapping_add(K_PREFETCH);
+    for line in 0..std::mem::size_of::<T>() / 64 {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * line));
+    }
+}
+
+/// `vpshufb` controls spreading the 8 i16 sub-block scales of a Q4_K / Q5_K super-block
+/// (repeated in every 128-bit lane) over `packs(dot(2h), dot(2h + 1))`, for `h` in `0..2`.
+/// `dot(j)` (sixteen i32 lanes) covers sub-block `2j` in lanes `0..8` and `2j + 1` in lanes
+/// `8..16`; `vpackssdw` puts i32 lanes `4L..4L+4` of its two operands in 128-bit lane `L`, so
+/// words `0..4` of lane `L` come from sub-block `4h + (L ≥ 2)` and words `4..8` from
+/// `4h + 2 + (L ≥ 2)`.
+const K4_PACKED_SCALES: [[u8; 64]; 2] = {
+    let mut out = [[0u8; 64]; 2];
+    let mut h = 0;
+    while h < 2 {
         let mut i = 0;
         while i < 64 {
-            // Byte i is in i16 lane i/2; the low 16 lanes take word 2r, the high 16 word 2r+1.
-            let word = 2 * r + i / 32;
-            out[r][i] = (2 * word + i % 2) as u8;
+            let (lane, word) = (i / 16, i % 16 / 2);
+            let sub = 4 * h + 2 * (word / 4) + lane / 2;
+            out[h][i] = (2 * sub + i % 2) as u8;
             i += 1;
         }
-        r += 1;
+        h += 1;
     }
     out
 };
 
-/// Per-super-block set-up shared by Q4_K and Q5_K: returns the four scale registers
-/// (see [`K4_SCALE_SPREAD`]) and the broadcast `d_w·d_a`, and accumulates
-/// `dmin_w·d_a · Σ_j min_j·Σy_j` (pairs of sub-blocks per lane, as
-/// [`super::avx2::k4_min_products`]) into `acc_mins`.
+/// `dmin_w·d_a · Σ_j min_j·Σy_j` of one Q4_K / Q5_K super-block accumulated into
+/// `acc_mins` (8 lanes, one per sub-block), and the broadcast `d_w·d_a` returned. `sm` is
+/// [`k4_scales_mins_bytes`].
 ///
 /// `d` and `dmin` are converted together from one 32-bit word: converting a lone f16
 /// made LLVM insert the word (`vpinsrw`) into a live accumulator register, chaining every
 /// super-block's scale to the previous FMA (measured: that chain bounded the kernel).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn k4_superblock_setup(
+fn k4_scale_and_mins(
     d: u16,
     dmin: u16,
-    packed: &[u8; 12],
+    sm: __m128i,
     y: &BlockQ8_K,
-    spread: &[__m512i; 4],
-    acc_mins: &mut __m128,
-) -> ([__m512i; 4], __m512) {
+    acc_mins: &mut __m256,
+) -> __m512 {
     let both = _mm_cvtph_ps(_mm_cvtsi32_si128((d as u32 | (dmin as u32) << 16) as i32));
     let dd = _mm_mul_ps(both, _mm_set1_ps(y.d)); // [d_w·d_a, dmin_w·d_a, 0, 0]
-    let sm = k4_scales_mins_bytes(packed);
-    // SAFETY: `bsums` is 32 bytes long.
-    let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) };
-    // Adjacent pairs of 16-value sums = the 8 sums of 32 values (each |·| ≤ 4096).
-    let sums32 = _mm_hadd_epi16(
-        _mm256_castsi256_si128(bs),
-        _mm256_extracti128_si256::<1>(bs),
-    );
-    let mins16 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
-    *acc_mins = _mm_fmadd_ps(
-        _mm_permute_ps::<0b01_01_01_01>(dd),
-        _mm_cvtepi32_ps(_mm_madd_epi16(mins16, sums32)),
+                                                 // SAFETY: `bsums` is 32 bytes long.
+    let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) }; // [16] i16: Σy per 16
+                                                                     // Min j applies to the 16-value sums 2j and 2j+1: bytes [m0, m0, m1, m1, …, m7, m7].
+    let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
+        sm,
+        _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15),
+    ));
+    *acc_mins = _mm256_fmadd_ps(
+        _mm256_broadcastss_ps(_mm_movehdup_ps(dd)),
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)),
         *acc_mins,
     );
-    let scales = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm));
-    (
-        std::array::from_fn(|r| _mm512_shuffle_epi8(scales, spread[r])),
-        _mm512_broadcastss_ps(dd),
-    )
+    _mm512_broadcastss_ps(dd)
 }
 
-/// Loads [`K4_SCALE_SPREAD`].
+/// The shared loop of Q4_K and Q5_K (`FIVE`) · Q8_K.
+///
+/// Register `j` (`0..4`) holds sub-blocks `2j` (low half) and `2j + 1` (high half) in value
+/// order, against one 64-byte activation load: the 32 code bytes `qs[32j..32j+32]` are
+/// broadcast to both halves (a load), shifted by `[0 | 4]` (`vpsrlvw`) and masked to
+/// nibbles; for Q5_K the fifth bits (`qh` bits `2j` | `2j + 1`, `vptestmb`) add 16.
+/// `vpdpbusd` sums the unsigned codes against the activations per 4 bytes (|·| ≤ 4·31·128,
+/// so i16), `vpackssdw` packs two registers exactly, and one `vpdpwssd` per pair applies
+/// the sub-block scales (spread by `vpshufb`, [`K4_PACKED_SCALES`]) and accumulates: per 64
+/// values 4.5 vector instructions instead of the 7 of `vpmaddubsw` + `vpdpwssd` on
+/// regrouped nibbles. Mins from the Q8_K `bsums` once per super-block
+/// ([`k4_scale_and_mins`]). Integer sums exact.
+///
+/// # Safety
+/// `qs(x)` must be readable for 128 bytes and, with `FIVE`, `qh(x)` for 32 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn k4_scale_spread() -> [__m512i; 4] {
+unsafe fn k4_dot<W, const FIVE: bool>(
+    w: &[W],
+    a: &[BlockQ8_K],
+    head: impl Fn(&W) -> (u16, u16, &[u8; 12]),
+    qs: impl Fn(&W) -> *const u8,
+    qh: impl Fn(&W) -> *const u8,
+) -> f32 {
+    let low4 = _mm512_set1_epi8(0x0F);
+    let sixteen = _mm512_set1_epi8(16);
+    let nibble_shift = two_halves_epi16(0, 4);
     // SAFETY: each row is 64 bytes.
-    std::array::from_fn(|r| unsafe { load64(K4_SCALE_SPREAD[r].as_ptr()) })
+    let spread: [__m512i; 2] =
+        std::array::from_fn(|h| unsafe { load64(K4_PACKED_SCALES[h].as_ptr()) });
+    let zero = _mm512_setzero_si512();
+    let mut acc = _mm512_setzero_ps();
+    let mut acc_mins = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        prefetch_ahead(x);
+        let (d, dmin, packed) = head(x);
+        let sm = k4_scales_mins_bytes(packed);
+        let d = k4_scale_and_mins(d, dmin, sm, y, &mut acc_mins);
+        let scales = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm)); // [8] i16 per 128 bits
+        let high = if FIVE {
+            // SAFETY: `qh` is readable for 32 bytes (caller).
+            _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(qh(x).cast()) })
+        } else {
+            zero
+        };
+        let mut sumi = zero;
+        for (h, spread) in spread.iter().enumerate() {
+            let dot: [__m512i; 2] = std::array::from_fn(|k| {
+                let j = 2 * h + k;
+                // SAFETY: offsets stay inside `qs` (128 B, caller) and `y.qs` (256 B).
+                let (bits, yj) = unsafe {
+                    (
+                        _mm512_broadcast_i64x4(_mm256_loadu_si256(qs(x).add(32 * j).cast())),
+                        load64(y.qs.as_ptr().add(64 * j)),
+                    )
+                };
+                let mut q = _mm512_and_si512(_mm512_srlv_epi16(bits, nibble_shift), low4);
+                if FIVE {
+                    let bit = 2 * j as u32;
+                    let m = _mm512_test_epi8_mask(high, two_halves_epi8(1 << bit, 1 << (bit + 1)));
+                    q = _mm512_mask_add_epi8(q, m, q, sixteen);
+                }
+                _mm512_dpbusd_epi32(zero, q, yj)
+            });
+            let packed = _mm512_packs_epi32(dot[0], dot[1]);
+            sumi = _mm512_dpwssd_epi32(sumi, packed, _mm512_shuffle_epi8(scales, *spread));
+        }
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc);
+    }
+    _mm512_reduce_add_ps(acc) - hsum8_ps(acc_mins)
 }
 
-/// `Σ` of the 4 lanes (the k-quant `acc_mins`, same order as the tiled products).
+/// `Σ` of 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn hsum4_ps(v: __m128) -> f32 {
-    let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+fn hsum8_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
-/// Q4_K · Q8_K. Each 64 bytes of codes hold sub-blocks 4c..4c+3 as [lo(2c') | hi(2c')]
-/// per 32 bytes; two `vshufi64x2` regroup them into registers of two whole sub-blocks in
-/// value order. Scales and mins are unpacked once per super-block into one register
-/// ([`k4_superblock_setup`]).
+/// Q4_K · Q8_K ([`k4_dot`]). Qs byte `32j + i` holds value `i` of sub-block `2j` (low
+/// nibble) and of `2j + 1` (high nibble).
 ///
 /// # Safety
 /// As [`vec_dot_q4_0_q8_0`]. Activation `bsums` must be the sums of their codes.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q4_k_q8_k(w: &[BlockQ4_K], a: &[BlockQ8_K]) -> f32 {
     check_same_len(w.len(), a.len(), "Q4_K·Q8_K");
-    let low4 = _mm512_set1_epi8(0x0F);
-    let spread = k4_scale_spread();
-    let mut acc = _mm512_setzero_ps();
-    let mut acc_mins = _mm_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        let (sc, d) = k4_superblock_setup(x.d, x.dmin, &x.scales, y, &spread, &mut acc_mins);
-        let mut sumi = _mm512_setzero_si512();
-        for c in 0..2 {
-            // SAFETY: offsets stay inside `qs` (128 B) and `y.qs` (256 B).
-            let (bits, y_a, y_b) = unsafe {
-                (
-                    load64(x.qs.as_ptr().add(64 * c)),
-                    load64(y.qs.as_ptr().add(128 * c)),
-                    load64(y.qs.as_ptr().add(128 * c + 64)),
-                )
-            };
-            let lo = _mm512_and_si512(bits, low4);
-            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(bits), low4);
-            // [lo 0..32 | hi 0..32] = sub-blocks 4c, 4c+1; [lo 32..64 | hi 32..64] = 4c+2, 4c+3.
-            let q_a = _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi);
-            let q_b = _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi);
-            sumi = scaled_dot(sumi, q_a, y_a, sc[2 * c]);
-            sumi = scaled_dot(sumi, q_b, y_b, sc[2 * c + 1]);
-        }
-        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc);
+    // SAFETY: `qs` is 128 bytes; the `qh` pointer is not read without FIVE.
+    unsafe {
+        k4_dot::<_, false>(
+            w,
+            a,
+            |x| (x.d, x.dmin, &x.scales),
+            |x| x.qs.as_ptr(),
+            |x| x.qs.as_ptr(),
+        )
     }
-    _mm512_reduce_add_ps(acc) - hsum4_ps(acc_mins)
 }
 
-/// Q5_K · Q8_K: as Q4_K; the fifth bits of a register holding sub-blocks `2k, 2k+1` are
-/// bits `2k` (low half) and `2k+1` (high half) of the 32 `qh` bytes broadcast to both
-/// halves, turned into a mask by `vptestmb`.
+/// Q5_K · Q8_K ([`k4_dot`]): as Q4_K, plus bit `j` of `qh[i]` is the fifth bit of value
+/// `i` of sub-block `j`.
 ///
 /// # Safety
 /// As [`vec_dot_q4_k_q8_k`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn vec_dot_q5_k_q8_k(w: &[BlockQ5_K], a: &[BlockQ8_K]) -> f32 {
     check_same_len(w.len(), a.len(), "Q5_K·Q8_K");
-    let low4 = _mm512_set1_epi8(0x0F);
-    let sixteen = _mm512_set1_epi8(16);
-    let spread = k4_scale_spread();
-    let mut acc = _mm512_setzero_ps();
-    let mut acc_mins = _mm_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        let (sc, d) = k4_superblock_setup(x.d, x.dmin, &x.scales, y, &spread, &mut acc_mins);
-        // SAFETY: `qh` is 32 bytes.
-        let high = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(x.qh.as_ptr().cast()) });
-        let mut sumi = _mm512_setzero_si512();
-        for c in 0..2 {
-            // SAFETY: offsets stay inside `qs` (128 B) and `y.qs` (256 B).
-            let (bits, y_a, y_b) = unsafe {
-                (
-                    load64(x.qs.as_ptr().add(64 * c)),
-                    load64(y.qs.as_ptr().add(128 * c)),
-                    load64(y.qs.as_ptr().add(128 * c + 64)),
-                )
-            };
-            let lo = _mm512_and_si512(bits, low4);
-            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(bits), low4);
-            let q_a = _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi);
-            let q_b = _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi);
-            // Register k = 2c (q_a) and 2c+1 (q_b) takes qh bits 2k and 2k+1.
-            let (ka, kb) = (4 * c as u32, 4 * c as u32 + 2);
-            let m_a = _mm512_test_epi8_mask(high, two_halves_epi8(1 << ka, 1 << (ka + 1)));
-            let m_b = _mm512_test_epi8_mask(high, two_halves_epi8(1 << kb, 1 << (kb + 1)));
-            let q_a = _mm512_mask_add_epi8(q_a, m_a, q_a, sixteen);
-            let q_b = _mm512_mask_add_epi8(q_b, m_b, q_b, sixteen);
-            sumi = scaled_dot(sumi, q_a, y_a, sc[2 * c]);
-            sumi = scaled_dot(sumi, q_b, y_b, sc[2 * c + 1]);
-        }
-        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc);
+    // SAFETY: `qs` is 128 bytes and `qh` 32 bytes.
+    unsafe {
+        k4_dot::<_, true>(
+            w,
+            a,
+            |x| (x.d, x.dmin, &x.scales),
+            |x| x.qs.as_ptr(),
+            |x| x.qh.as_ptr(),
+        )
     }
-    _mm512_reduce_add_ps(acc) - hsum4_ps(acc_mins)
 }
 
 /// IQ4_XS · Q8_K. A 64-byte load holds the nibbles of groups `4c..4c+4`; `vpermt2q`
@@ -737,6 +937,7 @@ pub unsafe fn vec_dot_q6_k_q8_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
     let lane_subblock = unsafe { load64(SUBBLOCK_OF_LANE.as_ptr()) };
     let mut acc = _mm512_setzero_ps();
     for (x, y) in w.iter().zip(a) {
+        prefetch_ahead(x);
         // SAFETY: `scales` is 16 bytes, `bsums` 32 bytes.
         let (scales, bsums) = unsafe {
             (
@@ -780,7 +981,7 @@ pub unsafe fn vec_dot_q6_k_q8_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
         sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(offset));
         // The scale is converted as a full broadcast vector: a lone f16 → f32 conversion
         // became a `vpinsrw` into the live accumulator, chaining super-blocks (see
-        // [`k4_superblock_setup`]).
+        // [`k4_scale_and_mins`]).
         let d = _mm512_mul_ps(
             _mm512_cvtph_ps(_mm256_set1_epi16(x.d as i16)),
             _mm512_set1_ps(y.d),

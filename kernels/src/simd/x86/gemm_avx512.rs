@@ -11,9 +11,12 @@
 //! falls in, so the results do not depend on the tile shape, on how the matmul driver splits
 //! rows and tokens, on the thread count, or on whether a token was processed in a batch or
 //! alone (the driver uses these kernels for `n = 1` too).
-//! - k-quants: every output keeps exactly the accumulators the single-row kernel keeps for it
+//! - Q6_K: every output keeps exactly the accumulators the single-row kernel keeps for it
 //!   (same lanes, integer sums, float operations and final reduction), so the results are
-//!   **bit-identical** to `avx512::vec_dot_q4_k_q8_k` etc.
+//!   **bit-identical** to `avx512::vec_dot_q6_k_q8_k`.
+//! - Q4_K, Q5_K: the same integer sums as the single-row kernels, grouped in other lanes
+//!   (those use `vpdpbusd` + `vpackssdw`, the tiles `vpmaddubsw`), so the results equal theirs
+//!   up to float rounding.
 //! - 32-value formats: one accumulator per output instead of the single-row kernel's two
 //!   (which would need `2·R·C` registers); see [`legacy_tile`]. The results equal the
 //!   single-row kernel's up to float rounding.

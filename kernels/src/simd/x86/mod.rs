@@ -18,6 +18,7 @@ use crate::dispatch::Kernels;
 pub mod avx2;
 pub mod avx512;
 pub mod gemm_avx512;
+pub mod panel_avx512;
 
 /// Overrides the table entries the AVX2 kernels accelerate.
 pub(crate) fn install_avx2(table: &mut Kernels) {
@@ -28,6 +29,7 @@ pub(crate) fn install_avx2(table: &mut Kernels) {
 pub(crate) fn install_avx512(table: &mut Kernels) {
     avx512::install(table);
     gemm_avx512::install(table);
+    panel_avx512::install(table);
 }
 
 pub(crate) use super::{blocks_of, with_blocks_mut};

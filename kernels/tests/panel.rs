@@ -1,0 +1,331 @@
+//! The panel GEMM ([`grist_kernels::panel`]): the unpackers against each format's scalar
+//! `dequantize`, the SIMD unpackers and microkernel against the scalar ones (bit for bit),
+//! and the whole panel matmul against the scalar reference matmul, for odd shapes and any
+//! thread count.
+
+use grist_gguf::GgmlType;
+use grist_kernels::dispatch::{select, Isa, Kernels};
+use grist_kernels::formats;
+use grist_kernels::matmul::{matmul_with, ActivationScratch, QMatrix};
+use grist_kernels::panel::{self, PanelFormat, WeightPanelBuf};
+
+/// Every format with a panel path.
+const FORMATS: [GgmlType; 9] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::IQ4_NL,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() % 20001) as f32 / 10000.0 - 1.0
+    }
+}
+
+/// Byte offsets of the f16 fields (scales, mins) of one block of `ty`.
+fn f16_fields(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => &[0],
+    }
+}
+
+/// A row of `blocks` blocks of `ty` from raw random bytes, with its f16 fields replaced by
+/// finite values from a list of adversarial ones (max, subnormal, ±0, tiny) or random ones;
+/// `fill` = `Some(byte)` sets every other byte to it (max/min codes).
+fn raw_row(ty: GgmlType, blocks: usize, rng: &mut Rng, fill: Option<u8>) -> Vec<u8> {
+    let bs = ty.block_bytes();
+    let mut row: Vec<u8> = (0..blocks * bs)
+        .map(|_| fill.unwrap_or(rng.next() as u8))
+        .collect();
+    let special: [u16; 7] = [0x7BFF, 0x0001, 0x0000, 0x8000, 0x03FF, 0xFBFF, 0x3C00];
+    for b in 0..blocks {
+        for &o in f16_fields(ty) {
+            let v = if rng.next().is_multiple_of(2) {
+                special[(rng.next() % special.len() as u64) as usize]
+            } else {
+                half::f16::from_f32(rng.f32() * 0.05).to_bits()
+            };
+            row[b * bs + o..b * bs + o + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    row
+}
+
+/// A row quantized from random values with the reference quantizer.
+fn quantized_row(ty: GgmlType, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
+    let mut row = vec![0u8; cols / ty.block_elems() * ty.block_bytes()];
+    formats::quantize_row(ty, &x, &mut row).unwrap();
+    row
+}
+
+/// Unpacks one row with `fmt`: (codes, dw, ow, bias).
+fn unpack(fmt: &PanelFormat, row: &[u8], cols: usize) -> (Vec<i8>, Vec<f32>, Vec<f32>, Vec<i32>) {
+    let mut buf = WeightPanelBuf::default();
+    let p = panel::unpack_rows(fmt, row, row.len(), 1, cols, &mut buf);
+    (
+        p.codes.to_vec(),
+        p.dw.to_vec(),
+        p.ow.to_vec(),
+        p.bias.to_vec(),
+    )
+}
+
+fn rows_for_tests(ty: GgmlType, rng: &mut Rng) -> Vec<Vec<u8>> {
+    let blocks = 512 / ty.block_elems();
+    let mut rows = vec![quantized_row(ty, 512, rng)];
+    for fill in [None, None, Some(0xFF), Some(0x00), Some(0x88)] {
+        rows.push(raw_row(ty, blocks, rng, fill));
+    }
+    rows
+}
+
+#[test]
+fn scalar_unpack_dequantizes_like_the_format() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for ty in FORMATS {
+        let fmt = panel::scalar_format(ty).expect("panel format");
+        for row in rows_for_tests(ty, &mut rng) {
+            let cols = row.len() / ty.block_bytes() * ty.block_elems();
+            let (codes, dw, ow, bias) = unpack(&fmt, &row, cols);
+            let mut reference = vec![0.0f32; cols];
+            formats::dequantize_row(ty, &row, &mut reference).unwrap();
+            for (c, &want) in reference.iter().enumerate() {
+                let j = c / fmt.sub_len;
+                let a = dw[j] * codes[c] as f32;
+                let got = a + ow[j];
+                // Two f32 roundings on each side, relative to the magnitudes involved.
+                let tol = 4.0 * f32::EPSILON * (a.abs() + ow[j].abs()) + 1e-30;
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{ty} value {c}: panel {got} vs dequantize {want}"
+                );
+            }
+            for (j, &b) in bias.iter().enumerate() {
+                let s: i32 = codes[j * fmt.sub_len..(j + 1) * fmt.sub_len]
+                    .iter()
+                    .map(|&v| v as i32)
+                    .sum();
+                assert_eq!(b, -128 * s, "{ty} sub-block {j} bias");
+            }
+            if !fmt.has_offset {
+                assert!(ow.iter().all(|&v| v == 0.0), "{ty}: offset without offset");
+            }
+        }
+    }
+}
+
+#[test]
+fn simd_unpack_matches_scalar_bit_for_bit() {
+    let Ok(table) = select(Isa::Avx512) else {
+        eprintln!("SKIPPED: no AVX-512 VNNI on this CPU");
+        return;
+    };
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    for ty in FORMATS {
+        let simd = table
+            .entry(ty)
+            .unwrap()
+            .panel
+            .expect("AVX-512 panel format");
+        let scalar = panel::scalar_format(ty).unwrap();
+        assert_eq!(
+            (simd.sub_len, simd.has_offset),
+            (scalar.sub_len, scalar.has_offset)
+        );
+        for _ in 0..4 {
+            for row in rows_for_tests(ty, &mut rng) {
+                let cols = row.len() / ty.block_bytes() * ty.block_elems();
+                let (c1, d1, o1, b1) = unpack(&simd, &row, cols);
+                let (c2, d2, o2, b2) = unpack(&scalar, &row, cols);
+                assert_eq!(c1, c2, "{ty} codes");
+                assert_eq!(b1, b2, "{ty} bias");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&d1), bits(&d2), "{ty} dw");
+                assert_eq!(bits(&o1), bits(&o2), "{ty} ow");
+            }
+        }
+    }
+}
+
+/// `rows × cols` weights of `ty`.
+fn matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    (0..rows)
+        .flat_map(|_| quantized_row(ty, cols, rng))
+        .collect()
+}
+
+/// `base` with the panel path: every format's unpacker from `scalar_unpack` (scalar) or the
+/// base table, and the given microkernel.
+fn with_panel(base: &Kernels, gemm: panel::PanelGemmFn, scalar_unpack: bool) -> Kernels {
+    let mut t = base.clone();
+    t.set_panel_gemm(Some(gemm));
+    for ty in FORMATS {
+        let fmt = if scalar_unpack {
+            panel::scalar_format(ty)
+        } else {
+            t.entry(ty).unwrap().panel.or(panel::scalar_format(ty))
+        };
+        t.set_panel(ty, fmt);
+    }
+    t
+}
+
+fn run(table: &Kernels, m: &QMatrix<'_>, x: &[f32], n: usize, threads: usize) -> Vec<f32> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let mut y = vec![f32::NAN; n * m.rows()];
+    let mut s = ActivationScratch::new();
+    pool.install(|| matmul_with(table, m, x, n, &mut y, &mut s))
+        .unwrap();
+    y
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Asserts two outputs have the same bits, naming the first difference (not dumping both).
+fn assert_same_bits(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    if let Some(i) = (0..a.len()).find(|&i| a[i].to_bits() != b[i].to_bits()) {
+        panic!("{what}: first difference at {i}: {:e} vs {:e}", a[i], b[i]);
+    }
+}
+
+/// The panel matmul (scalar microkernel, scalar unpackers: runs on every CPU) against the
+/// scalar reference matmul, and (with AVX-512) the SIMD panel against the scalar panel bit
+/// for bit, with 1, 2 and 3 threads.
+#[test]
+fn panel_matmul_matches_the_reference() {
+    let scalar = select(Isa::Scalar).unwrap();
+    let scalar_panel = with_panel(scalar, panel::panel_gemm_scalar, true);
+    // (GRIST_NO_PANEL leaves the AVX-512 microkernel out of the table.)
+    let simd = select(Isa::Avx512)
+        .ok()
+        .filter(|t| t.panel_gemm().is_some());
+    if simd.is_none() {
+        eprintln!(
+            "SKIPPED (partly): no AVX-512 VNNI panel kernel (CPU or GRIST_NO_PANEL), only the \
+             scalar panel is tested"
+        );
+    }
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let cols = 512;
+    for (k, ty) in FORMATS.into_iter().enumerate() {
+        let rows = 70; // > PANEL_ROWS (64), not a multiple of the 4-row tile
+        let data = matrix(ty, rows, cols, &mut rng);
+        let m = QMatrix::new(ty, &data, rows, cols).unwrap();
+        // Token counts: odd, around group boundaries, one format gets the big batch.
+        let ns: &[usize] = if k % 3 == 0 {
+            &[2, 15, 17, 33, 512]
+        } else {
+            &[2, 15, 17, 33]
+        };
+        for &n in ns {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.f32() * 3.0).collect();
+            let reference = run(scalar, &m, &x, n, 1);
+            let got = run(&scalar_panel, &m, &x, n, 1);
+            // Bound: both sums add cols/32 (or cols/256 … cols/16) rounded block terms; each
+            // is within a few ulps of its exact value, so the error is ≲ (blocks + c)·ε·Σ|w·x|.
+            let mut wrow = vec![0.0f32; cols];
+            for r in 0..rows {
+                formats::dequantize_row(ty, m.row(r), &mut wrow).unwrap();
+                for t in 0..n {
+                    let mag: f32 = (0..cols).map(|c| (wrow[c] * x[t * cols + c]).abs()).sum();
+                    let tol = (2.0 * (cols / 16) as f32 + 16.0) * f32::EPSILON * mag + 1e-6;
+                    let (a, b) = (got[t * rows + r], reference[t * rows + r]);
+                    assert!(
+                        (a - b).abs() <= tol,
+                        "{ty} n {n} row {r} token {t}: panel {a} vs reference {b} (tol {tol})"
+                    );
+                }
+            }
+            // The panel path really ran: its float order differs from `vec_dot`'s.
+            assert_ne!(
+                bits(&got),
+                bits(&reference),
+                "{ty} n {n}: panel path not taken?"
+            );
+            if let Some(simd) = simd {
+                assert!(simd.panel_gemm().is_some());
+                let fast = run(simd, &m, &x, n, 1);
+                // Same unpack (checked above) and same float order: identical bits.
+                assert_eq!(
+                    bits(&fast),
+                    bits(&got),
+                    "{ty} n {n}: AVX-512 vs scalar panel"
+                );
+                let scalar_kernel = with_panel(simd, panel::panel_gemm_scalar, false);
+                assert_eq!(
+                    bits(&run(&scalar_kernel, &m, &x, n, 2)),
+                    bits(&got),
+                    "{ty} n {n}"
+                );
+                for threads in [2, 3] {
+                    assert_same_bits(
+                        &run(simd, &m, &x, n, threads),
+                        &fast,
+                        &format!("{ty} n {n} threads {threads}"),
+                    );
+                }
+            }
+            for threads in [2, 3] {
+                assert_same_bits(
+                    &run(&scalar_panel, &m, &x, n, threads),
+                    &got,
+                    &format!("{ty} n {n} threads {threads} (scalar panel)"),
+                );
+            }
+        }
+    }
+}
+
+/// Tables without a panel microkernel (scalar, AVX2) keep their old path: no panel is built.
+#[test]
+fn tables_without_panel_gemm_build_no_panel() {
+    let scalar = select(Isa::Scalar).unwrap();
+    assert!(scalar.panel_gemm().is_none());
+    let mut s = ActivationScratch::new();
+    let x = vec![0.25f32; 3 * 64];
+    grist_kernels::matmul::quantize_activations_with(scalar, GgmlType::Q8_0, &x, 3, 64, &mut s)
+        .unwrap();
+    assert!(s.act_panel().is_none());
+    if let Some(simd) = select(Isa::Avx512)
+        .ok()
+        .filter(|t| t.panel_gemm().is_some())
+    {
+        grist_kernels::matmul::quantize_activations_with(simd, GgmlType::Q8_0, &x, 3, 64, &mut s)
+            .unwrap();
+        let p = s.act_panel().expect("panel built for n > 1");
+        assert_eq!((p.n_groups, p.n_blocks), (1, 2));
+        grist_kernels::matmul::quantize_activations_with(
+            simd,
+            GgmlType::Q8_0,
+            &x[..64],
+            1,
+            64,
+            &mut s,
+        )
+        .unwrap();
+        assert!(s.act_panel().is_none(), "stale panel after n = 1");
+    }
+}
