@@ -463,7 +463,25 @@ fn nibble_codes(qs: &[u8; 16], qh: u32, zero: i32, out: &mut [i8]) {
     }
 }
 
-/// Scalar unpacker of Q4_0.
+/// The shared loop of the 32-value formats' scalar unpackers: `block` writes a block's 32
+/// codes and returns its `(dw, ow)`; the sub-block biases follow from the codes.
+fn unpack_blocks32<B: Pod>(
+    w: &[u8],
+    codes: &mut [i8],
+    dw: &mut [f32],
+    ow: &mut [f32],
+    bias: &mut [i32],
+    block: impl Fn(&B, &mut [i8]) -> (f32, f32),
+) {
+    let blocks = row_blocks::<B>(w);
+    check_unpack(blocks.len(), 32, 32, codes, dw);
+    for (i, b) in blocks.iter().enumerate() {
+        (dw[i], ow[i]) = block(b, &mut codes[32 * i..32 * i + 32]);
+    }
+    fill_bias(codes, 32, bias);
+}
+
+/// Scalar unpacker of Q4_0: `w = q − 8`, `dw = d`.
 pub fn unpack_q4_0_scalar(
     w: &[u8],
     codes: &mut [i8],
@@ -471,17 +489,13 @@ pub fn unpack_q4_0_scalar(
     ow: &mut [f32],
     bias: &mut [i32],
 ) {
-    let blocks = row_blocks::<BlockQ4_0>(w);
-    check_unpack(blocks.len(), 32, 32, codes, dw);
-    for (i, b) in blocks.iter().enumerate() {
-        nibble_codes(&b.qs, 0, 8, &mut codes[32 * i..32 * i + 32]);
-        dw[i] = f16_to_f32(b.d);
-        ow[i] = 0.0;
-    }
-    fill_bias(codes, 32, bias);
+    unpack_blocks32(w, codes, dw, ow, bias, |b: &BlockQ4_0, out| {
+        nibble_codes(&b.qs, 0, 8, out);
+        (f16_to_f32(b.d), 0.0)
+    });
 }
 
-/// Scalar unpacker of Q4_1.
+/// Scalar unpacker of Q4_1: `w = q`, `dw = d`, `ow = m`.
 pub fn unpack_q4_1_scalar(
     w: &[u8],
     codes: &mut [i8],
@@ -489,17 +503,13 @@ pub fn unpack_q4_1_scalar(
     ow: &mut [f32],
     bias: &mut [i32],
 ) {
-    let blocks = row_blocks::<BlockQ4_1>(w);
-    check_unpack(blocks.len(), 32, 32, codes, dw);
-    for (i, b) in blocks.iter().enumerate() {
-        nibble_codes(&b.qs, 0, 0, &mut codes[32 * i..32 * i + 32]);
-        dw[i] = f16_to_f32(b.d);
-        ow[i] = f16_to_f32(b.m);
-    }
-    fill_bias(codes, 32, bias);
+    unpack_blocks32(w, codes, dw, ow, bias, |b: &BlockQ4_1, out| {
+        nibble_codes(&b.qs, 0, 0, out);
+        (f16_to_f32(b.d), f16_to_f32(b.m))
+    });
 }
 
-/// Scalar unpacker of Q5_0.
+/// Scalar unpacker of Q5_0: `w = q − 16`, `dw = d`.
 pub fn unpack_q5_0_scalar(
     w: &[u8],
     codes: &mut [i8],
@@ -507,22 +517,13 @@ pub fn unpack_q5_0_scalar(
     ow: &mut [f32],
     bias: &mut [i32],
 ) {
-    let blocks = row_blocks::<BlockQ5_0>(w);
-    check_unpack(blocks.len(), 32, 32, codes, dw);
-    for (i, b) in blocks.iter().enumerate() {
-        nibble_codes(
-            &b.qs,
-            u32::from_le_bytes(b.qh),
-            16,
-            &mut codes[32 * i..32 * i + 32],
-        );
-        dw[i] = f16_to_f32(b.d);
-        ow[i] = 0.0;
-    }
-    fill_bias(codes, 32, bias);
+    unpack_blocks32(w, codes, dw, ow, bias, |b: &BlockQ5_0, out| {
+        nibble_codes(&b.qs, u32::from_le_bytes(b.qh), 16, out);
+        (f16_to_f32(b.d), 0.0)
+    });
 }
 
-/// Scalar unpacker of Q5_1.
+/// Scalar unpacker of Q5_1: `w = q`, `dw = d`, `ow = m`.
 pub fn unpack_q5_1_scalar(
     w: &[u8],
     codes: &mut [i8],
@@ -530,22 +531,13 @@ pub fn unpack_q5_1_scalar(
     ow: &mut [f32],
     bias: &mut [i32],
 ) {
-    let blocks = row_blocks::<BlockQ5_1>(w);
-    check_unpack(blocks.len(), 32, 32, codes, dw);
-    for (i, b) in blocks.iter().enumerate() {
-        nibble_codes(
-            &b.qs,
-            u32::from_le_bytes(b.qh),
-            0,
-            &mut codes[32 * i..32 * i + 32],
-        );
-        dw[i] = f16_to_f32(b.d);
-        ow[i] = f16_to_f32(b.m);
-    }
-    fill_bias(codes, 32, bias);
+    unpack_blocks32(w, codes, dw, ow, bias, |b: &BlockQ5_1, out| {
+        nibble_codes(&b.qs, u32::from_le_bytes(b.qh), 0, out);
+        (f16_to_f32(b.d), f16_to_f32(b.m))
+    });
 }
 
-/// Scalar unpacker of Q8_0.
+/// Scalar unpacker of Q8_0: `w = q`, `dw = d`.
 pub fn unpack_q8_0_scalar(
     w: &[u8],
     codes: &mut [i8],
@@ -553,17 +545,13 @@ pub fn unpack_q8_0_scalar(
     ow: &mut [f32],
     bias: &mut [i32],
 ) {
-    let blocks = row_blocks::<BlockQ8_0>(w);
-    check_unpack(blocks.len(), 32, 32, codes, dw);
-    for (i, b) in blocks.iter().enumerate() {
-        codes[32 * i..32 * i + 32].copy_from_slice(&b.qs);
-        dw[i] = f16_to_f32(b.d);
-        ow[i] = 0.0;
-    }
-    fill_bias(codes, 32, bias);
+    unpack_blocks32(w, codes, dw, ow, bias, |b: &BlockQ8_0, out| {
+        out.copy_from_slice(&b.qs);
+        (f16_to_f32(b.d), 0.0)
+    });
 }
 
-/// Scalar unpacker of IQ4_NL.
+/// Scalar unpacker of IQ4_NL: `w = table[q]`, `dw = d`.
 pub fn unpack_iq4_nl_scalar(
     w: &[u8],
     codes: &mut [i8],
@@ -571,17 +559,13 @@ pub fn unpack_iq4_nl_scalar(
     ow: &mut [f32],
     bias: &mut [i32],
 ) {
-    let blocks = row_blocks::<BlockIQ4_NL>(w);
-    check_unpack(blocks.len(), 32, 32, codes, dw);
-    for (i, b) in blocks.iter().enumerate() {
+    unpack_blocks32(w, codes, dw, ow, bias, |b: &BlockIQ4_NL, out| {
         for j in 0..16 {
-            codes[32 * i + j] = IQ4NL_VALUES[(b.qs[j] & 0x0F) as usize];
-            codes[32 * i + j + 16] = IQ4NL_VALUES[(b.qs[j] >> 4) as usize];
+            out[j] = IQ4NL_VALUES[(b.qs[j] & 0x0F) as usize];
+            out[j + 16] = IQ4NL_VALUES[(b.qs[j] >> 4) as usize];
         }
-        dw[i] = f16_to_f32(b.d);
-        ow[i] = 0.0;
-    }
-    fill_bias(codes, 32, bias);
+        (f16_to_f32(b.d), 0.0)
+    });
 }
 
 /// Q4_K/Q5_K: codes of super-block `b` (`qh` = the 5th bits, if any) and its scales.
