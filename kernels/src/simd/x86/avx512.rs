@@ -337,6 +337,7 @@ fn legacy_dot<W: LegacyBlock, A: LegacyBlock, const MINS: bool>(
     macro_rules! group {
         ($w:expr, $a:expr, $n:expr, $skip:expr) => {{
             let (w, a, n, skip): (&[W], &[A], usize, usize) = ($w, $a, $n, $skip);
+            prefetch_span_ahead(&w[skip..n]);
             // Lanes of blocks `skip..n` (the others may hold copies of other heads).
             let keep = ((1_u32 << n) - 1) as u16 & (0xFFFF_u32 << skip) as u16;
             // `gather_heads!` contract: both slices hold at least `n ≤ 16` blocks (the callers
@@ -607,6 +608,18 @@ const K_PREFETCH: usize = 8192;
 fn prefetch_ahead<T>(x: &T) {
     let p = (x as *const T).cast::<i8>().wrapping_add(K_PREFETCH);
     for line in 0..std::mem::size_of::<T>() / 64 {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * line));
+    }
+}
+
+/// Prefetches the lines [`K_PREFETCH`] bytes past the blocks `x` (a run of the 32-value
+/// formats' blocks, which are smaller than a line, so [`prefetch_ahead`] per block would
+/// skip lines). A hint: it never faults.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn prefetch_span_ahead<T>(x: &[T]) {
+    let p = x.as_ptr().cast::<i8>().wrapping_add(K_PREFETCH);
+    for line in 0..std::mem::size_of_val(x).div_ceil(64) {
         _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * line));
     }
 }
