@@ -605,7 +605,7 @@ fn unpack_kx(
     }
 }
 
-/// Scalar unpacker of Q4_K.
+/// Scalar unpacker of Q4_K: `w = q`, `dw = d·sc_j`, `ow = −dmin·m_j`.
 pub fn unpack_q4_k_scalar(
     w: &[u8],
     codes: &mut [i8],
@@ -613,20 +613,12 @@ pub fn unpack_q4_k_scalar(
     ow: &mut [f32],
     bias: &mut [i32],
 ) {
-    let blocks = row_blocks::<BlockQ4_K>(w);
-    check_unpack(blocks.len(), 256, 32, codes, dw);
-    for (i, b) in blocks.iter().enumerate() {
-        let (c, s, o) = (
-            &mut codes[256 * i..][..256],
-            &mut dw[8 * i..][..8],
-            &mut ow[8 * i..][..8],
-        );
-        unpack_kx(b.d, b.dmin, &b.scales, &b.qs, None, c, s, o);
-    }
-    fill_bias(codes, 32, bias);
+    unpack_superblocks(w, codes, dw, ow, bias, |b: &BlockQ4_K, c, s, o| {
+        unpack_kx(b.d, b.dmin, &b.scales, &b.qs, None, c, s, o)
+    });
 }
 
-/// Scalar unpacker of Q5_K.
+/// Scalar unpacker of Q5_K: as Q4_K with the 5th bits from `qh`.
 pub fn unpack_q5_k_scalar(
     w: &[u8],
     codes: &mut [i8],
@@ -634,15 +626,30 @@ pub fn unpack_q5_k_scalar(
     ow: &mut [f32],
     bias: &mut [i32],
 ) {
-    let blocks = row_blocks::<BlockQ5_K>(w);
+    unpack_superblocks(w, codes, dw, ow, bias, |b: &BlockQ5_K, c, s, o| {
+        unpack_kx(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh), c, s, o)
+    });
+}
+
+/// The shared loop of the Q4_K/Q5_K scalar unpackers: `superblock` fills a super-block's 256
+/// codes and its 8 sub-block scales and offsets.
+fn unpack_superblocks<B: Pod>(
+    w: &[u8],
+    codes: &mut [i8],
+    dw: &mut [f32],
+    ow: &mut [f32],
+    bias: &mut [i32],
+    superblock: impl Fn(&B, &mut [i8], &mut [f32], &mut [f32]),
+) {
+    let blocks = row_blocks::<B>(w);
     check_unpack(blocks.len(), 256, 32, codes, dw);
     for (i, b) in blocks.iter().enumerate() {
-        let (c, s, o) = (
+        superblock(
+            b,
             &mut codes[256 * i..][..256],
             &mut dw[8 * i..][..8],
             &mut ow[8 * i..][..8],
         );
-        unpack_kx(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh), c, s, o);
     }
     fill_bias(codes, 32, bias);
 }

@@ -40,26 +40,23 @@ pub(crate) fn install(table: &mut Kernels) {
     if std::env::var_os("GRIST_NO_PANEL").is_none() {
         table.set_panel_gemm(Some(panel_gemm));
     }
-    let formats: [(GgmlType, PanelUnpackFn, usize, bool); 9] = [
-        (GgmlType::Q4_0, unpack_q4_0, 32, false),
-        (GgmlType::Q4_1, unpack_q4_1, 32, true),
-        (GgmlType::Q5_0, unpack_q5_0, 32, false),
-        (GgmlType::Q5_1, unpack_q5_1, 32, true),
-        (GgmlType::Q8_0, unpack_q8_0, 32, false),
-        (GgmlType::IQ4_NL, unpack_iq4_nl, 32, false),
-        (GgmlType::Q4_K, unpack_q4_k, 32, true),
-        (GgmlType::Q5_K, unpack_q5_k, 32, true),
-        (GgmlType::Q6_K, unpack_q6_k, 16, false),
+    // The layout of each format (sub-block length, offset) is the scalar reference's; only
+    // the unpacker is replaced.
+    let unpackers: [(GgmlType, PanelUnpackFn); 9] = [
+        (GgmlType::Q4_0, unpack_q4_0),
+        (GgmlType::Q4_1, unpack_q4_1),
+        (GgmlType::Q5_0, unpack_q5_0),
+        (GgmlType::Q5_1, unpack_q5_1),
+        (GgmlType::Q8_0, unpack_q8_0),
+        (GgmlType::IQ4_NL, unpack_iq4_nl),
+        (GgmlType::Q4_K, unpack_q4_k),
+        (GgmlType::Q5_K, unpack_q5_k),
+        (GgmlType::Q6_K, unpack_q6_k),
     ];
-    for (ty, unpack, sub_len, has_offset) in formats {
-        table.set_panel(
-            ty,
-            Some(PanelFormat {
-                unpack,
-                sub_len,
-                has_offset,
-            }),
-        );
+    for (ty, unpack) in unpackers {
+        let scalar =
+            crate::panel::scalar_format(ty).expect("every AVX-512 panel format has a scalar one");
+        table.set_panel(ty, Some(PanelFormat { unpack, ..scalar }));
     }
 }
 
