@@ -105,7 +105,7 @@ fn main() {
         }
         let mut y1 = vec![0.0f32; rows];
         let gb = data.len() as f64 / 1e9;
-        for (name, tbl) in [("gemv tiled", table), ("gemv vec_dot", &plain)] {
+        for (name, tbl) in [("gemv", table), ("gemv vec_dot", &plain)] {
             let (c, w) = pool
                 .install(|| time(|| matmul_with(tbl, &m, &x[..cols], 1, &mut y1, &mut s).unwrap()));
             line += &format!("  {name}: {:6.1} GB/cpu-s ({:6.1} wall)", gb / c, gb / w);

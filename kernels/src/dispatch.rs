@@ -314,6 +314,13 @@ impl std::error::Error for DispatchError {}
 /// and panics.
 pub type VecDotFn = fn(w_row: &[u8], act_row: &[u8]) -> f32;
 
+/// Token generation's product: `out.len()` consecutive weight rows (`w`, `w_row_bytes` each)
+/// times one quantized activation row: `out[r] = w[r] · act`. A kernel that computes the
+/// activation's share of the work (scale conversions, code loads) once for all rows. Must
+/// return exactly [`KernelEntry::vec_dot`]'s bits for every row (tested in
+/// `kernels/tests/gemv.rs`), so the matrix-vector driver may cut rows anywhere.
+pub type GemvFn = fn(w: &[u8], w_row_bytes: usize, act: &[u8], out: &mut [f32]);
+
 /// Quantizes one f32 activation row (`x.len()` a multiple of the block size) into the raw
 /// bytes of whole blocks of an activation type (`out.len()` = blocks × block bytes).
 pub type QuantizeActFn = fn(x: &[f32], out: &mut [u8]);
@@ -352,6 +359,9 @@ pub struct KernelEntry {
     pub quantize_act: QuantizeActFn,
     /// Weight row · activation row.
     pub vec_dot: VecDotFn,
+    /// Optional many-rows product for token generation (`n = 1`), see [`GemvFn`]. `None` =
+    /// the matrix-vector driver calls [`KernelEntry::vec_dot`] per row.
+    pub gemv: Option<GemvFn>,
     /// Optional batched dot product: one weight row against several consecutive activation
     /// rows (reusing the weight row's unpacked blocks across them, for prompt processing).
     /// `None` = the matmul driver calls [`KernelEntry::vec_dot`] per activation row.
@@ -445,8 +455,22 @@ impl Kernels {
             Some(entry) => {
                 entry.vec_dot = vec_dot;
                 // A batched kernel of a lower layer must not outlive the faster single-row one.
+                entry.gemv = None;
                 entry.vec_dot_rows = None;
                 entry.gemm = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Installs a many-rows product for token generation for weights of type `ty` (call
+    /// after [`Kernels::set_vec_dot`], which clears it; it must give `vec_dot`'s bits, see
+    /// [`GemvFn`]). Returns `false` if `ty` has no entry.
+    pub fn set_gemv(&mut self, ty: GgmlType, gemv: GemvFn) -> bool {
+        match self.entries[ty.id() as usize].as_mut() {
+            Some(entry) => {
+                entry.gemv = Some(gemv);
                 true
             }
             None => false,
@@ -597,6 +621,7 @@ fn scalar_entry<W: BlockFormat>() -> KernelEntry {
         act_type: <W::Activation as BlockFormat>::TYPE,
         quantize_act: scalar_quantize::<W::Activation>,
         vec_dot: scalar_vec_dot::<W>,
+        gemv: None,
         vec_dot_rows: None,
         gemm: None,
         panel: None,

@@ -715,6 +715,11 @@ fn gemv_rows(job: &FusedJob<'_>, r0: usize, act: &[u8], act_row_bytes: usize, ou
         }
         return;
     }
+    if let Some(gemv) = job.entry.gemv {
+        let rb = w.row_bytes;
+        gemv(&w.data[r0 * rb..(r0 + out.len()) * rb], rb, act, out);
+        return;
+    }
     let vec_dot = job.entry.vec_dot;
     for (i, o) in out.iter_mut().enumerate() {
         *o = vec_dot(w.row(r0 + i), act);

@@ -1,6 +1,6 @@
-//! AVX-512 (F/BW/VL + VNNI) kernels: `vec_dot` for Q4_0, Q4_1, Q5_0, Q8_0 (× Q8_0/Q8_1),
-//! Q4_K, Q5_K, Q6_K (× Q8_K), F16 and BF16, and the activation quantizers f32 → Q8_0, Q8_1,
-//! Q8_K. Installed on top of the AVX2 table.
+//! AVX-512 (F/BW/VL + VNNI) kernels: `vec_dot` and `gemv` for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+//! IQ4_NL (× Q8_0/Q8_1), `vec_dot` for IQ4_XS, Q4_K, Q5_K, Q6_K (× Q8_K), F16 and BF16, and the
+//! activation quantizers f32 → Q8_0, Q8_1, Q8_K. Installed on top of the AVX2 table.
 //!
 //! Layout tricks (see docs/KERNELS.md, "x86 kernels"):
 //! - `vpdpbusd` (u8 × i8, four products summed into each i32 lane, no intermediate
@@ -12,7 +12,12 @@
 //! - Legacy formats process two 32-value blocks per 512-bit register (lanes 0–7 block 0,
 //!   8–15 block 1), with a scale vector `[d0 ×8 | d1 ×8]`. They run 16 blocks per group:
 //!   the f16 head words of 16 blocks are gathered from whole 64-byte loads with `vpermt2w`
-//!   and converted at once (`legacy_dot`).
+//!   and converted at once (`legacy_row`).
+//! - Token generation's many-rows product (`gemv`, [`crate::dispatch::GemvFn`]) for the
+//!   legacy formats: the activation's share of `legacy_row` (its head gathers and
+//!   conversions, its code loads and the offset products `dpbusd(c, y)`) is computed by the
+//!   first row and replayed by the others from a stack buffer (`legacy_gemv`), with the
+//!   same float operations, so the results are `vec_dot`'s bits.
 //! - Q5_0's 2×32 high bits are a 64-bit mask register used directly by a masked byte add.
 //! - k-quants: the sub-block scales are applied exactly in integers with `vpdpwssd`
 //!   (i16 × scale i16, pairs summed into i32, accumulated) and a super-block is converted to
@@ -26,6 +31,7 @@
 //! - Float rows use masked loads for the tail (no scalar remainder loop).
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 use grist_gguf::GgmlType;
 use half::{bf16, f16};
@@ -33,7 +39,7 @@ use half::{bf16, f16};
 use bytemuck::Pod;
 
 use super::avx2::fp16;
-use super::{byte_quantize, byte_vec_dot, check_quantize_len, check_same_len};
+use super::{byte_gemv, byte_quantize, byte_vec_dot, check_quantize_len, check_same_len};
 use crate::blocks::{
     f32_to_f16, BlockIQ4_NL, BlockIQ4_XS, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
     BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, IQ4NL_VALUES, QK, QK_K,
@@ -48,6 +54,12 @@ pub(crate) fn install(table: &mut Kernels) {
     table.set_vec_dot(GgmlType::Q5_1, q5_1_bytes);
     table.set_vec_dot(GgmlType::Q8_0, q8_0_bytes);
     table.set_vec_dot(GgmlType::IQ4_NL, iq4_nl_bytes);
+    table.set_gemv(GgmlType::Q4_0, q4_0_gemv_bytes);
+    table.set_gemv(GgmlType::Q4_1, q4_1_gemv_bytes);
+    table.set_gemv(GgmlType::Q5_0, q5_0_gemv_bytes);
+    table.set_gemv(GgmlType::Q5_1, q5_1_gemv_bytes);
+    table.set_gemv(GgmlType::Q8_0, q8_0_gemv_bytes);
+    table.set_gemv(GgmlType::IQ4_NL, iq4_nl_gemv_bytes);
     table.set_vec_dot(GgmlType::IQ4_XS, iq4_xs_bytes);
     table.set_vec_dot(GgmlType::Q4_K, q4_k_bytes);
     table.set_vec_dot(GgmlType::Q5_K, q5_k_bytes);
@@ -65,6 +77,12 @@ byte_vec_dot!(q5_0_bytes, vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
 byte_vec_dot!(q5_1_bytes, vec_dot_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
 byte_vec_dot!(q8_0_bytes, vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
 byte_vec_dot!(iq4_nl_bytes, vec_dot_iq4_nl_q8_0, BlockIQ4_NL, BlockQ8_0);
+byte_gemv!(q4_0_gemv_bytes, gemv_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+byte_gemv!(q4_1_gemv_bytes, gemv_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+byte_gemv!(q5_0_gemv_bytes, gemv_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
+byte_gemv!(q5_1_gemv_bytes, gemv_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
+byte_gemv!(q8_0_gemv_bytes, gemv_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+byte_gemv!(iq4_nl_gemv_bytes, gemv_iq4_nl_q8_0, BlockIQ4_NL, BlockQ8_0);
 byte_vec_dot!(iq4_xs_bytes, vec_dot_iq4_xs_q8_k, BlockIQ4_XS, BlockQ8_K);
 byte_vec_dot!(q4_k_bytes, vec_dot_q4_k_q8_k, BlockQ4_K, BlockQ8_K);
 byte_vec_dot!(q5_k_bytes, vec_dot_q5_k_q8_k, BlockQ5_K, BlockQ8_K);
@@ -117,18 +135,6 @@ pub(super) fn two_halves_epi16(lo: i16, hi: i16) -> __m512i {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) fn two_halves_epi8(lo: u8, hi: u8) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_set1_epi8(lo as i8), _mm256_set1_epi8(hi as i8))
-}
-
-/// `Σ (q - c)·y` per 4 bytes into 16 i32 lanes: `dpbusd(q, y) - dpbusd(c, y)`, exact for
-/// any `q` in `0..=255`, `c` in `0..=255` and any signed `y`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn dot_offset(q: __m512i, offset: __m512i, y: __m512i) -> __m512i {
-    let zero = _mm512_setzero_si512();
-    _mm512_sub_epi32(
-        _mm512_dpbusd_epi32(zero, q, y),
-        _mm512_dpbusd_epi32(zero, offset, y),
-    )
 }
 
 /// 2×16 bytes of packed nibbles (two Q4_0-style blocks) → 64 bytes `0..15`, block 0's 32
@@ -309,21 +315,96 @@ macro_rules! gather_heads {
     }};
 }
 
-/// Drives a legacy-format dot product 16 blocks at a time: `pair(x0, x1, y0, y1)` returns
-/// the exact integer sums of two blocks (`[block 0 ×8 lanes | block 1 ×8 lanes]`).
-///
-/// Per group, the head words of the 16 weight and 16 activation blocks are gathered with a
-/// few permutes ([`gather_heads`]) and converted by one `vcvtph2ps` each, so the float work
-/// per pair is one convert, one `vpermps` (spreading its two scale products) and one FMA
-/// into one of four accumulators. With `MINS` the `m_w·s_a` terms are one FMA per group. A
-/// last partial group reads only its blocks; an odd last block is paired with itself, its
-/// twin's scale lanes being zero.
+/// The activation side of one group of [`legacy_row`]: the `d` (and, with `MINS`, `s`) head
+/// words of its blocks converted to f32, block `l` in lane `l`.
+#[derive(Clone, Copy)]
+struct ActHeads {
+    d: __m512,
+    s: __m512,
+}
+
+/// The activation side of one pair of blocks in [`legacy_row`]: their 2×32 codes (block 0 in
+/// the low half) and, for the formats with an offset `c`, `dpbusd(c, y)`.
+#[derive(Clone, Copy)]
+struct ActPair {
+    y: __m512i,
+    offset_dot: __m512i,
+}
+
+/// An activation block of the legacy formats (Q8_0, Q8_1): 32 signed codes.
+trait LegacyAct: LegacyBlock {
+    /// The block's 32 codes.
+    fn codes(&self) -> &[i8; 32];
+}
+
+impl LegacyAct for BlockQ8_0 {
+    fn codes(&self) -> &[i8; 32] {
+        &self.qs
+    }
+}
+
+impl LegacyAct for BlockQ8_1 {
+    fn codes(&self) -> &[i8; 32] {
+        &self.qs
+    }
+}
+
+/// [`ActHeads`] of the first `n` blocks at `a`, gathered as `g` says (see [`gather_heads!`]).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn legacy_dot<W: LegacyBlock, A: LegacyBlock, const MINS: bool>(
+fn act_heads<A: LegacyAct>(a: &[A], n: usize, g: &HeadGather) -> ActHeads {
+    assert!(
+        n <= a.len() && n <= GROUP,
+        "act_heads: group outside the row"
+    );
+    // `gather_heads!` contract: `a` holds at least `n ≤ 16` blocks (checked above); the
+    // callers pass `GATHER8` only with `n ≤ 8`.
+    let h = gather_heads!(A, a.as_ptr(), n, g);
+    ActHeads {
+        d: _mm512_cvtph_ps(_mm512_castsi512_si256(h)),
+        s: _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(h)),
+    }
+}
+
+/// [`ActPair`] of blocks `a0`, `a1`; `offset_dot` is `dpbusd(offset, y)` when `OFFSET`
+/// (zero otherwise).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn act_pair<A: LegacyAct, const OFFSET: bool>(a0: &A, a1: &A, offset: __m512i) -> ActPair {
+    // SAFETY: both code arrays are 32 bytes.
+    let y = unsafe { load_halves(a0.codes().as_ptr(), a1.codes().as_ptr()) };
+    let offset_dot = if OFFSET {
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, y)
+    } else {
+        _mm512_setzero_si512()
+    };
+    ActPair { y, offset_dot }
+}
+
+/// Drives a legacy-format dot product 16 blocks at a time. `pair(x0, x1, y)` returns
+/// `dpbusd(q, y)` for the unsigned codes `q` of weight blocks `x0`, `x1` (`[block 0 ×8
+/// lanes | block 1 ×8 lanes]`); with `OFFSET` the format's offset is removed by subtracting
+/// the activation's `dpbusd(c, y)`, which makes each block's integer sum exact.
+///
+/// The activation side comes from `heads` (per group) and `pairs` (per pair, in order), so
+/// that [`legacy_gemv`] can compute it once for many weight rows: [`legacy_dot`] passes
+/// [`act_heads`] and [`act_pair`] directly, and the float operations are the same either way
+/// (the results are bit-identical).
+///
+/// Per group, the head words of the 16 weight blocks are gathered with a few permutes
+/// ([`gather_heads!`]) and converted by one `vcvtph2ps`, so the float work per pair is one
+/// convert, one `vpermps` (spreading its two scale products) and one FMA into one of four
+/// accumulators. With `MINS` the `m_w·s_a` terms are one FMA per group. A last partial
+/// group reads only its blocks; an odd last block is paired with itself, its twin's scale
+/// lanes being zero.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn legacy_row<W: LegacyBlock, A: LegacyAct, const MINS: bool, const OFFSET: bool>(
     w: &[W],
     a: &[A],
-    pair: impl Fn(&W, &W, &A, &A) -> __m512i,
+    mut heads: impl FnMut(&[A], usize, &HeadGather) -> ActHeads,
+    mut pairs: impl FnMut(&A, &A) -> ActPair,
+    pair: impl Fn(&W, &W, __m512i) -> __m512i,
 ) -> f32 {
     assert_eq!(w.len(), a.len(), "legacy_dot: rows of different lengths");
     debug_assert!(W::HEADS == 1 + MINS as usize && A::HEADS == 1 + MINS as usize);
@@ -347,19 +428,13 @@ fn legacy_dot<W: LegacyBlock, A: LegacyBlock, const MINS: bool>(
             } else {
                 (&W::GATHER16, &A::GATHER16)
             };
-            let (hw, ha) = (
-                gather_heads!(W, w.as_ptr(), n, gw),
-                gather_heads!(A, a.as_ptr(), n, ga),
-            );
-            let dd = _mm512_maskz_mul_ps(
-                keep,
-                _mm512_cvtph_ps(_mm512_castsi512_si256(hw)),
-                _mm512_cvtph_ps(_mm512_castsi512_si256(ha)),
-            ); // [16] d_w·d_a per block
+            let hw = gather_heads!(W, w.as_ptr(), n, gw);
+            let ha = heads(a, n, ga);
+            let dd = _mm512_maskz_mul_ps(keep, _mm512_cvtph_ps(_mm512_castsi512_si256(hw)), ha.d); // [16] d_w·d_a per block
             if MINS {
                 acc_m = _mm512_mask3_fmadd_ps(
                     _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(hw)),
-                    _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(ha)),
+                    ha.s,
                     acc_m,
                     keep,
                 );
@@ -369,7 +444,13 @@ fn legacy_dot<W: LegacyBlock, A: LegacyBlock, const MINS: bool>(
                     continue; // both blocks left out
                 }
                 let (i0, i1) = (2 * j, (2 * j + 1).min(n - 1));
-                let sums = pair(&w[i0], &w[i1], &a[i0], &a[i1]);
+                let y = pairs(&a[i0], &a[i1]);
+                let raw = pair(&w[i0], &w[i1], y.y);
+                let sums = if OFFSET {
+                    _mm512_sub_epi32(raw, y.offset_dot)
+                } else {
+                    raw
+                };
                 let scale = _mm512_permutexvar_ps(
                     _mm512_add_epi32(spread, _mm512_set1_epi32(2 * j as i32)),
                     dd,
@@ -415,110 +496,163 @@ fn legacy_dot<W: LegacyBlock, A: LegacyBlock, const MINS: bool>(
     }
 }
 
-/// Q4_0 · Q8_0: `Σ (q-8)·y` per block with `vpdpbusd`, two blocks per register.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI. Panics if the rows have
-/// different lengths.
+/// One weight row · one activation row ([`legacy_row`] with the activation side computed
+/// in place). `offset` is the format's code offset `c` in every byte (with `OFFSET`).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    check_same_len(w.len(), a.len(), "Q4_0·Q8_0");
-    let eight = _mm512_set1_epi8(8);
-    legacy_dot::<_, _, false>(w, a, |x0, x1, y0, y1| {
-        // SAFETY: `qs` arrays are 16 (weights) and 32 (activations) bytes long.
-        let (q, y) = unsafe {
-            (
-                nibbles_2x32(x0.qs.as_ptr(), x1.qs.as_ptr()),
-                load_halves(y0.qs.as_ptr(), y1.qs.as_ptr()),
-            )
-        };
-        dot_offset(q, eight, y)
-    })
+fn legacy_dot<W: LegacyBlock, A: LegacyAct, const MINS: bool, const OFFSET: bool>(
+    w: &[W],
+    a: &[A],
+    offset: __m512i,
+    pair: impl Fn(&W, &W, __m512i) -> __m512i,
+) -> f32 {
+    legacy_row::<W, A, MINS, OFFSET>(
+        w,
+        a,
+        |a, n, g| act_heads(a, n, g),
+        |a0, a1| act_pair::<A, OFFSET>(a0, a1, offset),
+        pair,
+    )
 }
 
-/// Q4_1 · Q8_1: `Σ q·y` per block (q unsigned), plus `m_w·s_a` per block (in the same
-/// pass: [`scales_4`] converts `m` and `s` with the scales).
+/// Longest row (in blocks) [`legacy_gemv`] keeps the activation side of; longer rows go
+/// through [`legacy_dot`] one by one (their per-row set-up is a small share anyway).
+const GEMV_MAX_BLOCKS: usize = 512;
+/// Groups of a row of [`GEMV_MAX_BLOCKS`] blocks (full groups plus a tail group).
+const GEMV_MAX_GROUPS: usize = GEMV_MAX_BLOCKS / GROUP + 1;
+/// Pairs of a row of [`GEMV_MAX_BLOCKS`] blocks (a tail group repeats at most 8).
+const GEMV_MAX_PAIRS: usize = GEMV_MAX_BLOCKS / 2 + GROUP / 2;
+
+/// `out[r] = w[r] · a` for `out.len()` consecutive weight rows of `a.len()` blocks each
+/// (token generation: one activation row, many weight rows).
 ///
-/// # Safety
-/// As [`vec_dot_q4_0_q8_0`].
+/// The activation side of [`legacy_row`] (head gathers and conversions per group, code
+/// loads and `dpbusd(c, y)` per pair) does not depend on the weight row, so the first row
+/// records it in a small stack buffer and the other rows replay it: per 18-block row
+/// (576 values) that removes about a third of the instructions, as well as a call and its
+/// constant loads per row. Each row performs exactly [`legacy_dot`]'s float operations in
+/// the same order, so every output is bit-identical to `vec_dot` (tested in
+/// `kernels/tests/gemv.rs`). The rows are read one after the other, as `vec_dot` reads them
+/// (interleaving several rows per pass made token generation slower end to end,
+/// docs/PERFORMANCE.md, "Multi-row matrix-vector kernels").
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    check_same_len(w.len(), a.len(), "Q4_1·Q8_1");
-    legacy_dot::<_, _, true>(w, a, |x0, x1, y0, y1| {
-        // SAFETY: `qs` arrays are 16 and 32 bytes long.
-        let (q, y) = unsafe {
-            (
-                nibbles_2x32(x0.qs.as_ptr(), x1.qs.as_ptr()),
-                load_halves(y0.qs.as_ptr(), y1.qs.as_ptr()),
-            )
-        };
-        _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
-    })
+fn legacy_gemv<W: LegacyBlock, A: LegacyAct, const MINS: bool, const OFFSET: bool>(
+    w: &[W],
+    a: &[A],
+    offset: __m512i,
+    out: &mut [f32],
+    pair: impl Fn(&W, &W, __m512i) -> __m512i + Copy,
+) {
+    let nb = a.len();
+    assert_eq!(
+        w.len(),
+        nb * out.len(),
+        "gemv: weights are not out.len() rows"
+    );
+    if out.is_empty() {
+        return;
+    }
+    if nb > GEMV_MAX_BLOCKS || nb == 0 {
+        for (row, o) in w.chunks_exact(nb.max(1)).zip(out.iter_mut()) {
+            *o = legacy_dot::<W, A, MINS, OFFSET>(row, a, offset, pair);
+        }
+        return;
+    }
+    // Uninitialised: only the entries row 0 records are read back (checked per read).
+    let mut heads = [MaybeUninit::<ActHeads>::uninit(); GEMV_MAX_GROUPS];
+    let mut pairs = [MaybeUninit::<ActPair>::uninit(); GEMV_MAX_PAIRS];
+    let (mut n_heads, mut n_pairs) = (0, 0);
+    // Row 0 computes the activation side and records it.
+    out[0] = legacy_row::<W, A, MINS, OFFSET>(
+        &w[..nb],
+        a,
+        |a, n, g| {
+            let h = act_heads(a, n, g);
+            heads[n_heads].write(h);
+            n_heads += 1;
+            h
+        },
+        |a0, a1| {
+            let p = act_pair::<A, OFFSET>(a0, a1, offset);
+            pairs[n_pairs].write(p);
+            n_pairs += 1;
+            p
+        },
+        pair,
+    );
+    // The other rows replay it: `legacy_row` asks for groups and pairs in the same order
+    // for every row of the same length.
+    for (row, o) in w[nb..].chunks_exact(nb).zip(out[1..].iter_mut()) {
+        let (mut g, mut p) = (0, 0);
+        *o = legacy_row::<W, A, MINS, OFFSET>(
+            row,
+            a,
+            |_, _, _| {
+                assert!(g < n_heads, "gemv: replay past the recorded groups");
+                g += 1;
+                // SAFETY: entries `0..n_heads` were written by row 0 (checked above).
+                unsafe { heads[g - 1].assume_init() }
+            },
+            |_, _| {
+                assert!(p < n_pairs, "gemv: replay past the recorded pairs");
+                p += 1;
+                // SAFETY: entries `0..n_pairs` were written by row 0 (checked above).
+                unsafe { pairs[p - 1].assume_init() }
+            },
+            pair,
+        );
+    }
 }
 
-/// Q5_0 · Q8_0: the 2×32 fifth bits form a 64-bit mask that adds 16 to the selected
-/// nibbles; `Σ (q-16)·y` per block.
-///
-/// # Safety
-/// As [`vec_dot_q4_0_q8_0`].
+/// The weight side of Q4_0: `dpbusd(q, y)` of the raw nibbles (offset 8).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    check_same_len(w.len(), a.len(), "Q5_0·Q8_0");
-    let sixteen = _mm512_set1_epi8(16);
-    legacy_dot::<_, _, false>(w, a, |x0, x1, y0, y1| {
-        // SAFETY: `qs` arrays are 16 and 32 bytes long.
-        let (lo, y) = unsafe {
-            (
-                nibbles_2x32(x0.qs.as_ptr(), x1.qs.as_ptr()),
-                load_halves(y0.qs.as_ptr(), y1.qs.as_ptr()),
-            )
-        };
-        let q = _mm512_mask_add_epi8(lo, fifth_bits(x0.qh, x1.qh), lo, sixteen);
-        dot_offset(q, sixteen, y)
-    })
+fn q4_0_pair(x0: &BlockQ4_0, x1: &BlockQ4_0, y: __m512i) -> __m512i {
+    // SAFETY: `qs` arrays are 16 bytes long.
+    let q = unsafe { nibbles_2x32(x0.qs.as_ptr(), x1.qs.as_ptr()) };
+    _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
 }
 
-/// Q5_1 · Q8_1: codes `nibble + 16·bit` unsigned (`0..31`), `Σ q·y` per block plus
-/// `m_w·s_a`, as Q4_1.
-///
-/// # Safety
-/// As [`vec_dot_q4_0_q8_0`].
+/// The weight side of Q4_1: `dpbusd(q, y)` of the unsigned nibbles.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_q5_1_q8_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
-    check_same_len(w.len(), a.len(), "Q5_1·Q8_1");
-    let sixteen = _mm512_set1_epi8(16);
-    legacy_dot::<_, _, true>(w, a, |x0, x1, y0, y1| {
-        // SAFETY: `qs` arrays are 16 and 32 bytes long.
-        let (lo, y) = unsafe {
-            (
-                nibbles_2x32(x0.qs.as_ptr(), x1.qs.as_ptr()),
-                load_halves(y0.qs.as_ptr(), y1.qs.as_ptr()),
-            )
-        };
-        let q = _mm512_mask_add_epi8(lo, fifth_bits(x0.qh, x1.qh), lo, sixteen);
-        _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
-    })
+fn q4_1_pair(x0: &BlockQ4_1, x1: &BlockQ4_1, y: __m512i) -> __m512i {
+    // SAFETY: `qs` arrays are 16 bytes long.
+    let q = unsafe { nibbles_2x32(x0.qs.as_ptr(), x1.qs.as_ptr()) };
+    _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
 }
 
-/// Q8_0 · Q8_0: `w + 128` is unsigned, `Σ w·y = dpbusd(w+128, y) - dpbusd(128, y)`: exact
-/// for every code, −128 included.
-///
-/// # Safety
-/// As [`vec_dot_q4_0_q8_0`].
+/// The weight side of Q5_0: the 2×32 fifth bits form a 64-bit mask that adds 16 to the
+/// selected nibbles (offset 16).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    check_same_len(w.len(), a.len(), "Q8_0·Q8_0");
-    let bias = _mm512_set1_epi8(-128); // 0x80
-    legacy_dot::<_, _, false>(w, a, |x0, x1, y0, y1| {
-        // SAFETY: all `qs` arrays are 32 bytes long.
-        let (x, y) = unsafe {
-            (
-                load_halves(x0.qs.as_ptr(), x1.qs.as_ptr()),
-                load_halves(y0.qs.as_ptr(), y1.qs.as_ptr()),
-            )
-        };
-        dot_offset(_mm512_xor_si512(x, bias), bias, y)
-    })
+fn q5_0_pair(x0: &BlockQ5_0, x1: &BlockQ5_0, y: __m512i) -> __m512i {
+    // SAFETY: `qs` arrays are 16 bytes long.
+    let lo = unsafe { nibbles_2x32(x0.qs.as_ptr(), x1.qs.as_ptr()) };
+    let q = _mm512_mask_add_epi8(lo, fifth_bits(x0.qh, x1.qh), lo, _mm512_set1_epi8(16));
+    _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
+}
+
+/// The weight side of Q5_1: codes `nibble + 16·bit`, unsigned (`0..31`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_1_pair(x0: &BlockQ5_1, x1: &BlockQ5_1, y: __m512i) -> __m512i {
+    // SAFETY: `qs` arrays are 16 bytes long.
+    let lo = unsafe { nibbles_2x32(x0.qs.as_ptr(), x1.qs.as_ptr()) };
+    let q = _mm512_mask_add_epi8(lo, fifth_bits(x0.qh, x1.qh), lo, _mm512_set1_epi8(16));
+    _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
+}
+
+/// The weight side of Q8_0: `w + 128` (`w ^ 0x80`) is unsigned (offset 128), which makes
+/// Q8_0 · Q8_0 exact for every code, −128 included.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_pair(x0: &BlockQ8_0, x1: &BlockQ8_0, y: __m512i) -> __m512i {
+    // SAFETY: `qs` arrays are 32 bytes long.
+    let x = unsafe { load_halves(x0.qs.as_ptr(), x1.qs.as_ptr()) };
+    let q = _mm512_xor_si512(x, _mm512_set1_epi8(-128));
+    _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
 }
 
 /// [`IQ4NL_VALUES`] `+ 128` (all in `1..=241`, so unsigned), repeated in the four 128-bit
@@ -531,28 +665,97 @@ fn iq4nl_lut_biased() -> __m512i {
     _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(biased.as_ptr().cast()) })
 }
 
-/// IQ4_NL · Q8_0: each nibble indexes the 16-value table through `vpshufb` (values `+ 128`,
-/// unsigned), then `Σ v·y = dpbusd(v+128, y) − dpbusd(128, y)` per block, two blocks per
-/// register.
-///
-/// # Safety
-/// As [`vec_dot_q4_0_q8_0`].
+/// The weight side of IQ4_NL: each nibble indexes the 16-value table through `vpshufb`
+/// (values `+ 128`, unsigned; offset 128). `lut` is [`iq4nl_lut_biased`].
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_iq4_nl_q8_0(w: &[BlockIQ4_NL], a: &[BlockQ8_0]) -> f32 {
-    check_same_len(w.len(), a.len(), "IQ4_NL·Q8_0");
-    let lut = iq4nl_lut_biased();
-    let bias = _mm512_set1_epi8(-128); // 0x80
-    legacy_dot::<_, _, false>(w, a, |x0, x1, y0, y1| {
-        // SAFETY: `qs` arrays are 16 and 32 bytes long.
-        let (idx, y) = unsafe {
-            (
-                nibbles_2x32(x0.qs.as_ptr(), x1.qs.as_ptr()),
-                load_halves(y0.qs.as_ptr(), y1.qs.as_ptr()),
-            )
-        };
-        dot_offset(_mm512_shuffle_epi8(lut, idx), bias, y)
-    })
+fn iq4_nl_pair(lut: __m512i, x0: &BlockIQ4_NL, x1: &BlockIQ4_NL, y: __m512i) -> __m512i {
+    // SAFETY: `qs` arrays are 16 bytes long.
+    let idx = unsafe { nibbles_2x32(x0.qs.as_ptr(), x1.qs.as_ptr()) };
+    _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_shuffle_epi8(lut, idx), y)
 }
+
+/// Defines, for one legacy format, the typed `vec_dot` and `gemv` kernels on
+/// [`legacy_dot`] / [`legacy_gemv`] with its weight side `$pair` (built by `$setup` from
+/// nothing, e.g. a table register), its `MINS` and its offset (`None` or `Some(c)`).
+macro_rules! legacy_kernels {
+    (
+        $(#[$doc:meta])*
+        $dot:ident, $gemv:ident, $W:ty, $A:ty, mins: $mins:literal, offset: $offset:expr,
+        pair: $pair:expr
+    ) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The CPU must support AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI. Panics if the rows
+        /// have different lengths.
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub unsafe fn $dot(w: &[$W], a: &[$A]) -> f32 {
+            check_same_len(w.len(), a.len(), stringify!($W));
+            let offset: Option<i8> = $offset;
+            let pair = $pair;
+            match offset {
+                Some(c) => legacy_dot::<_, _, $mins, true>(w, a, _mm512_set1_epi8(c), pair),
+                None => legacy_dot::<_, _, $mins, false>(w, a, _mm512_setzero_si512(), pair),
+            }
+        }
+
+        /// `out[r] = w[r] · a` for `out.len()` consecutive rows of `a.len()` blocks
+        /// ([`legacy_gemv`]); bit-identical to the single-row kernel.
+        ///
+        /// # Safety
+        /// As the single-row kernel. Panics if `w` is not `out.len()` rows of `a.len()`
+        /// blocks.
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub unsafe fn $gemv(w: &[$W], a: &[$A], out: &mut [f32]) {
+            let offset: Option<i8> = $offset;
+            let pair = $pair;
+            match offset {
+                Some(c) => legacy_gemv::<_, _, $mins, true>(w, a, _mm512_set1_epi8(c), out, pair),
+                None => {
+                    legacy_gemv::<_, _, $mins, false>(w, a, _mm512_setzero_si512(), out, pair)
+                }
+            }
+        }
+    };
+}
+
+legacy_kernels!(
+    /// Q4_0 · Q8_0: `Σ (q-8)·y` per block with `vpdpbusd`, two blocks per register.
+    vec_dot_q4_0_q8_0, gemv_q4_0_q8_0, BlockQ4_0, BlockQ8_0, mins: false, offset: Some(8),
+    pair: |x0: &BlockQ4_0, x1: &BlockQ4_0, y| q4_0_pair(x0, x1, y)
+);
+legacy_kernels!(
+    /// Q4_1 · Q8_1: `Σ q·y` per block (q unsigned), plus `m_w·s_a` per block (one FMA per
+    /// group of 16 blocks).
+    vec_dot_q4_1_q8_1, gemv_q4_1_q8_1, BlockQ4_1, BlockQ8_1, mins: true, offset: None,
+    pair: |x0: &BlockQ4_1, x1: &BlockQ4_1, y| q4_1_pair(x0, x1, y)
+);
+legacy_kernels!(
+    /// Q5_0 · Q8_0: `Σ (q-16)·y` per block, the fifth bits added by a masked byte add.
+    vec_dot_q5_0_q8_0, gemv_q5_0_q8_0, BlockQ5_0, BlockQ8_0, mins: false, offset: Some(16),
+    pair: |x0: &BlockQ5_0, x1: &BlockQ5_0, y| q5_0_pair(x0, x1, y)
+);
+legacy_kernels!(
+    /// Q5_1 · Q8_1: `Σ q·y` per block (codes `0..31`) plus `m_w·s_a`, as Q4_1.
+    vec_dot_q5_1_q8_1, gemv_q5_1_q8_1, BlockQ5_1, BlockQ8_1, mins: true, offset: None,
+    pair: |x0: &BlockQ5_1, x1: &BlockQ5_1, y| q5_1_pair(x0, x1, y)
+);
+legacy_kernels!(
+    /// Q8_0 · Q8_0: `Σ w·y = dpbusd(w+128, y) − dpbusd(128, y)`, exact for every code.
+    vec_dot_q8_0_q8_0, gemv_q8_0_q8_0, BlockQ8_0, BlockQ8_0, mins: false,
+    offset: Some(-128), pair: |x0: &BlockQ8_0, x1: &BlockQ8_0, y| q8_0_pair(x0, x1, y)
+);
+legacy_kernels!(
+    /// IQ4_NL · Q8_0: each nibble indexes the 16-value table through `vpshufb` (values
+    /// `+ 128`), then `Σ v·y = dpbusd(v+128, y) − dpbusd(128, y)` per block.
+    vec_dot_iq4_nl_q8_0, gemv_iq4_nl_q8_0, BlockIQ4_NL, BlockQ8_0, mins: false,
+    offset: Some(-128),
+    pair: {
+        let lut = iq4nl_lut_biased();
+        move |x0: &BlockIQ4_NL, x1: &BlockIQ4_NL, y| iq4_nl_pair(lut, x0, x1, y)
+    }
+);
 
 // ----------------------------------------------------------------------------------------
 // k-quants · Q8_K.

@@ -96,6 +96,31 @@ macro_rules! byte_vec_dot {
     };
 }
 
+/// Defines a safe [`crate::dispatch::GemvFn`] table adapter around an unsafe typed
+/// many-rows kernel `fn(w: &[W], a: &[A], out: &mut [f32])` (`w`: `out.len()` rows).
+macro_rules! byte_gemv {
+    ($name:ident, $kernel:path, $w:ty, $a:ty) => {
+        fn $name(w: &[u8], w_row_bytes: usize, a: &[u8], out: &mut [f32]) {
+            assert_eq!(
+                w.len(),
+                w_row_bytes * out.len(),
+                "gemv: weights are not out.len() rows of w_row_bytes"
+            );
+            assert_eq!(
+                w_row_bytes,
+                a.len() / std::mem::size_of::<$a>() * std::mem::size_of::<$w>(),
+                "gemv: weight and activation rows differ in length"
+            );
+            let w = crate::simd::x86::blocks_of::<$w>(w);
+            let a = crate::simd::x86::blocks_of::<$a>(a);
+            // SAFETY: as `byte_vec_dot!`: only reachable through a table built after the
+            // CPU check.
+            unsafe { $kernel(&w, &a, out) }
+        }
+    };
+}
+pub(crate) use byte_gemv;
+
 /// Defines a safe `fn(&[f32], &mut [u8])` table adapter around an unsafe typed quantizer.
 macro_rules! byte_quantize {
     ($name:ident, $kernel:path, $a:ty) => {

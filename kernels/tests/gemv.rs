@@ -1,0 +1,172 @@
+//! The many-rows token-generation products ([`grist_kernels::dispatch::GemvFn`]) of every
+//! table that has them: each output must have **the same bits** as the table's single-row
+//! `vec_dot` (which `simd_x86.rs` / `simd_neon.rs` test against the scalar references), for
+//! 1..=9 rows, row lengths on both sides of the kernels' 8- and 16-block groups and of their
+//! longest recorded row, on quantized random data and on raw random bytes (every code and
+//! scale pattern, NaN/∞ scales included). Then the matrix-vector driver, which cuts rows
+//! into tasks, against `vec_dot` row by row for 1, 2 and 3 threads.
+
+use grist_gguf::GgmlType;
+use grist_kernels::dispatch::{select, Isa, Kernels};
+use grist_kernels::formats;
+use grist_kernels::matmul::{matmul_with, ActivationScratch, QMatrix};
+
+/// xorshift64*: deterministic test data without a crate.
+struct Rng(u64);
+impl Rng {
+    fn u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn f32(&mut self) -> f32 {
+        let bits = self.u64() >> 40; // 24 bits
+        bits as f32 / (1u64 << 23) as f32 - 1.0 // [-1, 1)
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f32() * scale).collect()
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.u64() as u8).collect()
+    }
+}
+
+/// Every available table with at least one `gemv` kernel, with those weight types.
+fn tables_with_gemv() -> Vec<(&'static Kernels, Vec<GgmlType>)> {
+    let mut out = Vec::new();
+    for isa in Isa::ALL {
+        let Ok(table) = select(isa) else { continue };
+        let types: Vec<GgmlType> = table
+            .supported_types()
+            .into_iter()
+            .filter(|&ty| table.entry(ty).is_some_and(|e| e.gemv.is_some()))
+            .collect();
+        if !types.is_empty() {
+            out.push((table, types));
+        }
+    }
+    if out.is_empty() {
+        eprintln!("SKIPPED: no table on this CPU has a gemv kernel");
+    }
+    out
+}
+
+/// Same bits, or both NaN.
+fn same(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// `rows` weight rows of `ty`: quantized random values at three scales, or raw random bytes.
+fn weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, raw: bool) -> Vec<u8> {
+    let rb = cols / ty.block_elems() * ty.block_bytes();
+    if raw {
+        return rng.bytes(rows * rb);
+    }
+    let mut data = vec![0u8; rows * rb];
+    for r in 0..rows {
+        let x = rng.vec(cols, [0.01f32, 1.0, 40.0][r % 3]);
+        formats::quantize_row(ty, &x, &mut data[r * rb..(r + 1) * rb]).unwrap();
+    }
+    data
+}
+
+/// One activation row for `ty` with the table's quantizer (or raw bytes).
+fn activation(rng: &mut Rng, table: &Kernels, ty: GgmlType, cols: usize, raw: bool) -> Vec<u8> {
+    let entry = table.entry(ty).unwrap();
+    let at = entry.act_type;
+    let rb = cols / at.block_elems() * at.block_bytes();
+    if raw {
+        return rng.bytes(rb);
+    }
+    let mut out = vec![0u8; rb];
+    (entry.quantize_act)(&rng.vec(cols, 3.0), &mut out);
+    out
+}
+
+#[test]
+fn gemv_gives_vec_dot_bits_for_every_row_count_and_length() {
+    let mut rng = Rng(0x6e3f_11d2_a4c7_9b05);
+    // Blocks per row: short rows, both sides of the 8- and 16-block groups, SmolLM2's 18,
+    // and both sides of the longest row kept (512 blocks).
+    let lengths = [
+        1, 2, 3, 7, 8, 9, 15, 16, 17, 18, 24, 31, 32, 33, 48, 70, 255, 256, 257, 511, 512, 513,
+    ];
+    for (table, types) in tables_with_gemv() {
+        for &ty in &types {
+            let entry = table.entry(ty).unwrap();
+            let gemv = entry.gemv.unwrap();
+            for &blocks in &lengths {
+                let cols = blocks * ty.block_elems();
+                let rb = blocks * ty.block_bytes();
+                for rows in 1..=9 {
+                    for raw in [false, true] {
+                        let w = weights(&mut rng, ty, rows, cols, raw);
+                        let a = activation(&mut rng, table, ty, cols, raw);
+                        let mut out = vec![f32::NAN; rows];
+                        gemv(&w, rb, &a, &mut out);
+                        for (r, &got) in out.iter().enumerate() {
+                            let want = (entry.vec_dot)(&w[r * rb..(r + 1) * rb], &a);
+                            assert!(
+                                same(got, want),
+                                "{} {ty}: {blocks} blocks, {rows} rows, raw {raw}: row {r} \
+                                 gemv {got} vs vec_dot {want}",
+                                table.isa().name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matrix_vector_driver_matches_vec_dot_for_any_thread_count() {
+    let mut rng = Rng(0x1b87_c9e0_5d23_f461);
+    for (table, types) in tables_with_gemv() {
+        for &ty in &types {
+            let entry = table.entry(ty).unwrap();
+            for (rows, blocks) in [
+                (1, 18),
+                (77, 18),
+                (1536, 18),
+                (300, 48),
+                (50, 300),
+                (20, 600),
+            ] {
+                let cols = blocks * ty.block_elems();
+                let rb = blocks * ty.block_bytes();
+                let w = weights(&mut rng, ty, rows, cols, false);
+                let x = rng.vec(cols, 2.0);
+                let mut a =
+                    vec![0u8; cols / entry.act_type.block_elems() * entry.act_type.block_bytes()];
+                (entry.quantize_act)(&x, &mut a);
+                let want: Vec<f32> = (0..rows)
+                    .map(|r| (entry.vec_dot)(&w[r * rb..(r + 1) * rb], &a))
+                    .collect();
+                let m = QMatrix::new(ty, &w, rows, cols).unwrap();
+                for threads in 1..=3 {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut y = vec![0.0f32; rows];
+                    pool.install(|| {
+                        let mut scratch = ActivationScratch::new();
+                        matmul_with(table, &m, &x, 1, &mut y, &mut scratch).unwrap();
+                    });
+                    for r in 0..rows {
+                        assert!(
+                            same(y[r], want[r]),
+                            "{} {ty} {rows}×{cols}, {threads} threads: row {r} {} vs {}",
+                            table.isa().name(),
+                            y[r],
+                            want[r]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
