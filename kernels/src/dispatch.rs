@@ -65,6 +65,9 @@ pub struct CpuFeatures {
     pub avx512vnni: bool,
     /// x86: AVX-512 BF16 (informational; no kernel requires it yet).
     pub avx512bf16: bool,
+    /// x86: Galois-field byte instructions. Optional for [`Isa::Avx512`]: when present, the
+    /// Q4_K/Q5_K kernels split nibbles with one `vgf2p8affineqb` instead of a shift and a mask.
+    pub gfni: bool,
     /// x86: AVX-VNNI, the VEX-encoded 256-bit `vpdpbusd` (informational).
     pub avxvnni: bool,
     /// aarch64: Advanced SIMD.
@@ -93,6 +96,7 @@ impl CpuFeatures {
             avx512vl: has!("avx512vl"),
             avx512vnni: has!("avx512vnni"),
             avx512bf16: has!("avx512bf16"),
+            gfni: has!("gfni"),
             avxvnni: has!("avxvnni"),
             ..CpuFeatures::default()
         }
@@ -123,7 +127,7 @@ impl CpuFeatures {
             .collect()
     }
 
-    fn list(&self) -> [(&'static str, bool); 11] {
+    fn list(&self) -> [(&'static str, bool); 12] {
         [
             ("avx2", self.avx2),
             ("fma", self.fma),
@@ -133,6 +137,7 @@ impl CpuFeatures {
             ("avx512vl", self.avx512vl),
             ("avx512vnni", self.avx512vnni),
             ("avx512bf16", self.avx512bf16),
+            ("gfni", self.gfni),
             ("avxvnni", self.avxvnni),
             ("neon", self.neon),
             ("dotprod", self.dotprod),

@@ -465,6 +465,53 @@ format_test!(
     16
 );
 
+/// The GFNI variants of the AVX-512 Q4_K/Q5_K kernels (installed when the CPU has GFNI):
+/// against the scalar reference like every kernel, and bit for bit against the shift-and-mask
+/// variant, since both compute the same integers in the same float order.
+#[test]
+fn q4_k_q5_k_gfni_variants() {
+    if !available(Isa::Avx512) || !is_x86_feature_detected!("gfni") {
+        eprintln!("SKIPPED: the GFNI k-quant kernels: this CPU lacks AVX-512 VNNI or GFNI");
+        return;
+    }
+    check_format::<BlockQ4_K>(
+        "Q4_K·Q8_K gfni",
+        Isa::Avx512,
+        avx512::vec_dot_q4_k_q8_k_gfni,
+        16,
+    );
+    check_format::<BlockQ5_K>(
+        "Q5_K·Q8_K gfni",
+        Isa::Avx512,
+        avx512::vec_dot_q5_k_q8_k_gfni,
+        16,
+    );
+    let mut rng = Rng(0x6f1e_5a7d);
+    for nb in [1usize, 2, 5, 6, 35] {
+        for kind in 0..8 {
+            let mut w4: Vec<BlockQ4_K> = (0..nb).map(|_| rng.block()).collect();
+            let mut w5: Vec<BlockQ5_K> = (0..nb).map(|_| rng.block()).collect();
+            for (b4, b5) in w4.iter_mut().zip(&mut w5) {
+                let (d, m) = (rng.scale(), rng.scale());
+                b4.set_scales(d, m);
+                b5.set_scales(d, m);
+            }
+            let a = activation_row::<BlockQ4_K>(&mut rng, nb, kind);
+            // SAFETY: AVX-512 VNNI and GFNI were checked above.
+            let (p4, g4, p5, g5) = unsafe {
+                (
+                    avx512::vec_dot_q4_k_q8_k(&w4, &a),
+                    avx512::vec_dot_q4_k_q8_k_gfni(&w4, &a),
+                    avx512::vec_dot_q5_k_q8_k(&w5, &a),
+                    avx512::vec_dot_q5_k_q8_k_gfni(&w5, &a),
+                )
+            };
+            assert_eq!(p4.to_bits(), g4.to_bits(), "Q4_K {nb} blocks, kind {kind}");
+            assert_eq!(p5.to_bits(), g5.to_bits(), "Q5_K {nb} blocks, kind {kind}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Float rows: every length 0..=300 (all tails) plus long rows. Products of two halves are
 // exact in f32; the scalar sums them in f64, the kernels in f32 lanes: bound
