@@ -10,6 +10,7 @@
 
 use grist_kernels::ops::{self, RopeParams};
 use half::f16;
+use rayon::prelude::*;
 
 use crate::arch::FfnActivation;
 use crate::attention::{self, AttnShape};
@@ -256,11 +257,7 @@ impl<'m> Session<'m> {
                 style: spec.rope_style,
             };
             let _p = scope(Op::Rope, 0, 3 * (q.len() + k.len()) as u64);
-            for t in 0..n {
-                ops::rope_cache(pos0 + t, &rope, &mut s.rope);
-                ops::rope_apply(&mut q[t * qd..(t + 1) * qd], hd, &s.rope, rope.style);
-                ops::rope_apply(&mut k[t * kvd..(t + 1) * kvd], hd, &s.rope, rope.style);
-            }
+            rope_rows(q, k, (qd, kvd, hd), pos0, &rope, &mut s.rope);
             drop(_p);
             let score_scale = if spec.scale_q_before_attention {
                 ops::scale(q, attn_scale);
@@ -300,7 +297,7 @@ impl<'m> Session<'m> {
             }
             {
                 let _p = scope(Op::Elementwise, 0, h.len() as u64);
-                ops::add(&mut s.x[..n * e], h);
+                add_batch(&mut s.x[..n * e], h);
             }
 
             // ---- feed-forward ----
@@ -320,10 +317,11 @@ impl<'m> Session<'m> {
             let (gate, up) = (&mut s.gate[..n * nf], &s.up[..n * nf]);
             {
                 let _p = scope(Op::Activation, 0, 4 * gate.len() as u64);
-                match spec.ffn_activation {
-                    FfnActivation::Silu => ops::swiglu(gate, up),
-                    FfnActivation::GeluTanh => ops::geglu(gate, up),
-                }
+                let glu = match spec.ffn_activation {
+                    FfnActivation::Silu => ops::swiglu,
+                    FfnActivation::GeluTanh => ops::geglu,
+                };
+                zip_batch(gate, up, glu);
             }
             // h = gate·Wdown [→ rms_norm * post_ffw_norm];  x += h   [n, n_embd]
             mm(model, &lw.w_down, gate, h, Op::MatmulDown, &mut s.act);
@@ -332,7 +330,7 @@ impl<'m> Session<'m> {
             }
             {
                 let _p = scope(Op::Elementwise, 0, h.len() as u64);
-                ops::add(&mut s.x[..n * e], h);
+                add_batch(&mut s.x[..n * e], h);
             }
         }
 
@@ -372,11 +370,84 @@ fn activation_scratch(model: &Model, max_batch: usize, widest: usize) -> Activat
     act
 }
 
+/// Fewest values a row-wise or element-wise op needs before it is split over rayon's threads.
+/// Each value's result does not depend on the split, so results are the same bits either way.
+/// Token generation (one row of a few thousand values) stays on the calling thread, where a
+/// parallel region would cost more (microseconds) than the op. Prompt processing's ops (a
+/// whole batch) took 15 % of gemma-3's pp512 on one thread (docs/PERFORMANCE.md).
+const PARALLEL_MIN_VALUES: usize = 1 << 15;
+
+/// Values per parallel piece of an element-wise op: large enough that a piece costs more than
+/// its scheduling, small enough to balance two to a few dozen threads.
+const ELEMENTWISE_PIECE: usize = 1 << 14;
+
 /// `x[row] = rms_norm(x[row]) * weight` for every row of `x` (`[n, weight.len()]`).
 fn norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
     let _p = scope(Op::Norm, 0, 4 * x.len() as u64);
-    for row in x.chunks_exact_mut(weight.len()) {
-        ops::rms_norm_in_place(row, Some(weight), eps);
+    let norm = |row: &mut [f32]| ops::rms_norm_in_place(row, Some(weight), eps);
+    if x.len() < PARALLEL_MIN_VALUES {
+        x.chunks_exact_mut(weight.len()).for_each(norm);
+    } else {
+        x.par_chunks_exact_mut(weight.len()).for_each(norm);
+    }
+}
+
+/// `y = f(y, x)` element-wise over a batch (`ops::add`, `ops::swiglu`, `ops::geglu`), in
+/// pieces of [`ELEMENTWISE_PIECE`] values on rayon's threads for large batches.
+fn zip_batch(y: &mut [f32], x: &[f32], f: fn(&mut [f32], &[f32])) {
+    assert_eq!(
+        y.len(),
+        x.len(),
+        "element-wise op: operands differ in length"
+    );
+    if y.len() < PARALLEL_MIN_VALUES {
+        f(y, x);
+    } else {
+        y.par_chunks_mut(ELEMENTWISE_PIECE)
+            .zip(x.par_chunks(ELEMENTWISE_PIECE))
+            .for_each(|(y, x)| f(y, x));
+    }
+}
+
+/// `y += x` over a batch ([`zip_batch`]).
+fn add_batch(y: &mut [f32], x: &[f32]) {
+    zip_batch(y, x, ops::add);
+}
+
+/// Longest rotated part of a head that [`rope_rows`] keeps on the stack per token in a batch;
+/// longer ones (no known model) take the one-thread path.
+const MAX_PARALLEL_ROT: usize = 512;
+
+/// RoPE on the queries `q` (`[n, q_dim]`) and keys `k` (`[n, kv_dim]`) of tokens at positions
+/// `pos0..pos0 + n`. `dims` is `(q_dim, kv_dim, head_dim)`. One token at a time: its cos/sin
+/// cache in `cache` (`[n_rot]`). A batch: tokens in parallel, each with a stack cache.
+fn rope_rows(
+    q: &mut [f32],
+    k: &mut [f32],
+    (qd, kvd, hd): (usize, usize, usize),
+    pos0: usize,
+    rope: &RopeParams<'_>,
+    cache: &mut [f32],
+) {
+    let token = |t: usize, q: &mut [f32], k: &mut [f32], cache: &mut [f32]| {
+        ops::rope_cache(pos0 + t, rope, cache);
+        ops::rope_apply(q, hd, cache, rope.style);
+        ops::rope_apply(k, hd, cache, rope.style);
+    };
+    if q.len() + k.len() < PARALLEL_MIN_VALUES || cache.len() > MAX_PARALLEL_ROT {
+        let rows = q.chunks_exact_mut(qd).zip(k.chunks_exact_mut(kvd));
+        for (t, (q, k)) in rows.enumerate() {
+            token(t, q, k, cache);
+        }
+    } else {
+        let n_rot = cache.len();
+        q.par_chunks_exact_mut(qd)
+            .zip(k.par_chunks_exact_mut(kvd))
+            .enumerate()
+            .for_each(|(t, (q, k))| {
+                let mut stack = [0.0f32; MAX_PARALLEL_ROT];
+                token(t, q, k, &mut stack[..n_rot]);
+            });
     }
 }
 
@@ -384,5 +455,92 @@ fn norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
 fn add_rows(x: &mut [f32], bias: &[f32]) {
     for row in x.chunks_exact_mut(bias.len()) {
         ops::add(row, bias);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The batch-parallel row ops against their one-thread forms, bit for bit, on batches
+    //! above [`PARALLEL_MIN_VALUES`] (the model tests' fixtures are too small to reach it).
+    use super::*;
+    use grist_kernels::ops::RopeStyle;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0
+            })
+            .collect()
+    }
+
+    /// Runs `f` in a 3-thread rayon pool, so the parallel paths really split.
+    fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap()
+            .install(f)
+    }
+
+    #[test]
+    fn parallel_row_ops_match_one_thread_bits() {
+        let (n, d) = (300, 640); // 192 000 values: the parallel path
+        assert!(n * d >= PARALLEL_MIN_VALUES);
+        let x = values(n * d, 1);
+        let y = values(n * d, 2);
+        let weight = values(d, 3);
+
+        let mut want = x.clone();
+        for row in want.chunks_exact_mut(d) {
+            ops::rms_norm_in_place(row, Some(&weight), 1e-6);
+        }
+        let mut got = x.clone();
+        in_pool(|| norm_rows(&mut got, &weight, 1e-6));
+        assert!(got
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+
+        for (f, name) in [
+            (ops::add as fn(&mut [f32], &[f32]), "add"),
+            (ops::swiglu, "swiglu"),
+            (ops::geglu, "geglu"),
+        ] {
+            let mut want = x.clone();
+            f(&mut want, &y);
+            let mut got = x.clone();
+            in_pool(|| zip_batch(&mut got, &y, f));
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn parallel_rope_matches_token_by_token() {
+        let (n, hd, n_head, n_head_kv) = (200, 64, 4, 2);
+        let (qd, kvd) = (n_head * hd, n_head_kv * hd);
+        assert!(n * (qd + kvd) >= PARALLEL_MIN_VALUES);
+        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            let rope = RopeParams::new(hd, 10_000.0, style);
+            let (q0, k0) = (values(n * qd, 4), values(n * kvd, 5));
+            let (mut q, mut k) = (q0.clone(), k0.clone());
+            let mut cache = vec![0.0; hd];
+            for t in 0..n {
+                ops::rope_cache(7 + t, &rope, &mut cache);
+                ops::rope_apply(&mut q[t * qd..(t + 1) * qd], hd, &cache, style);
+                ops::rope_apply(&mut k[t * kvd..(t + 1) * kvd], hd, &cache, style);
+            }
+            let (mut pq, mut pk) = (q0.clone(), k0.clone());
+            in_pool(|| rope_rows(&mut pq, &mut pk, (qd, kvd, hd), 7, &rope, &mut cache));
+            assert!(pq.iter().zip(&q).all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert!(pk.iter().zip(&k).all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert_ne!(pq, q0, "rope changed nothing");
+        }
     }
 }
