@@ -6,31 +6,12 @@
 //! scale pattern, NaN/∞ scales included). Then the matrix-vector driver, which cuts rows
 //! into tasks, against `vec_dot` row by row for 1, 2 and 3 threads.
 
+mod common;
+
+use common::{same, weights, Rng};
 use grist_gguf::GgmlType;
 use grist_kernels::dispatch::{select, Isa, Kernels};
-use grist_kernels::formats;
 use grist_kernels::matmul::{matmul_with, ActivationScratch, QMatrix};
-
-/// xorshift64*: deterministic test data without a crate.
-struct Rng(u64);
-impl Rng {
-    fn u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn f32(&mut self) -> f32 {
-        let bits = self.u64() >> 40; // 24 bits
-        bits as f32 / (1u64 << 23) as f32 - 1.0 // [-1, 1)
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.f32() * scale).collect()
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.u64() as u8).collect()
-    }
-}
 
 /// Every available table with at least one `gemv` kernel, with those weight types.
 fn tables_with_gemv() -> Vec<(&'static Kernels, Vec<GgmlType>)> {
@@ -50,25 +31,6 @@ fn tables_with_gemv() -> Vec<(&'static Kernels, Vec<GgmlType>)> {
         eprintln!("SKIPPED: no table on this CPU has a gemv kernel");
     }
     out
-}
-
-/// Same bits, or both NaN.
-fn same(a: f32, b: f32) -> bool {
-    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
-}
-
-/// `rows` weight rows of `ty`: quantized random values at three scales, or raw random bytes.
-fn weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, raw: bool) -> Vec<u8> {
-    let rb = cols / ty.block_elems() * ty.block_bytes();
-    if raw {
-        return rng.bytes(rows * rb);
-    }
-    let mut data = vec![0u8; rows * rb];
-    for r in 0..rows {
-        let x = rng.vec(cols, [0.01f32, 1.0, 40.0][r % 3]);
-        formats::quantize_row(ty, &x, &mut data[r * rb..(r + 1) * rb]).unwrap();
-    }
-    data
 }
 
 /// One activation row for `ty` with the table's quantizer (or raw bytes).
