@@ -922,7 +922,6 @@ fn k4_scale_and_mins(
 /// consecutive rows of `a.len()` super-blocks (one row for `vec_dot`, a task's rows for
 /// `gemv`, so both give the same bits). The rows share the constants and the call.
 ///
-///
 /// Register `j` (`0..4`) holds sub-blocks `2j` (low half) and `2j + 1` (high half) in value
 /// order, against one 64-byte activation load: the 32 code bytes `qs[32j..32j+32]` are
 /// broadcast to both halves (a load), shifted by `[0 | 4]` (`vpsrlvw`) and masked to
