@@ -447,6 +447,15 @@ impl Kernels {
             .collect()
     }
 
+    /// Applies `change` to the entry of weight type `ty`; `false` (and nothing changed) if the
+    /// table has no entry for `ty`. The shared body of the `set_*` installers.
+    fn modify_entry(&mut self, ty: GgmlType, change: impl FnOnce(&mut KernelEntry)) -> bool {
+        self.entries[ty.id() as usize]
+            .as_mut()
+            .map(change)
+            .is_some()
+    }
+
     /// Sets the full entry for weight type `ty` (used while building a table).
     pub fn set_entry(&mut self, ty: GgmlType, entry: KernelEntry) {
         self.entries[ty.id() as usize] = Some(entry);
@@ -456,55 +465,39 @@ impl Kernels {
     /// so the new function must take the same activation format. Ignored (returns `false`) if
     /// the scalar table has no entry for `ty`.
     pub fn set_vec_dot(&mut self, ty: GgmlType, vec_dot: VecDotFn) -> bool {
-        match self.entries[ty.id() as usize].as_mut() {
-            Some(entry) => {
-                entry.vec_dot = vec_dot;
-                // A batched kernel of a lower layer must not outlive the faster single-row one.
-                entry.gemv = None;
-                entry.vec_dot_rows = None;
-                entry.gemm = None;
-                true
-            }
-            None => false,
-        }
+        self.modify_entry(ty, |entry| {
+            entry.vec_dot = vec_dot;
+            // A batched kernel of a lower layer must not outlive the faster single-row one.
+            entry.gemv = None;
+            entry.vec_dot_rows = None;
+            entry.gemm = None;
+        })
     }
 
     /// Installs a many-rows product for token generation for weights of type `ty` (call
     /// after [`Kernels::set_vec_dot`], which clears it; it must give `vec_dot`'s bits, see
     /// [`GemvFn`]). Returns `false` if `ty` has no entry.
     pub fn set_gemv(&mut self, ty: GgmlType, gemv: GemvFn) -> bool {
-        match self.entries[ty.id() as usize].as_mut() {
-            Some(entry) => {
-                entry.gemv = Some(gemv);
-                true
-            }
-            None => false,
-        }
+        self.modify_entry(ty, |entry| {
+            entry.gemv = Some(gemv);
+        })
     }
 
     /// Installs a batched dot product for weights of type `ty` (call after
     /// [`Kernels::set_vec_dot`], which clears it). Returns `false` if `ty` has no entry.
     pub fn set_vec_dot_rows(&mut self, ty: GgmlType, vec_dot_rows: VecDotRowsFn) -> bool {
-        match self.entries[ty.id() as usize].as_mut() {
-            Some(entry) => {
-                entry.vec_dot_rows = Some(vec_dot_rows);
-                true
-            }
-            None => false,
-        }
+        self.modify_entry(ty, |entry| {
+            entry.vec_dot_rows = Some(vec_dot_rows);
+        })
     }
 
     /// Installs a tiled product for weights of type `ty` (call after [`Kernels::set_vec_dot`],
     /// which clears it; see [`GemmFn`] for its contract). Returns `false` if `ty` has no
     /// entry.
     pub fn set_gemm(&mut self, ty: GgmlType, gemm: GemmFn) -> bool {
-        match self.entries[ty.id() as usize].as_mut() {
-            Some(entry) => {
-                entry.gemm = Some(gemm);
-                true
-            }
-            None => false,
-        }
+        self.modify_entry(ty, |entry| {
+            entry.gemm = Some(gemm);
+        })
     }
 
     /// The panel microkernel ([`crate::panel`]) of this table, if it has one (AVX-512 VNNI).
@@ -521,13 +514,9 @@ impl Kernels {
     /// Sets (or clears) the panel format of weight type `ty`. Returns `false` if `ty` has no
     /// entry.
     pub fn set_panel(&mut self, ty: GgmlType, panel: Option<crate::panel::PanelFormat>) -> bool {
-        match self.entries[ty.id() as usize].as_mut() {
-            Some(entry) => {
-                entry.panel = panel;
-                true
-            }
-            None => false,
-        }
+        self.modify_entry(ty, |entry| {
+            entry.panel = panel;
+        })
     }
 
     /// Replaces the activation quantizer of every entry whose activation type is `act_type`

@@ -510,6 +510,45 @@ fn q4_k_q5_k_gfni_variants() {
             assert_eq!(p5.to_bits(), g5.to_bits(), "Q5_K {nb} blocks, kind {kind}");
         }
     }
+    // Both many-rows entry points (the dispatch table installs only one of them per CPU):
+    // every row gives the single-row kernel's bits.
+    for (nb, rows) in [(1usize, 5usize), (6, 3), (35, 4)] {
+        let w4: Vec<BlockQ4_K> = (0..nb * rows).map(|_| rng.block()).collect();
+        let w5: Vec<BlockQ5_K> = (0..nb * rows).map(|_| rng.block()).collect();
+        let a = activation_row::<BlockQ4_K>(&mut rng, nb, 5);
+        let (mut o4, mut g4, mut o5, mut g5) = (
+            vec![0.0; rows],
+            vec![0.0; rows],
+            vec![0.0; rows],
+            vec![0.0; rows],
+        );
+        // SAFETY: AVX-512 VNNI and GFNI were checked above.
+        unsafe {
+            avx512::gemv_q4_k_q8_k(&w4, &a, &mut o4);
+            avx512::gemv_q4_k_q8_k_gfni(&w4, &a, &mut g4);
+            avx512::gemv_q5_k_q8_k(&w5, &a, &mut o5);
+            avx512::gemv_q5_k_q8_k_gfni(&w5, &a, &mut g5);
+        }
+        for r in 0..rows {
+            let (x4, x5) = (&w4[r * nb..(r + 1) * nb], &w5[r * nb..(r + 1) * nb]);
+            // SAFETY: as above.
+            let (d4, d5) = unsafe {
+                (
+                    avx512::vec_dot_q4_k_q8_k(x4, &a),
+                    avx512::vec_dot_q5_k_q8_k(x5, &a),
+                )
+            };
+            let same = |x: f32, y: f32| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
+            assert!(
+                same(o4[r], d4) && same(g4[r], d4),
+                "Q4_K gemv row {r} of {rows}"
+            );
+            assert!(
+                same(o5[r], d5) && same(g5[r], d5),
+                "Q5_K gemv row {r} of {rows}"
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

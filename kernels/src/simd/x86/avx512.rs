@@ -46,7 +46,7 @@ use crate::blocks::{
     f32_to_f16, BlockIQ4_NL, BlockIQ4_XS, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
     BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, IQ4NL_VALUES, QK, QK_K,
 };
-use crate::dispatch::Kernels;
+use crate::dispatch::{GemvFn, Kernels, VecDotFn};
 
 /// Overrides the table entries these kernels accelerate.
 pub(crate) fn install(table: &mut Kernels) {
@@ -63,15 +63,29 @@ pub(crate) fn install(table: &mut Kernels) {
     table.set_gemv(GgmlType::Q8_0, q8_0_gemv_bytes);
     table.set_gemv(GgmlType::IQ4_NL, iq4_nl_gemv_bytes);
     table.set_vec_dot(GgmlType::IQ4_XS, iq4_xs_bytes);
-    table.set_vec_dot(GgmlType::Q4_K, q4_k_bytes);
-    table.set_vec_dot(GgmlType::Q5_K, q5_k_bytes);
-    table.set_gemv(GgmlType::Q4_K, q4_k_gemv_bytes);
-    table.set_gemv(GgmlType::Q5_K, q5_k_gemv_bytes);
-    if crate::dispatch::CpuFeatures::detect().gfni {
-        table.set_vec_dot(GgmlType::Q4_K, q4_k_gfni_bytes);
-        table.set_vec_dot(GgmlType::Q5_K, q5_k_gfni_bytes);
-        table.set_gemv(GgmlType::Q4_K, q4_k_gfni_gemv_bytes);
-        table.set_gemv(GgmlType::Q5_K, q5_k_gfni_gemv_bytes);
+    // Q4_K/Q5_K: the GFNI nibble split where the CPU has it (`k4_rows`).
+    let k4 = if table.features().gfni {
+        [
+            (
+                GgmlType::Q4_K,
+                q4_k_gfni_bytes as VecDotFn,
+                q4_k_gfni_gemv_bytes as GemvFn,
+            ),
+            (GgmlType::Q5_K, q5_k_gfni_bytes, q5_k_gfni_gemv_bytes),
+        ]
+    } else {
+        [
+            (
+                GgmlType::Q4_K,
+                q4_k_bytes as VecDotFn,
+                q4_k_gemv_bytes as GemvFn,
+            ),
+            (GgmlType::Q5_K, q5_k_bytes, q5_k_gemv_bytes),
+        ]
+    };
+    for (ty, vec_dot, gemv) in k4 {
+        table.set_vec_dot(ty, vec_dot);
+        table.set_gemv(ty, gemv);
     }
     table.set_vec_dot(GgmlType::Q6_K, q6_k_bytes);
     table.set_vec_dot(GgmlType::F16, f16_bytes);
