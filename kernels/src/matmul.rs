@@ -696,6 +696,46 @@ fn gemv_many(fused: &[FusedJob<'_>], scratch: &ActivationScratch) {
     crate::pool::run(n_tasks, &run);
 }
 
+/// Names the weights that the next token-generation (`n = 1`) product over `ws` (one fused
+/// group, as [`matmul_prequantized_many`] gets it) will read, for
+/// [`crate::pool::prefetch_while_idle`]: each worker's segment of the tasks, as
+/// [`gemv_many`] will cut them. Call it right before the product that precedes `ws`; the
+/// workers then stream these weights whenever they wait (docs/PERFORMANCE.md, "Token
+/// generation, round 5"). The caller's own segment is left out: the lines a worker prefetches
+/// land in that worker's caches, and the caller would fetch them from another core.
+/// Results are unaffected (prefetches only move cache lines).
+pub fn prefetch_gemv(ws: &[QMatrix<'_>]) {
+    let total: usize = ws.iter().map(|w| w.rows).sum();
+    if total == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let n_tasks = gemv_tasks(total);
+    let per_task = total.div_ceil(n_tasks).next_multiple_of(16);
+    // Rows of the concatenated matrices in each segment (see `Pool::dispatch`).
+    let per_segment = n_tasks.div_ceil(threads) * per_task;
+    let mut ranges: [(usize, &[u8]); crate::pool::MAX_PREFETCH_RANGES] =
+        [(0, &[]); crate::pool::MAX_PREFETCH_RANGES];
+    let mut k = 0;
+    for segment in 1..threads {
+        let (a, b) = (
+            (segment * per_segment).min(total),
+            ((segment + 1) * per_segment).min(total),
+        );
+        let mut base = 0; // first concatenated row of `w`
+        for w in ws {
+            let (r0, r1) = (a.max(base), b.min(base + w.rows));
+            if r0 < r1 && k < ranges.len() {
+                let rb = w.row_bytes;
+                ranges[k] = (segment, &w.data[(r0 - base) * rb..(r1 - base) * rb]);
+                k += 1;
+            }
+            base += w.rows;
+        }
+    }
+    crate::pool::prefetch_while_idle(&ranges[..k]);
+}
+
 /// `out[i] = W[r0 + i] · act` for one matrix (`out`: `[rows]`, a run of its output).
 fn gemv_rows(job: &FusedJob<'_>, r0: usize, act: &[u8], act_row_bytes: usize, out: &mut [f32]) {
     let w = &job.w;

@@ -53,6 +53,12 @@
 //!   every thread is done with the job (so nothing borrowed by the job outlives the call).
 //! - Nested calls (a task calling [`run`]), calls with one thread or one task, and calls
 //!   made while another thread is using the same pool run inline on the calling thread.
+//! - **Idle-time prefetch** ([`prefetch_while_idle`]): the caller may name byte ranges (the
+//!   weights of the next matrix-vector product, per segment) that each waiting worker pulls
+//!   into its caches while it has nothing else to do — at the end of a job, when it ran out
+//!   of tasks before the caller, and during the caller's serial work between two jobs
+//!   (norms, RoPE, attention, activation quantization). Token generation is bound by DRAM
+//!   bandwidth, and without this the memory bus idles during that serial work.
 //! - One pool per thread count, created on first use and kept for the life of the process
 //!   (a global registry), so tests that run the same code on 1, 2, 3, 4 threads each get the
 //!   right number of threads.
@@ -285,6 +291,114 @@ struct Pool {
     park_lock: Mutex<()>,
     /// Signalled by the caller when it starts a job while workers sleep.
     wake: Condvar,
+    /// Bumped by [`prefetch_while_idle`] each time it publishes a new `plan`.
+    plan_gen: CachePadded<AtomicU64>,
+    /// What idle workers pull towards their caches (see [`prefetch_while_idle`]).
+    plan: Mutex<PrefetchPlan>,
+    /// Bytes this pool's idle workers have prefetched (see [`idle_prefetched_bytes`]).
+    prefetched: AtomicU64,
+}
+
+/// Most byte ranges one [`prefetch_while_idle`] call takes.
+pub const MAX_PREFETCH_RANGES: usize = 16;
+
+/// The ranges of one [`prefetch_while_idle`] call: `(segment, address, length)`.
+#[derive(Clone, Copy)]
+struct PrefetchPlan {
+    ranges: [(usize, usize, usize); MAX_PREFETCH_RANGES],
+    len: usize,
+}
+
+impl PrefetchPlan {
+    const EMPTY: PrefetchPlan = PrefetchPlan {
+        ranges: [(0, 0, 0); MAX_PREFETCH_RANGES],
+        len: 0,
+    };
+}
+
+/// How far a worker got with the current prefetch plan.
+#[derive(Clone, Copy, Default)]
+struct PlanCursor {
+    /// The plan's generation ([`Pool::plan_gen`]).
+    gen: u64,
+    /// Bytes of this worker's ranges prefetched so far.
+    done: usize,
+    /// Whether all of them are.
+    finished: bool,
+}
+
+/// Bytes a worker prefetches between two checks for a new job (64 cache lines).
+const PREFETCH_CHUNK: usize = 4096;
+
+/// Bytes prefetched by idle workers since the process started (see [`idle_prefetched_bytes`]).
+static PREFETCHED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Names the bytes the **next** [`run`] will read, per segment, so that waiting workers pull
+/// them into their caches before and while they are needed. `ranges` holds up to
+/// [`MAX_PREFETCH_RANGES`] `(segment, bytes)` pairs; worker `w` (segment `w` of the next
+/// job; segment 0 is the caller's and is ignored) prefetches its own ranges, in order, cache
+/// line by cache line, whenever it waits for a job, until it is done or the job after the
+/// next has started. A plan cut short by a job starts again after that job.
+///
+/// Meant for a chain of DRAM-bound products: call it right before running product `P` with
+/// the ranges of the product after `P`; a worker that finishes its share of `P` early, and
+/// every worker during the caller's serial work after `P`, then streams the next weights
+/// instead of spinning. Measured effect in docs/PERFORMANCE.md ("Token generation, round
+/// 5"). Off when `GRIST_POOL_PREFETCH=0`.
+///
+/// Only a hint, with no effect on any result: a prefetch instruction never faults and changes
+/// no value, so the ranges may even be freed or unmapped before a worker gets to them.
+pub fn prefetch_while_idle(ranges: &[(usize, &[u8])]) {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || IN_POOL.get() || !idle_prefetch_enabled() {
+        return;
+    }
+    let pool = pool_for(threads);
+    let mut plan = PrefetchPlan::EMPTY;
+    for (slot, &(segment, bytes)) in plan.ranges.iter_mut().zip(ranges) {
+        *slot = (segment, bytes.as_ptr() as usize, bytes.len());
+        plan.len += 1;
+    }
+    *pool.plan.lock().unwrap_or_else(|e| e.into_inner()) = plan;
+    pool.plan_gen.fetch_add(1, Ordering::Release);
+}
+
+/// Whether [`prefetch_while_idle`] publishes plans: yes unless `GRIST_POOL_PREFETCH=0`
+/// (for A/B measurements).
+pub fn idle_prefetch_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("GRIST_POOL_PREFETCH").map_or(true, |v| v.trim() != "0"))
+}
+
+/// Bytes the pools' idle workers have prefetched since the process started (all pools):
+/// `grist bench --profile` reports it per token, as the share of the weights that streamed
+/// while the caller did serial work.
+pub fn idle_prefetched_bytes() -> u64 {
+    PREFETCHED_BYTES.load(Ordering::Relaxed)
+}
+
+/// Asks the CPU to bring the cache line holding address `addr` into this core's caches.
+#[inline(always)]
+fn prefetch_line(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` only hints the cache hierarchy: it never faults, whatever the
+    // address (mapped or not), and changes no architectural state. SSE, which provides it,
+    // is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
+    };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: `prfm` only hints the cache hierarchy: it never faults, whatever the address,
+    // and changes no register, flag or memory.
+    unsafe {
+        std::arch::asm!(
+            "prfm pldl1keep, [{addr}]",
+            addr = in(reg) addr,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = addr;
 }
 
 // SAFETY: every field but `job` is a synchronisation primitive or immutable. `job` is written
@@ -315,6 +429,9 @@ impl Pool {
             sleeping: AtomicUsize::new(0),
             park_lock: Mutex::new(()),
             wake: Condvar::new(),
+            plan_gen: CachePadded(AtomicU64::new(0)),
+            plan: Mutex::new(PrefetchPlan::EMPTY),
+            prefetched: AtomicU64::new(0),
         }
     }
 
@@ -431,8 +548,9 @@ impl Pool {
     fn worker_loop(&self, slot: usize) {
         IN_POOL.set(true);
         let mut seen = 0; // the epoch of `Pool::new`
+        let mut cursor = PlanCursor::default();
         loop {
-            let state = self.wait_for_job(seen);
+            let state = self.wait_for_job(seen, slot, &mut cursor);
             seen = epoch_of(state);
             if !self.join(state) {
                 continue; // the caller already finished that job alone
@@ -473,9 +591,47 @@ impl Pool {
         false
     }
 
+    /// Prefetches the ranges of `plan` that belong to segment `slot`, in order, from byte
+    /// `cursor.done` of them on, checking for a job newer than epoch `seen` or a newer plan
+    /// every [`PREFETCH_CHUNK`] bytes; records in `cursor` how far it got.
+    fn prefetch(&self, plan: &PrefetchPlan, slot: usize, seen: u64, cursor: &mut PlanCursor) {
+        let mut skip = cursor.done; // bytes of our ranges already prefetched
+        for &(segment, addr, len) in &plan.ranges[..plan.len] {
+            if segment != slot {
+                continue;
+            }
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            let mut line = (addr + skip) & !63;
+            let end = addr.saturating_add(len);
+            skip = 0;
+            while line < end {
+                let chunk_end = line.saturating_add(PREFETCH_CHUNK).min(end);
+                let before = line;
+                while line < chunk_end {
+                    prefetch_line(line);
+                    line = line.saturating_add(64);
+                }
+                let bytes = line.min(end) - before.max(addr);
+                cursor.done += bytes;
+                PREFETCHED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+                self.prefetched.fetch_add(bytes as u64, Ordering::Relaxed);
+                if epoch_of(self.state.load(Ordering::Acquire)) != seen
+                    || self.plan_gen.load(Ordering::Relaxed) != cursor.gen
+                {
+                    return; // a new job, or a new plan
+                }
+            }
+        }
+        cursor.finished = true;
+    }
+
     /// Waits until the epoch differs from `seen` and returns the state: spins for
-    /// [`spin_time`], then parks on `wake`.
-    fn wait_for_job(&self, seen: u64) -> u64 {
+    /// [`spin_time`], then parks on `wake`. While spinning, works through this worker's
+    /// (`slot`'s) ranges of the current prefetch plan, from where `cursor` says it stopped.
+    fn wait_for_job(&self, seen: u64, slot: usize, cursor: &mut PlanCursor) -> u64 {
         let (spin, busy) = (spin_time(), busy_spin_time());
         let start = Instant::now();
         let mut spins = 0u32;
@@ -484,6 +640,22 @@ impl Pool {
             let state = self.state.load(Ordering::Acquire);
             if epoch_of(state) != seen {
                 return state;
+            }
+            let gen = self.plan_gen.load(Ordering::Acquire);
+            if gen != cursor.gen || !cursor.finished {
+                if gen != cursor.gen {
+                    *cursor = PlanCursor {
+                        gen,
+                        done: 0,
+                        finished: false,
+                    };
+                }
+                let plan = *self.plan.lock().unwrap_or_else(|e| e.into_inner());
+                // Cut short by a new job, the plan is taken up again after that job, where
+                // it stopped: the plan for the product after a job is published just before
+                // the job starts, and a spinning worker may see it first.
+                self.prefetch(&plan, slot, seen, cursor);
+                continue;
             }
             spins += 1;
             if yielding || spins.is_multiple_of(SPINS_PER_CLOCK_CHECK) {
@@ -697,6 +869,66 @@ mod tests {
             // A new job wakes them all.
             assert_eq!(rendezvous(5), 4);
             assert_eq!(n.load(Ordering::Relaxed), 5);
+        });
+    }
+
+    /// A job of `threads` tasks that all take part (so every worker is awake and spinning
+    /// right after it).
+    fn wake_workers(threads: usize) {
+        let sum = AtomicUsize::new(0);
+        run(threads * 4, &|i| {
+            sum.fetch_add(i, Ordering::Relaxed);
+        });
+        let n = threads * 4;
+        assert_eq!(sum.into_inner(), n * (n - 1) / 2);
+    }
+
+    #[test]
+    fn idle_workers_prefetch_their_segment_of_the_plan() {
+        if !idle_prefetch_enabled() {
+            return; // GRIST_POOL_PREFETCH=0 in the environment
+        }
+        // Counted on this test's own pool (4 threads; no other test publishes plans there).
+        // Worker 2 must prefetch its own range, and no worker the caller's (segment 0).
+        // It must be spinning (not parked, not descheduled) when the plan appears; on a
+        // loaded 2-CPU machine that may take a few attempts.
+        let (weights, decoy) = (vec![1u8; 256 << 10], vec![2u8; 64 << 10]);
+        let pool = pool_for(4);
+        let got_it = with_threads(4, || {
+            (0..200).any(|_| {
+                wake_workers(4);
+                let before = pool.prefetched.load(Ordering::Relaxed);
+                prefetch_while_idle(&[(2, &weights[..]), (0, &decoy[..])]);
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_millis(20) {
+                    let done = pool.prefetched.load(Ordering::Relaxed) - before;
+                    // (One chunk of the previous attempt's plan may still be counted.)
+                    let most = (weights.len() + PREFETCH_CHUNK) as u64;
+                    assert!(done <= most, "a worker prefetched another segment's range");
+                    if done >= weights.len() as u64 {
+                        return true;
+                    }
+                    std::hint::spin_loop();
+                }
+                false
+            })
+        });
+        assert!(got_it, "the idle worker never prefetched its 256 KiB range");
+    }
+
+    #[test]
+    fn a_prefetch_plan_may_outlive_its_memory() {
+        // A large allocation is its own mapping: freeing it unmaps the pages while the plan
+        // still names them. Prefetches never fault, so workers and results are unaffected.
+        with_threads(3, || {
+            for _ in 0..20 {
+                let doomed = vec![7u8; 8 << 20];
+                wake_workers(3);
+                prefetch_while_idle(&[(1, &doomed[..]), (1, &doomed[4096..])]);
+                drop(doomed);
+                std::thread::sleep(Duration::from_micros(200));
+                wake_workers(3);
+            }
         });
     }
 }

@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args as ClapArgs, ValueEnum};
-use grist_kernels::dispatch;
 use grist_kernels::probe;
+use grist_kernels::{dispatch, pool};
 use grist_model::profile::{self, OpStats};
 use grist_model::{Model, Session};
 
@@ -70,9 +70,18 @@ struct TestResult {
     n_gen: usize,
     samples_ts: Vec<f64>,
     profile: Vec<OpStats>,
+    /// Bytes the worker threads prefetched while waiting during the measured runs
+    /// ([`grist_kernels::pool::idle_prefetched_bytes`]).
+    idle_prefetched: u64,
 }
 
 impl TestResult {
+    /// Bytes prefetched by idle workers per generated token (tg tests that prefetched).
+    fn idle_prefetched_per_token(&self) -> Option<f64> {
+        let tokens = self.n_gen * self.samples_ts.len();
+        (self.n_gen > 0 && self.idle_prefetched > 0)
+            .then(|| self.idle_prefetched as f64 / tokens as f64)
+    }
     fn mean(&self) -> f64 {
         self.samples_ts.iter().sum::<f64>() / self.samples_ts.len().max(1) as f64
     }
@@ -193,6 +202,7 @@ fn measure(
     one()?; // warm-up: page in the weights, settle the caches
     profile::reset();
     profile::set_enabled(profiling);
+    let prefetched_before = pool::idle_prefetched_bytes();
     let samples: Result<Vec<f64>, CliError> = (0..reps.max(1)).map(|_| one()).collect();
     profile::set_enabled(false);
     Ok(TestResult {
@@ -201,6 +211,7 @@ fn measure(
         n_gen,
         samples_ts: samples?,
         profile: profile::snapshot(),
+        idle_prefetched: pool::idle_prefetched_bytes() - prefetched_before,
     })
 }
 
@@ -404,6 +415,16 @@ fn print_markdown(
                 },
             );
         }
+        if let Some(per_token) = r.idle_prefetched_per_token() {
+            println!(
+                "\nidle-time prefetch: while waiting (the end of a product, the serial work \
+                 between products) the worker threads pulled {:.1} MB per token of the next \
+                 product's weights into their caches, {:.1} % of the {:.1} MB read per token.",
+                per_token / 1e6,
+                100.0 * per_token / f.bytes_per_token.max(1) as f64,
+                f.bytes_per_token as f64 / 1e6,
+            );
+        }
     }
 }
 
@@ -451,6 +472,9 @@ fn print_json(
                     })
                 })
                 .collect();
+            if let Some(per_token) = r.idle_prefetched_per_token() {
+                o["idle_prefetch_bytes_per_token"] = serde_json::json!(per_token);
+            }
         }
         println!("{o}");
     }

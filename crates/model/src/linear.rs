@@ -93,6 +93,17 @@ pub fn matmul(
     matmul_many(model, x, &mut [(w, out, op)], scratch);
 }
 
+/// Names the matrices of the token-generation product that comes after the one about to
+/// run (`ws`: one group of [`matmul_many`]), so the worker threads prefetch their share of
+/// its weights while they wait; see [`matmul::prefetch_gemv`]. Only a hint.
+pub fn prefetch(model: &Model, ws: &[&Matrix]) {
+    let Some(&first) = ws.first() else { return };
+    let n = ws.len().min(matmul::MAX_FUSED_MATRICES);
+    let qs: [QMatrix<'_>; matmul::MAX_FUSED_MATRICES] =
+        std::array::from_fn(|i| qmatrix(model, ws.get(i).copied().unwrap_or(first)));
+    matmul::prefetch_gemv(&qs[..n]);
+}
+
 /// Bytes of weights `w` holds (what one product with it streams).
 fn weight_bytes(model: &Model, w: &Matrix) -> u64 {
     model.matrix_bytes(w).len() as u64

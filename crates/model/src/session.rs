@@ -213,6 +213,16 @@ impl<'m> Session<'m> {
             }
         }
 
+        // Token generation reads every weight from DRAM once per token. Right before each
+        // product we name the one after it, and the worker threads pull its weights into
+        // their caches whenever they wait (the end of this product, the caller's serial work
+        // after it), so the memory bus keeps streaming while the caller computes attention
+        // or norms (`pool::prefetch_while_idle`; no effect on the results).
+        let announce = |next: &[&Matrix]| {
+            if n == 1 {
+                linear::prefetch(model, next);
+            }
+        };
         let attn_scale = 1.0 / (hd as f32).sqrt();
         for (il, lw) in w.layers.iter().enumerate() {
             // ---- attention ----
@@ -222,6 +232,7 @@ impl<'m> Session<'m> {
             norm_rows(h, &lw.attn_norm, hp.rms_eps);
             // q, k, v = h·Wq, h·Wk, h·Wv                             [n, q_dim], [n, kv_dim] ×2
             let (q, k, v) = (&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]);
+            announce(&[&lw.wo]);
             linear::matmul_many(
                 model,
                 h,
@@ -291,6 +302,7 @@ impl<'m> Session<'m> {
             drop(_p);
             // h = att·Wo [→ rms_norm * post_attention_norm];  x += h
             let h = &mut s.h[..n * e];
+            announce(&[&lw.w_gate, &lw.w_up]);
             mm(model, &lw.wo, &s.att[..n * qd], h, Op::MatmulO, &mut s.act);
             if let Some(pn) = &lw.post_attn_norm {
                 norm_rows(h, pn, hp.rms_eps);
@@ -305,6 +317,7 @@ impl<'m> Session<'m> {
             norm_rows(h, &lw.ffn_norm, hp.rms_eps);
             // gate = act(h·Wgate) * (h·Wup)                          [n, n_ff]
             let (gate, up) = (&mut s.gate[..n * nf], &mut s.up[..n * nf]);
+            announce(&[&lw.w_down]);
             linear::matmul_many(
                 model,
                 h,
@@ -324,6 +337,10 @@ impl<'m> Session<'m> {
                 zip_batch(gate, up, glu);
             }
             // h = gate·Wdown [→ rms_norm * post_ffw_norm];  x += h   [n, n_embd]
+            match w.layers.get(il + 1) {
+                Some(next) => announce(&[&next.wq, &next.wk, &next.wv]),
+                None => announce(&[&w.output]),
+            }
             mm(model, &lw.w_down, gate, h, Op::MatmulDown, &mut s.act);
             if let Some(pn) = &lw.post_ffn_norm {
                 norm_rows(h, pn, hp.rms_eps);
@@ -342,6 +359,10 @@ impl<'m> Session<'m> {
             norm_rows(h, &w.output_norm, hp.rms_eps);
             let nv = hp.n_vocab;
             let out = &mut self.logits[first_out * nv..(first_out + m) * nv];
+            // The next token starts with layer 0's q/k/v (after sampling).
+            if let Some(first) = w.layers.first() {
+                announce(&[&first.wq, &first.wk, &first.wv]);
+            }
             mm(model, &w.output, h, out, Op::MatmulOutput, &mut s.act);
         }
     }
