@@ -37,15 +37,7 @@ pub fn matmul_many(
         let w0: &Matrix = jobs[start].0;
         let act = qmatrix(model, w0).act_type();
         let cols = w0.cols;
-        // The group: the following jobs with the same activation format and row length.
-        let mut end = start + 1;
-        while end < jobs.len()
-            && end - start < matmul::MAX_FUSED_MATRICES
-            && jobs[end].0.cols == cols
-            && qmatrix(model, jobs[end].0).act_type() == act
-        {
-            end += 1;
-        }
+        let end = start + leading_group(model, jobs[start..].iter().map(|j| j.0));
         let n = x.len() / cols;
         {
             let _p = profile::scope(Op::QuantizeAct, 0, x.len() as u64);
@@ -81,6 +73,18 @@ pub fn matmul_many(
     }
 }
 
+/// How many of `ws` (at least one, at most [`matmul::MAX_FUSED_MATRICES`]), from the first
+/// on, share its row length and activation format: the group [`matmul_many`] runs as one
+/// product.
+fn leading_group<'w>(model: &Model, mut ws: impl Iterator<Item = &'w Matrix>) -> usize {
+    let Some(w0) = ws.next() else { return 0 };
+    let act = qmatrix(model, w0).act_type();
+    1 + ws
+        .take(matmul::MAX_FUSED_MATRICES - 1)
+        .take_while(|w| w.cols == w0.cols && qmatrix(model, w).act_type() == act)
+        .count()
+}
+
 /// `out = x · Wᵀ` (`op` names it for the profiler). `x`: `[n, w.cols]`; `out`: `[n, w.rows]`.
 pub fn matmul(
     model: &Model,
@@ -94,13 +98,17 @@ pub fn matmul(
 }
 
 /// Names the matrices of the token-generation product that comes after the one about to
-/// run (`ws`: one group of [`matmul_many`]), so the worker threads prefetch their share of
-/// its weights while they wait; see [`matmul::prefetch_gemv`]. Only a hint.
+/// run (`ws`, as [`matmul_many`] will get them), so the worker threads prefetch their share
+/// of its weights while they wait; see [`matmul::prefetch_gemv`]. Only a hint. Of a list
+/// that `matmul_many` splits into several groups, the first group is named (it runs first).
 pub fn prefetch(model: &Model, ws: &[&Matrix]) {
-    let Some(&first) = ws.first() else { return };
-    let n = ws.len().min(matmul::MAX_FUSED_MATRICES);
+    let n = leading_group(model, ws.iter().copied());
+    if n == 0 {
+        return;
+    }
+    // The group's views on the stack (slots past `n` repeat the last one, unused).
     let qs: [QMatrix<'_>; matmul::MAX_FUSED_MATRICES] =
-        std::array::from_fn(|i| qmatrix(model, ws.get(i).copied().unwrap_or(first)));
+        std::array::from_fn(|i| qmatrix(model, ws[i.min(n - 1)]));
     matmul::prefetch_gemv(&qs[..n]);
 }
 
@@ -114,4 +122,39 @@ pub fn dequantize_row(model: &Model, w: &Matrix, r: usize, out: &mut [f32]) {
     let src = &model.matrix_bytes(w)[r * w.row_bytes..(r + 1) * w.row_bytes];
     grist_kernels::formats::dequantize_row(w.ty, src, out)
         .unwrap_or_else(|e| panic!("matrix {} was validated at load: {e}", w.name));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tiny-llama-q4_1`: Q4_1 layers (activations Q8_1) and a Q6_K output (Q8_K), all with
+    /// 256-value rows except `ffn_down` (512).
+    fn model() -> Model {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/models/tiny-llama-q4_1.gguf"
+        );
+        Model::load(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn a_group_shares_row_length_and_activation_format() {
+        let model = model();
+        let w = model.weights();
+        let l = &w.layers[0];
+        let group = |ws: &[&Matrix]| leading_group(&model, ws.iter().copied());
+        assert_eq!(group(&[]), 0);
+        assert_eq!(group(&[&l.wq, &l.wk, &l.wv]), 3);
+        assert_eq!(group(&[&l.w_gate, &l.w_up]), 2);
+        // Another activation format (Q8_K) ends the group, even with the same row length.
+        assert_eq!(group(&[&l.wq, &w.output, &l.wk]), 1);
+        assert_eq!(group(&[&w.output, &l.wq]), 1);
+        // Another row length ends it.
+        assert_eq!(group(&[&l.w_gate, &l.w_down]), 1);
+        assert_eq!(group(&[&l.wo, &l.wq, &l.w_down, &l.wk]), 2);
+        // At most MAX_FUSED_MATRICES.
+        let many = [&l.wq; matmul::MAX_FUSED_MATRICES + 2];
+        assert_eq!(group(&many), matmul::MAX_FUSED_MATRICES);
+    }
 }
