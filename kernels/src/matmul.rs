@@ -32,6 +32,7 @@
 //! (see [`GEMV_USES_TILES`] and [`crate::panel`]).
 
 use std::fmt;
+use std::ops::Range;
 
 use grist_gguf::GgmlType;
 use rayon::prelude::*;
@@ -672,28 +673,75 @@ fn panel_item(
 fn gemv_many(fused: &[FusedJob<'_>], scratch: &ActivationScratch) {
     let act = scratch.row(0);
     let total: usize = fused.iter().map(|j| j.w.rows).sum();
-    let n_tasks = gemv_tasks(total);
-    // Task boundaries on multiples of 16 rows (one 64-byte cache line of outputs).
-    let per_task = total.div_ceil(n_tasks).next_multiple_of(16);
+    let split = GemvSplit::new(total, rayon::current_num_threads());
     let run = |task: usize| {
-        let (mut a, b) = (task * per_task, ((task + 1) * per_task).min(total));
-        let mut base = 0; // first concatenated row of fused[i]
-        for job in fused {
-            let rows = job.w.rows;
-            if a < b && a < base + rows {
-                let (r0, r1) = (a - base, (b - base).min(rows));
-                // SAFETY: this task is the only one covering concatenated rows a..b, i.e.
-                // rows r0..r1 of this matrix's output (tasks' ranges do not overlap).
-                let out = unsafe { job.out.slice_mut(r0, r1 - r0) };
-                gemv_rows(job, r0, act, scratch.row_bytes, out);
-                a = base + r1;
-            }
-            base += rows;
-        }
+        for_each_part(
+            fused.iter().map(|j| j.w.rows),
+            split.task_rows(task),
+            |i, rows| {
+                let job = &fused[i];
+                // SAFETY: this task is the only one covering these concatenated rows, i.e.
+                // `rows` of this matrix's output (tasks' row ranges do not overlap).
+                let out = unsafe { job.out.slice_mut(rows.start, rows.len()) };
+                gemv_rows(job, rows.start, act, scratch.row_bytes, out);
+            },
+        );
     };
     // The persistent spinning pool, not rayon: its workers are awake between the ~150–210
     // products of a token (docs/PERFORMANCE.md, "Persistent worker pool").
-    crate::pool::run(n_tasks, &run);
+    crate::pool::run(split.n_tasks, &run);
+}
+
+/// How [`gemv_many`] cuts the `total` rows of a fused group (its matrices' rows, back to
+/// back) into tasks: [`gemv_tasks`] of them, `rows_per_task` rows each (the last ones may be
+/// shorter or empty). [`prefetch_gemv`] cuts the same way, so a worker prefetches exactly
+/// the rows it will be given.
+#[derive(Clone, Copy)]
+struct GemvSplit {
+    total: usize,
+    n_tasks: usize,
+    /// A multiple of 16 rows (one 64-byte cache line of outputs).
+    rows_per_task: usize,
+}
+
+impl GemvSplit {
+    fn new(total: usize, threads: usize) -> GemvSplit {
+        let n_tasks = gemv_tasks(total, threads);
+        let rows_per_task = total.div_ceil(n_tasks).next_multiple_of(16);
+        GemvSplit {
+            total,
+            n_tasks,
+            rows_per_task,
+        }
+    }
+
+    /// The concatenated rows of tasks `tasks`.
+    fn rows_of(&self, tasks: Range<usize>) -> Range<usize> {
+        (tasks.start * self.rows_per_task).min(self.total)
+            ..(tasks.end * self.rows_per_task).min(self.total)
+    }
+
+    /// The concatenated rows of task `task`.
+    fn task_rows(&self, task: usize) -> Range<usize> {
+        self.rows_of(task..task + 1)
+    }
+}
+
+/// Calls `f(i, local)` for each matrix `i` of a fused group (`rows`: their row counts, the
+/// rows back to back) that the concatenated rows `span` touch, `local` being its rows there.
+fn for_each_part(
+    rows: impl Iterator<Item = usize>,
+    span: Range<usize>,
+    mut f: impl FnMut(usize, Range<usize>),
+) {
+    let mut base = 0; // first concatenated row of matrix i
+    for (i, n) in rows.enumerate() {
+        let (r0, r1) = (span.start.max(base), span.end.min(base + n));
+        if r0 < r1 {
+            f(i, r0 - base..r1 - base);
+        }
+        base += n;
+    }
 }
 
 /// Names the weights that the next token-generation (`n = 1`) product over `ws` (one fused
@@ -705,35 +753,34 @@ fn gemv_many(fused: &[FusedJob<'_>], scratch: &ActivationScratch) {
 /// land in that worker's caches, and the caller would fetch them from another core.
 /// Results are unaffected (prefetches only move cache lines).
 pub fn prefetch_gemv(ws: &[QMatrix<'_>]) {
-    let total: usize = ws.iter().map(|w| w.rows).sum();
-    if total == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let n_tasks = gemv_tasks(total);
-    let per_task = total.div_ceil(n_tasks).next_multiple_of(16);
-    // Rows of the concatenated matrices in each segment (see `Pool::dispatch`).
-    let per_segment = n_tasks.div_ceil(threads) * per_task;
-    let mut ranges: [(usize, &[u8]); crate::pool::MAX_PREFETCH_RANGES] =
-        [(0, &[]); crate::pool::MAX_PREFETCH_RANGES];
+    let (ranges, k) = gemv_prefetch_ranges(ws, rayon::current_num_threads());
+    crate::pool::prefetch_while_idle(&ranges[..k]);
+}
+
+/// Up to [`crate::pool::MAX_PREFETCH_RANGES`] `(segment, bytes)` ranges, on the stack.
+type PrefetchRanges<'a> = [(usize, &'a [u8]); crate::pool::MAX_PREFETCH_RANGES];
+
+/// The `(segment, bytes)` ranges of [`prefetch_gemv`] on `threads` threads (the first `k`
+/// of the array): for each worker segment `1..threads`, the weight rows of its tasks.
+fn gemv_prefetch_ranges<'a>(ws: &[QMatrix<'a>], threads: usize) -> (PrefetchRanges<'a>, usize) {
+    let split = GemvSplit::new(ws.iter().map(|w| w.rows).sum(), threads);
+    let mut ranges: PrefetchRanges<'a> = [(0, &[][..]); crate::pool::MAX_PREFETCH_RANGES];
     let mut k = 0;
     for segment in 1..threads {
-        let (a, b) = (
-            (segment * per_segment).min(total),
-            ((segment + 1) * per_segment).min(total),
+        let tasks = crate::pool::segment_tasks(split.n_tasks, threads, segment);
+        for_each_part(
+            ws.iter().map(|w| w.rows),
+            split.rows_of(tasks),
+            |i, rows| {
+                if k < ranges.len() {
+                    let rb = ws[i].row_bytes;
+                    ranges[k] = (segment, &ws[i].data[rows.start * rb..rows.end * rb]);
+                    k += 1;
+                }
+            },
         );
-        let mut base = 0; // first concatenated row of `w`
-        for w in ws {
-            let (r0, r1) = (a.max(base), b.min(base + w.rows));
-            if r0 < r1 && k < ranges.len() {
-                let rb = w.row_bytes;
-                ranges[k] = (segment, &w.data[(r0 - base) * rb..(r1 - base) * rb]);
-                k += 1;
-            }
-            base += w.rows;
-        }
     }
-    crate::pool::prefetch_while_idle(&ranges[..k]);
+    (ranges, k)
 }
 
 /// `out[i] = W[r0 + i] · act` for one matrix (`out`: `[rows]`, a run of its output).
@@ -766,12 +813,11 @@ fn gemv_rows(job: &FusedJob<'_>, r0: usize, act: &[u8], act_row_bytes: usize, ou
     }
 }
 
-/// How many parallel tasks a token-generation product over `rows` weight rows is cut into:
-/// [`GEMV_TASKS_PER_THREAD`] per thread (the pool's threads claim them in turn, so a thread
+/// How many parallel tasks a token-generation product over `rows` weight rows is cut into on
+/// `threads` threads: [`GEMV_TASKS_PER_THREAD`] per thread (the pool's threads claim them in turn, so a thread
 /// that arrives late still takes a share), but no task smaller than [`ROWS_PER_TASK_GEMV`]
 /// rows.
-fn gemv_tasks(rows: usize) -> usize {
-    let threads = rayon::current_num_threads();
+fn gemv_tasks(rows: usize, threads: usize) -> usize {
     (threads * GEMV_TASKS_PER_THREAD)
         .min(rows.div_ceil(ROWS_PER_TASK_GEMV))
         .max(1)
@@ -1050,6 +1096,68 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The prefetch plan of a fused group names, for the worker segments `1..threads` in
+    /// order, whole rows that tile the concatenated rows from the end of the caller's share
+    /// (segment 0, about `1/threads` of them, never prefetched) to the last row, without a
+    /// gap or an overlap.
+    #[test]
+    fn prefetch_ranges_are_the_workers_share_of_the_rows() {
+        let (ty, cols) = (GgmlType::Q4_K, 256);
+        let shapes = [100usize, 48, 1, 0, 33, 1536];
+        let data: Vec<Vec<u8>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| weights(ty, r, cols, i as u32 + 3))
+            .collect();
+        let ws: Vec<QMatrix<'_>> = shapes
+            .iter()
+            .zip(&data)
+            .map(|(&r, d)| QMatrix::new(ty, d, r, cols).unwrap())
+            .collect();
+        let rb = ws[0].row_bytes;
+        for threads in 1..=4 {
+            for n in 1..=ws.len() {
+                let group = &ws[..n];
+                let total: usize = group.iter().map(|w| w.rows).sum();
+                let (ranges, k) = gemv_prefetch_ranges(group, threads);
+                // Map each range back to concatenated rows.
+                let mut rows = Vec::new();
+                for &(segment, bytes) in &ranges[..k] {
+                    assert!((1..threads).contains(&segment), "segment {segment}");
+                    let (i, w) = group
+                        .iter()
+                        .enumerate()
+                        .find(|(_, w)| w.data.as_ptr_range().contains(&bytes.as_ptr()))
+                        .expect("a range outside the group's weights");
+                    let off = bytes.as_ptr() as usize - w.data.as_ptr() as usize;
+                    assert_eq!((off % rb, bytes.len() % rb), (0, 0), "whole rows");
+                    let base: usize = group[..i].iter().map(|w| w.rows).sum();
+                    rows.push((segment, base + off / rb, base + (off + bytes.len()) / rb));
+                }
+                let what = format!("{threads} threads, {n} matrices, {total} rows");
+                let caller_end = rows.first().map_or(total, |r| r.1);
+                if threads == 1 {
+                    assert_eq!(k, 0, "{what}: one thread prefetches nothing");
+                } else {
+                    assert!(
+                        caller_end >= total / threads,
+                        "{what}: caller's share too small"
+                    );
+                }
+                let mut next = caller_end;
+                for (j, &(segment, r0, r1)) in rows.iter().enumerate() {
+                    assert_eq!(r0, next, "{what}: gap or overlap");
+                    assert!(
+                        j == 0 || segment >= rows[j - 1].0,
+                        "{what}: segments out of order"
+                    );
+                    next = r1;
+                }
+                assert_eq!(next, total, "{what}: rows left out");
             }
         }
     }

@@ -65,6 +65,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
+use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -208,12 +209,14 @@ impl Drop for CallerGuard {
     }
 }
 
+/// Every pool created so far, one per thread count (they live as long as the process).
+static REGISTRY: Mutex<Vec<&'static Pool>> = Mutex::new(Vec::new());
+
 /// The pool for `threads` threads, created (with `threads − 1` workers) on first use.
 fn pool_for(threads: usize) -> &'static Pool {
     if let Some(p) = LAST.get().filter(|p| p.threads == threads) {
         return p;
     }
-    static REGISTRY: Mutex<Vec<&'static Pool>> = Mutex::new(Vec::new());
     let mut pools = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     let pool = match pools.iter().find(|p| p.threads == threads) {
         Some(p) => *p,
@@ -299,6 +302,15 @@ struct Pool {
     prefetched: AtomicU64,
 }
 
+/// The tasks of segment `segment` when a job of `n_tasks` tasks runs on `threads` threads:
+/// consecutive runs of `⌈n_tasks / threads⌉` tasks (the last ones may be shorter or empty).
+/// Thread `s` works through segment `s` first; [`prefetch_while_idle`]'s callers use the
+/// same cut to name each worker's share of the next job.
+pub fn segment_tasks(n_tasks: usize, threads: usize, segment: usize) -> Range<usize> {
+    let per = n_tasks.div_ceil(threads.max(1));
+    (segment * per).min(n_tasks)..((segment + 1) * per).min(n_tasks)
+}
+
 /// Most byte ranges one [`prefetch_while_idle`] call takes.
 pub const MAX_PREFETCH_RANGES: usize = 16;
 
@@ -329,9 +341,6 @@ struct PlanCursor {
 
 /// Bytes a worker prefetches between two checks for a new job (64 cache lines).
 const PREFETCH_CHUNK: usize = 4096;
-
-/// Bytes prefetched by idle workers since the process started (see [`idle_prefetched_bytes`]).
-static PREFETCHED_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Names the bytes the **next** [`run`] will read, per segment, so that waiting workers pull
 /// them into their caches before and while they are needed. `ranges` holds up to
@@ -374,7 +383,11 @@ pub fn idle_prefetch_enabled() -> bool {
 /// `grist bench --profile` reports it per token, as the share of the weights that streamed
 /// while the caller did serial work.
 pub fn idle_prefetched_bytes() -> u64 {
-    PREFETCHED_BYTES.load(Ordering::Relaxed)
+    let pools = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    pools
+        .iter()
+        .map(|p| p.prefetched.load(Ordering::Relaxed))
+        .sum()
 }
 
 /// Asks the CPU to bring the cache line holding address `addr` into this core's caches.
@@ -449,15 +462,14 @@ impl Pool {
                 n_tasks,
             }
         };
-        // Segment `s` holds tasks `s·per ..` (`per` each, the last ones may be shorter or
-        // empty); the SeqCst store that opens the job below publishes these.
+        // Segment `s` holds the tasks `segment_tasks` gives it; the SeqCst store that opens
+        // the job below publishes these.
         assert!(
             n_tasks <= u32::MAX as usize,
             "pool::run: more than 2^32 - 1 tasks"
         );
-        let per = n_tasks.div_ceil(self.threads);
         for (s, seg) in self.segments.iter().enumerate() {
-            let len = n_tasks.saturating_sub(s * per).min(per);
+            let len = segment_tasks(n_tasks, self.threads, s).len();
             seg.store((len as u64) << 32, Ordering::Relaxed);
         }
         let old = self.state.load(Ordering::Relaxed);
@@ -512,12 +524,11 @@ impl Pool {
     /// the owner's run stays contiguous.
     fn claim_and_run(&self, task: &Task<'_>, n_tasks: usize, slot: usize) {
         let threads = self.threads;
-        let per = n_tasks.div_ceil(threads);
         for k in 0..threads {
             let s = (slot + k) % threads;
-            let own = k == 0;
+            let (own, first) = (k == 0, segment_tasks(n_tasks, threads, s).start);
             while let Some(i) = Self::claim(&self.segments[s], own) {
-                task(s * per + i);
+                task(first + i);
             }
         }
     }
@@ -616,7 +627,6 @@ impl Pool {
                 }
                 let bytes = line.min(end) - before.max(addr);
                 cursor.done += bytes;
-                PREFETCHED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
                 self.prefetched.fetch_add(bytes as u64, Ordering::Relaxed);
                 if epoch_of(self.state.load(Ordering::Acquire)) != seen
                     || self.plan_gen.load(Ordering::Relaxed) != cursor.gen
@@ -918,17 +928,55 @@ mod tests {
 
     #[test]
     fn a_prefetch_plan_may_outlive_its_memory() {
+        if !idle_prefetch_enabled() {
+            return; // GRIST_POOL_PREFETCH=0 in the environment
+        }
         // A large allocation is its own mapping: freeing it unmaps the pages while the plan
-        // still names them. Prefetches never fault, so workers and results are unaffected.
+        // still names them, and a worker cut short by the next job resumes the plan after
+        // it, on unmapped memory. Prefetches never fault, so workers and jobs carry on
+        // (`wake_workers` checks its job's result). Counted on this test's own pool (3
+        // threads), until worker 1 was seen prefetching (a few attempts on a loaded machine).
+        let pool = pool_for(3);
+        let before = pool.prefetched.load(Ordering::Relaxed);
         with_threads(3, || {
-            for _ in 0..20 {
+            for _ in 0..200 {
                 let doomed = vec![7u8; 8 << 20];
                 wake_workers(3);
                 prefetch_while_idle(&[(1, &doomed[..]), (1, &doomed[4096..])]);
                 drop(doomed);
                 std::thread::sleep(Duration::from_micros(200));
                 wake_workers(3);
+                if pool.prefetched.load(Ordering::Relaxed) > before {
+                    break;
+                }
             }
         });
+        assert!(
+            pool.prefetched.load(Ordering::Relaxed) > before,
+            "no worker ever prefetched"
+        );
+    }
+
+    #[test]
+    fn segments_cut_the_tasks_into_consecutive_runs() {
+        for threads in 1..=5 {
+            for n_tasks in [0usize, 1, 2, 3, 7, 8, 9, 17, 100] {
+                let per = n_tasks.div_ceil(threads);
+                let mut next = 0;
+                for s in 0..threads {
+                    let r = segment_tasks(n_tasks, threads, s);
+                    assert_eq!(
+                        r.start, next,
+                        "{n_tasks} tasks, {threads} threads, segment {s}"
+                    );
+                    assert!(
+                        r.len() == per || r.end == n_tasks,
+                        "only the tail may be short"
+                    );
+                    next = r.end;
+                }
+                assert_eq!(next, n_tasks, "{n_tasks} tasks on {threads} threads");
+            }
+        }
     }
 }
