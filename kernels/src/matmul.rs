@@ -1024,6 +1024,30 @@ mod tests {
         data
     }
 
+    /// Random `ty` weights for a fused group of matrices with `shapes[i]` rows each (matrix
+    /// `i` seeded with `seed + i`).
+    fn group_weights(ty: GgmlType, shapes: &[usize], cols: usize, seed: u32) -> Vec<Vec<u8>> {
+        shapes
+            .iter()
+            .zip(seed..)
+            .map(|(&rows, s)| weights(ty, rows, cols, s))
+            .collect()
+    }
+
+    /// The kernels' views of [`group_weights`]' matrices.
+    fn group_views<'a>(
+        ty: GgmlType,
+        shapes: &[usize],
+        data: &'a [Vec<u8>],
+        cols: usize,
+    ) -> Vec<QMatrix<'a>> {
+        shapes
+            .iter()
+            .zip(data)
+            .map(|(&rows, d)| QMatrix::new(ty, d, rows, cols).unwrap())
+            .collect()
+    }
+
     /// The fused product of several matrices gives, for every matrix, exactly the bits of a
     /// separate product, for token generation and prompt processing, with any thread count.
     #[test]
@@ -1039,16 +1063,8 @@ mod tests {
             ] {
                 // Odd shapes: 100 rows (not a multiple of the 16-row task grain), 1 row, 0 rows.
                 let shapes = [100usize, 48, 1, 0, 33];
-                let data: Vec<Vec<u8>> = shapes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &r)| weights(ty, r, cols, i as u32 + 7))
-                    .collect();
-                let mats: Vec<QMatrix<'_>> = shapes
-                    .iter()
-                    .zip(&data)
-                    .map(|(&r, d)| QMatrix::new(ty, d, r, cols).unwrap())
-                    .collect();
+                let data = group_weights(ty, &shapes, cols, 7);
+                let mats = group_views(ty, &shapes, &data, cols);
                 for n in [1usize, 3, 70] {
                     let x: Vec<f32> = (0..n * cols)
                         .map(|i| ((i * 29 % 97) as f32 - 48.0) / 19.0)
@@ -1108,16 +1124,8 @@ mod tests {
     fn prefetch_ranges_are_the_workers_share_of_the_rows() {
         let (ty, cols) = (GgmlType::Q4_K, 256);
         let shapes = [100usize, 48, 1, 0, 33, 1536];
-        let data: Vec<Vec<u8>> = shapes
-            .iter()
-            .enumerate()
-            .map(|(i, &r)| weights(ty, r, cols, i as u32 + 3))
-            .collect();
-        let ws: Vec<QMatrix<'_>> = shapes
-            .iter()
-            .zip(&data)
-            .map(|(&r, d)| QMatrix::new(ty, d, r, cols).unwrap())
-            .collect();
+        let data = group_weights(ty, &shapes, cols, 3);
+        let ws = group_views(ty, &shapes, &data, cols);
         let rb = ws[0].row_bytes;
         for threads in 1..=4 {
             for n in 1..=ws.len() {
