@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod blocks;
+mod cache;
 pub mod dispatch;
 pub mod formats;
 pub mod matmul;

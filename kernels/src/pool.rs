@@ -390,30 +390,6 @@ pub fn idle_prefetched_bytes() -> u64 {
         .sum()
 }
 
-/// Asks the CPU to bring the cache line holding address `addr` into this core's caches.
-#[inline(always)]
-fn prefetch_line(addr: usize) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `prefetcht0` only hints the cache hierarchy: it never faults, whatever the
-    // address (mapped or not), and changes no architectural state. SSE, which provides it,
-    // is part of the x86_64 baseline.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
-    };
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: `prfm` only hints the cache hierarchy: it never faults, whatever the address,
-    // and changes no register, flag or memory.
-    unsafe {
-        std::arch::asm!(
-            "prfm pldl1keep, [{addr}]",
-            addr = in(reg) addr,
-            options(nostack, readonly, preserves_flags)
-        )
-    };
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let _ = addr;
-}
-
 // SAFETY: every field but `job` is a synchronisation primitive or immutable. `job` is written
 // only by the caller holding `busy`, while the previous job is closed and its joined count
 // is zero, so no worker reads it concurrently: a worker reads it only after joining (a CAS on
@@ -622,7 +598,7 @@ impl Pool {
                 let chunk_end = line.saturating_add(PREFETCH_CHUNK).min(end);
                 let before = line;
                 while line < chunk_end {
-                    prefetch_line(line);
+                    crate::cache::prefetch_line(line);
                     line = line.saturating_add(64);
                 }
                 let bytes = line.min(end) - before.max(addr);

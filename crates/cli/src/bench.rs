@@ -5,14 +5,18 @@
 //! - `tgN`: N tokens generated one at a time from an empty cache (greedy); t/s = N / time.
 //!
 //! Each test runs once to warm up, then `-r` times; the table shows mean ± standard deviation.
-//! The roofline columns: for tg, the weight bytes streamed per token × t/s, against the DRAM
-//! read bandwidth measured on the same threads (token generation cannot beat it); for pp, the
-//! layer matmuls' multiply-adds per token × t/s (the output projection runs for the last token
-//! only), against the int8 matmul peak of the selected ISA measured on cache-resident data
-//! (`probe::int8_peak`). A second line puts that peak and pp against the hardware ceiling:
-//! the ISA's int8 multiply-add instruction in a register-only loop
-//! (`probe::int8_instruction_peak`, e.g. `vpdpbusd zmm`). `--profile` breaks the tests down
-//! by operation.
+//! The roofline columns:
+//! - tg: the weight bytes streamed per token × t/s, against the DRAM read bandwidth measured
+//!   on the same threads (token generation cannot beat it). A probe pass follows each
+//!   repetition (`probe::ReadProbe`, the better of a plain and a prefetching read loop), so a
+//!   drift of a shared host's bandwidth moves both figures alike.
+//! - pp: the layer matmuls' multiply-adds per token × t/s (the output projection runs for the
+//!   last token only), against the int8 matmul peak of the selected ISA measured on
+//!   cache-resident data (`probe::int8_peak`). A second line puts that peak and pp against
+//!   the hardware ceiling: the ISA's int8 multiply-add instruction in a register-only loop
+//!   (`probe::int8_instruction_peak`, e.g. `vpdpbusd zmm`).
+//!
+//! `--profile` breaks the tests down by operation.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -73,6 +77,11 @@ struct TestResult {
     /// Bytes the worker threads prefetched while waiting during the measured runs
     /// ([`grist_kernels::pool::idle_prefetched_bytes`]).
     idle_prefetched: u64,
+    /// DRAM read bandwidth in GB/s measured right after each repetition (tg tests with the
+    /// roofline on; empty otherwise), one per entry of `samples_ts`. The host's bandwidth can
+    /// change by 2× within minutes, so a tg repetition is compared with the bus as it was
+    /// then, not with one probe at the end of the run.
+    bandwidth_samples: Vec<f64>,
 }
 
 impl TestResult {
@@ -83,7 +92,7 @@ impl TestResult {
             .then(|| self.idle_prefetched as f64 / tokens as f64)
     }
     fn mean(&self) -> f64 {
-        self.samples_ts.iter().sum::<f64>() / self.samples_ts.len().max(1) as f64
+        mean(&self.samples_ts)
     }
     fn stddev(&self) -> f64 {
         let n = self.samples_ts.len();
@@ -99,6 +108,10 @@ impl TestResult {
             / (n - 1) as f64)
             .sqrt()
     }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 /// Static figures of the model that the roofline needs.
@@ -197,23 +210,35 @@ fn measure(
     n_gen: usize,
     reps: usize,
     profiling: bool,
+    bandwidth_probe: Option<&probe::ReadProbe>,
     mut one: impl FnMut() -> Result<f64, CliError>,
 ) -> Result<TestResult, CliError> {
     one()?; // warm-up: page in the weights, settle the caches
     profile::reset();
-    profile::set_enabled(profiling);
     let prefetched_before = pool::idle_prefetched_bytes();
-    let samples: Result<Vec<f64>, CliError> = (0..reps.max(1)).map(|_| one()).collect();
-    profile::set_enabled(false);
+    let (mut samples_ts, mut bandwidth_samples) = (Vec::new(), Vec::new());
+    for _ in 0..reps.max(1) {
+        profile::set_enabled(profiling);
+        let measured = one();
+        profile::set_enabled(false);
+        samples_ts.push(measured?);
+        if let Some(p) = bandwidth_probe {
+            bandwidth_samples.push(p.measure(2));
+        }
+    }
     Ok(TestResult {
         name,
         n_prompt,
         n_gen,
-        samples_ts: samples?,
+        samples_ts,
         profile: profile::snapshot(),
         idle_prefetched: pool::idle_prefetched_bytes() - prefetched_before,
+        bandwidth_samples,
     })
 }
+
+/// Bytes of the DRAM read probe's buffer: far more than any last-level cache.
+const PROBE_BYTES: usize = 1 << 30;
 
 /// Runs `grist bench`.
 pub fn run(args: Args) -> Result<(), CliError> {
@@ -233,6 +258,8 @@ fn bench(args: &Args, threads: usize) -> Result<(), CliError> {
     let n_ctx = args.n_prompt.max(args.n_gen + 1).max(1);
     let mut session = Session::new(&model, n_ctx)?;
     let tokens = bench_tokens(args.n_prompt.max(1), model.n_vocab());
+    // Allocated and paged in before the tests: each tg repetition is followed by one pass.
+    let read_probe = (!args.no_roofline).then(|| probe::ReadProbe::new(PROBE_BYTES));
 
     let mut results = Vec::new();
     if args.n_prompt > 0 {
@@ -242,6 +269,7 @@ fn bench(args: &Args, threads: usize) -> Result<(), CliError> {
             0,
             args.reps,
             args.profile,
+            None,
             || run_pp(&mut session, &tokens),
         )?);
     }
@@ -252,25 +280,28 @@ fn bench(args: &Args, threads: usize) -> Result<(), CliError> {
             args.n_gen,
             args.reps,
             args.profile,
+            read_probe.as_ref(),
             || run_tg(&mut session, args.n_gen, tokens[0]),
         )?);
     }
     // The machine's limits, measured after the tests on the same threads.
-    let (bandwidth, peak) = if args.no_roofline {
-        (None, None)
-    } else {
-        let kernel = probe::int8_peak(dispatch::kernels(), 3);
-        let instruction = probe::int8_instruction_peak(isa, 100, 3).map(|gops| InstructionPeak {
-            gops,
-            name: probe::int8_instruction_name(isa).unwrap_or("-"),
-        });
-        (
-            Some(probe::read_bandwidth(1 << 30, 5)),
-            Some(Peak {
-                kernel,
-                instruction,
-            }),
-        )
+    let (bandwidth, peak) = match &read_probe {
+        None => (None, None),
+        Some(read_probe) => {
+            let kernel = probe::int8_peak(dispatch::kernels(), 3);
+            let instruction =
+                probe::int8_instruction_peak(isa, 100, 3).map(|gops| InstructionPeak {
+                    gops,
+                    name: probe::int8_instruction_name(isa).unwrap_or("-"),
+                });
+            (
+                Some(read_probe.measure(5)),
+                Some(Peak {
+                    kernel,
+                    instruction,
+                }),
+            )
+        }
     };
 
     let model_name = args
@@ -328,6 +359,11 @@ fn roofline(
 ) -> Option<(f64, f64, &'static str)> {
     if r.n_gen > 0 {
         let achieved = f.bytes_per_token as f64 * r.mean() / 1e9;
+        if !r.bandwidth_samples.is_empty() {
+            // Against the bus as it was during the repetitions: the mean of the probe passes
+            // that followed them.
+            return Some((achieved, mean(&r.bandwidth_samples), "GB/s"));
+        }
         bandwidth.map(|bw| (achieved, bw, "GB/s"))
     } else {
         let achieved = f.matmul_ops_per_token as f64 * r.mean() / 1e9;
@@ -369,6 +405,17 @@ fn print_markdown(
             f.matmul_ops_per_token as f64 / 1e9,
             peak.kernel,
         );
+        for r in results.iter().filter(|r| !r.bandwidth_samples.is_empty()) {
+            let (lo, hi) = r
+                .bandwidth_samples
+                .iter()
+                .fold((f64::MAX, 0.0f64), |(lo, hi), &b| (lo.min(b), hi.max(b)));
+            println!(
+                "{}'s share is against a probe pass right after each repetition: {lo:.1}–{hi:.1} GB/s, mean {:.1}.",
+                r.name,
+                mean(&r.bandwidth_samples),
+            );
+        }
         if let Some(ins) = peak.instruction {
             let pp_share = results
                 .iter()
@@ -455,6 +502,9 @@ fn print_json(
             o["roofline"] = serde_json::json!({
                 "unit": unit, "achieved": achieved, "limit": limit, "fraction": achieved / limit,
             });
+            if !r.bandwidth_samples.is_empty() {
+                o["roofline"]["limit_samples"] = serde_json::json!(r.bandwidth_samples);
+            }
             if let Some(ins) = peak.and_then(|p| p.instruction).filter(|_| r.n_gen == 0) {
                 o["roofline"]["instruction"] = serde_json::json!(ins.name);
                 o["roofline"]["instruction_peak"] = serde_json::json!(ins.gops);

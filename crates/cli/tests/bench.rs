@@ -70,6 +70,37 @@ fn json_has_one_object_per_test_with_llama_bench_fields() {
 }
 
 #[test]
+fn tg_roofline_is_taken_against_a_probe_after_each_repetition() {
+    let model = tiny();
+    let o = grist(&[
+        "bench", "-m", &model, "-p", "0", "-n", "2", "-r", "3", "-t", "2", "-o", "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tg: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let roof = &tg["roofline"];
+    assert_eq!(roof["unit"].as_str(), Some("GB/s"), "{tg}");
+    let probes: Vec<f64> = roof["limit_samples"]
+        .as_array()
+        .expect("limit_samples")
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(probes.len(), 3, "one probe pass per repetition: {tg}");
+    assert!(probes.iter().all(|&b| b > 0.0 && b.is_finite()), "{tg}");
+    let limit = roof["limit"].as_f64().unwrap();
+    let mean = probes.iter().sum::<f64>() / 3.0;
+    assert!(
+        (limit - mean).abs() <= 1e-9 * mean,
+        "limit {limit} vs mean {mean}"
+    );
+    let (achieved, fraction) = (
+        roof["achieved"].as_f64().unwrap(),
+        roof["fraction"].as_f64().unwrap(),
+    );
+    assert!((fraction - achieved / limit).abs() <= 1e-9, "{tg}");
+}
+
+#[test]
 fn markdown_table_roofline_and_profile() {
     let model = tiny();
     let o = grist(&[
@@ -96,6 +127,10 @@ fn markdown_table_roofline_and_profile() {
     assert!(
         text.contains("GB/s (") && text.contains("GOPS ("),
         "roofline shares: {text}"
+    );
+    assert!(
+        text.contains("tg2's share is against a probe pass right after each repetition: "),
+        "{text}"
     );
     // Where the ISA has an int8 multiply-add instruction, the hardware line puts the kernel
     // peak and pp against it (scalar, forced by GRIST_ISA in one CI pass, has none).
