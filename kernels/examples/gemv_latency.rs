@@ -12,58 +12,19 @@
 //! Prints the median, 10th and 90th percentile of 20 000 calls per condition, in µs.
 
 use grist_gguf::GgmlType;
-use grist_kernels::dispatch::kernels;
-use grist_kernels::formats;
-use grist_kernels::matmul::{
-    matmul_prequantized_with, prefetch_gemv, quantize_activations_with, ActivationScratch, QMatrix,
-};
+use grist_kernels::matmul::{matmul_prequantized_with, prefetch_gemv};
 use std::time::{Duration, Instant};
+
+mod streamed;
+use streamed::Streamed;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let num = |i: usize, default: usize| args.get(i).map_or(default, |a| a.parse().unwrap());
-    let (rows, cols, threads, copies) = (num(0, 576), num(1, 576), num(2, 2), num(3, 300).max(1));
-    let ty = match args.get(4) {
-        None => GgmlType::Q4_1,
-        Some(name) => GgmlType::all()
-            .find(|t| t.to_string().eq_ignore_ascii_case(name))
-            .expect("unknown FORMAT"),
-    };
-    let table = kernels();
-    let entry = table.entry(ty).expect("FORMAT has no kernels");
-    assert!(
-        cols.is_multiple_of(ty.block_elems()),
-        "COLS must be a multiple of {}",
-        ty.block_elems()
-    );
-    let rb = cols / ty.block_elems() * ty.block_bytes();
-    let mut data = vec![0u8; rows * rb * copies];
-    for r in 0..rows {
-        let w: Vec<f32> = (0..cols)
-            .map(|i| (((i + 31 * r) * 104729 % 997) as f32 - 498.0) / 300.0)
-            .collect();
-        formats::quantize_row(ty, &w, &mut data[r * rb..(r + 1) * rb]).unwrap();
-    }
-    for c in 1..copies {
-        data.copy_within(0..rows * rb, c * rows * rb);
-    }
-    let matrices: Vec<QMatrix> = data
-        .chunks_exact(rows * rb)
-        .map(|d| QMatrix::new(ty, d, rows, cols).unwrap())
-        .collect();
-    let x: Vec<f32> = (0..cols).map(|i| (i % 13) as f32 - 6.0).collect();
-    let mut scratch = ActivationScratch::new();
-    quantize_activations_with(table, entry.act_type, &x, 1, cols, &mut scratch).unwrap();
+    let s = Streamed::from_args(&args, (576, 576, 2, 300, GgmlType::Q4_1));
+    let (rows, copies, table, scratch) = (s.rows, s.copies, s.table, &s.scratch);
+    let matrices = s.matrices();
     let mut y = vec![0.0f32; rows];
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    println!(
-        "{ty} {rows}×{cols}, {threads} threads, {copies} copies ({:.1} MB), isa {}",
-        data.len() as f64 / 1e6,
-        table.isa().name()
-    );
+    let pool = s.pool();
     pool.install(|| {
         // Conditions interleaved call by call (the machine's DRAM bandwidth drifts):
         // (serial gap before the call, whether the idle workers prefetch during it).
@@ -87,7 +48,7 @@ fn main() {
             let start = Instant::now();
             while start.elapsed() < Duration::from_micros(gap) {}
             let t = Instant::now();
-            matmul_prequantized_with(table, m, &scratch, &mut y).unwrap();
+            matmul_prequantized_with(table, m, scratch, &mut y).unwrap();
             us[c].push(t.elapsed().as_secs_f64() * 1e6);
             pf[c] += grist_kernels::pool::idle_prefetched_bytes() - pf0;
         }
@@ -109,7 +70,7 @@ fn main() {
                 q(0.5),
                 q(0.1),
                 q(0.9),
-                (rows * rb) as f64 / q(0.5) / 1e3
+                (s.bytes() / copies) as f64 / q(0.5) / 1e3
             );
         }
     });
