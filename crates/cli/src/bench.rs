@@ -258,7 +258,8 @@ fn bench(args: &Args, threads: usize) -> Result<(), CliError> {
     let n_ctx = args.n_prompt.max(args.n_gen + 1).max(1);
     let mut session = Session::new(&model, n_ctx)?;
     let tokens = bench_tokens(args.n_prompt.max(1), model.n_vocab());
-    // Allocated and paged in before the tests: each tg repetition is followed by one pass.
+    // Allocated and paged in before the tests; each tg repetition is followed by a
+    // measurement (two passes per read loop, the best).
     let read_probe = (!args.no_roofline).then(|| probe::ReadProbe::new(PROBE_BYTES));
 
     let mut results = Vec::new();
