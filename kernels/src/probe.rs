@@ -39,9 +39,9 @@ const PREFETCH_AHEAD: usize = 8192;
 
 /// [`stream_sum`] with a software prefetch [`PREFETCH_AHEAD`] bytes ahead of the loads, as the
 /// matrix-vector kernels stream their weights. On this project's EPYC host the prefetched
-/// stream reads 15–20 % more than the plain one when the memory bus is busy (the hardware
-/// prefetcher alone keeps too few lines in flight), so a probe without it would understate
-/// the bandwidth the kernels can reach.
+/// stream read 6–20 % more than the plain one at the host's lower bandwidth level
+/// (docs/PERFORMANCE.md, "Token generation, round 6"), so a probe without it would
+/// understate the bandwidth the kernels can reach.
 #[inline(always)]
 fn stream_sum_prefetched(buf: &[u64]) -> u64 {
     const LINE_WORDS: usize = 8; // 64-byte cache lines of u64
@@ -49,9 +49,9 @@ fn stream_sum_prefetched(buf: &[u64]) -> u64 {
     let mut lanes = [0u64; LINE_WORDS]; // one vector register of running sums
     let mut chunks = buf.chunks_exact(CHUNK_WORDS);
     for chunk in &mut chunks {
-        let ahead = chunk.as_ptr() as usize + PREFETCH_AHEAD;
+        let ahead = (chunk.as_ptr() as usize).wrapping_add(PREFETCH_AHEAD);
         for line in 0..CHUNK_WORDS / LINE_WORDS {
-            crate::cache::prefetch_line(ahead + 64 * line);
+            crate::cache::prefetch_line(ahead.wrapping_add(64 * line));
         }
         for line in chunk.chunks_exact(LINE_WORDS) {
             for (lane, &x) in lanes.iter_mut().zip(line) {
