@@ -814,9 +814,9 @@ fn gemv_rows(job: &FusedJob<'_>, r0: usize, act: &[u8], act_row_bytes: usize, ou
 }
 
 /// How many parallel tasks a token-generation product over `rows` weight rows is cut into on
-/// `threads` threads: [`GEMV_TASKS_PER_THREAD`] per thread (the pool's threads claim them in turn, so a thread
-/// that arrives late still takes a share), but no task smaller than [`ROWS_PER_TASK_GEMV`]
-/// rows.
+/// `threads` threads: [`GEMV_TASKS_PER_THREAD`] per thread (the pool's threads claim them in
+/// turn, so a thread that arrives late still takes a share), but no task smaller than
+/// [`ROWS_PER_TASK_GEMV`] rows.
 fn gemv_tasks(rows: usize, threads: usize) -> usize {
     (threads * GEMV_TASKS_PER_THREAD)
         .min(rows.div_ceil(ROWS_PER_TASK_GEMV))

@@ -320,15 +320,7 @@ fn bench(args: &Args, threads: usize) -> Result<(), CliError> {
             bandwidth,
             peak,
         ),
-        Output::Json => print_json(
-            &model_name,
-            &figures,
-            isa.name(),
-            threads,
-            &results,
-            bandwidth,
-            peak,
-        ),
+        Output::Json => print_json(&model_name, &figures, isa.name(), threads, &results, peak),
     }
     Ok(())
 }
@@ -355,17 +347,13 @@ struct InstructionPeak {
 fn roofline(
     r: &TestResult,
     f: &ModelFigures,
-    bandwidth: Option<f64>,
     peak: Option<Peak>,
 ) -> Option<(f64, f64, &'static str)> {
     if r.n_gen > 0 {
+        // Against the bus as it was during the repetitions: the mean of the probe
+        // measurements that followed them (none with --no-roofline).
         let achieved = f.bytes_per_token as f64 * r.mean() / 1e9;
-        if !r.bandwidth_samples.is_empty() {
-            // Against the bus as it was during the repetitions: the mean of the probe passes
-            // that followed them.
-            return Some((achieved, mean(&r.bandwidth_samples), "GB/s"));
-        }
-        bandwidth.map(|bw| (achieved, bw, "GB/s"))
+        (!r.bandwidth_samples.is_empty()).then(|| (achieved, mean(&r.bandwidth_samples), "GB/s"))
     } else {
         let achieved = f.matmul_ops_per_token as f64 * r.mean() / 1e9;
         peak.map(|p| (achieved, p.kernel, "GOPS"))
@@ -384,7 +372,7 @@ fn print_markdown(
     println!("| model | size | params | isa | threads | test | t/s | roofline |");
     println!("| --- | ---: | ---: | --- | ---: | --- | ---: | --- |");
     for r in results {
-        let roof = match roofline(r, f, bandwidth, peak) {
+        let roof = match roofline(r, f, peak) {
             Some((a, l, unit)) => format!("{a:.1} of {l:.1} {unit} ({:.0} %)", 100.0 * a / l),
             None => "-".to_string(),
         };
@@ -482,7 +470,6 @@ fn print_json(
     isa: &str,
     threads: usize,
     results: &[TestResult],
-    bandwidth: Option<f64>,
     peak: Option<Peak>,
 ) {
     for r in results {
@@ -499,7 +486,7 @@ fn print_json(
             "stddev_ts": r.stddev(),
             "samples_ts": r.samples_ts,
         });
-        if let Some((achieved, limit, unit)) = roofline(r, f, bandwidth, peak) {
+        if let Some((achieved, limit, unit)) = roofline(r, f, peak) {
             o["roofline"] = serde_json::json!({
                 "unit": unit, "achieved": achieved, "limit": limit, "fraction": achieved / limit,
             });
