@@ -482,3 +482,89 @@ fn geglu_is_bit_identical_to_the_scalar_reference() {
         }
     }
 }
+
+/// The order greedy decoding uses: NaN as −∞, `total_cmp` (so +0 > −0), lowest index on ties.
+fn argmax_reference(x: &[f32]) -> usize {
+    let key = |v: f32| if v.is_nan() { f32::NEG_INFINITY } else { v };
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if key(v).total_cmp(&key(x[best])).is_gt() {
+            best = i;
+        }
+    }
+    best
+}
+
+#[test]
+fn argmax_matches_the_total_order_with_lowest_index_on_ties() {
+    let mut rng = Rng(0x5eed_a11a);
+    let special = [
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        f32::MAX,
+        f32::MIN,
+        1.0,
+    ];
+    let mut lens = lengths();
+    lens.extend([255, 256, 257, 511, 513, 151_936]);
+    let mut checked = 0;
+    for &n in &lens {
+        for case in 0..12 {
+            let mut x = rng.vec(n, 8.0);
+            match case {
+                // Random values.
+                0 => {}
+                // Few distinct values: many ties, the first must win.
+                1 => x.iter_mut().for_each(|v| *v = v.round() / 4.0),
+                // Special values sprinkled in.
+                2..=5 => {
+                    for _ in 0..n / 3 + 1 {
+                        if n > 0 {
+                            let i = rng.next() as usize % n;
+                            x[i] = special[rng.next() as usize % special.len()];
+                        }
+                    }
+                }
+                // Only NaN and −∞ (the answer is 0), then one finite value among them.
+                6 | 7 => {
+                    for v in x.iter_mut() {
+                        *v = if rng.next().is_multiple_of(2) {
+                            f32::NAN
+                        } else {
+                            f32::NEG_INFINITY
+                        };
+                    }
+                    if case == 7 && n > 0 {
+                        x[rng.next() as usize % n] = -3.0;
+                    }
+                }
+                // Signed zeros as the maximum: +0 wins over an earlier −0.
+                8 | 9 => {
+                    x.iter_mut().for_each(|v| *v = -v.abs() - 1.0);
+                    if n > 1 {
+                        x[rng.next() as usize % n] = -0.0;
+                        if case == 9 {
+                            x[rng.next() as usize % n] = 0.0;
+                        }
+                    }
+                }
+                // The maximum in the last element, or first in the last 16-value chunk.
+                10 if n > 0 => x[n - 1] = 100.0,
+                11 if n > 0 => x[n - 1 - (n - 1) % 16] = 100.0,
+                _ => {}
+            }
+            assert_eq!(
+                ops::argmax(&x),
+                argmax_reference(&x),
+                "n = {n}, case {case}: {:?}",
+                &x[..n.min(40)]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 900);
+}

@@ -189,19 +189,9 @@ fn run_tg(session: &mut Session, n_gen: usize, first: u32) -> Result<f64, CliErr
     for _ in 0..n_gen {
         let logits = session.eval(&[token], false)?;
         let _s = profile::scope(profile::Op::Sampling, 0, logits.len() as u64);
-        token = argmax(logits);
+        token = grist_kernels::ops::argmax(logits) as u32;
     }
     Ok(n_gen as f64 / t.elapsed().as_secs_f64())
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 fn measure(

@@ -359,6 +359,11 @@ impl Sampler {
                 got: logits.len(),
             });
         }
+        if self.params.is_greedy() && !self.penalises() {
+            // No penalty changes a logit, so greedy picks straight from the row, in the order
+            // of `argmax` (NaN as −∞, lowest id on ties), without filling the candidates.
+            return Ok(grist_kernels::ops::argmax(logits) as u32);
+        }
         self.load_candidates(logits);
         if self.params.is_greedy() {
             return Ok(self.argmax(self.n_vocab));
@@ -375,11 +380,17 @@ impl Sampler {
         Ok(self.draw(n))
     }
 
+    /// True when the repetition penalties change some logit: they are enabled and the
+    /// window holds at least one accepted token.
+    fn penalises(&self) -> bool {
+        !self.counts.is_empty() && self.window_len > 0
+    }
+
     /// Copies the logits into the candidate buffer, applying the penalties on the way.
     /// NaN logits become −∞ so a broken row can never be sampled from its NaNs.
     fn load_candidates(&mut self, logits: &[f32]) {
+        let penalise = self.penalises();
         let p = &self.params;
-        let penalise = !self.counts.is_empty() && self.window_len > 0;
         for (i, (c, &l)) in self.candidates.iter_mut().zip(logits).enumerate() {
             let mut logit = if l.is_nan() { f32::NEG_INFINITY } else { l };
             if penalise {

@@ -204,6 +204,57 @@ pub fn softmax(x: &mut [f32]) {
     softmax_with(ops(), x)
 }
 
+/// Index of the largest value of `x`: greedy decoding's pick from a row of logits.
+///
+/// The order is the one the sampler uses on its candidates: NaN counts as `−∞` (it never
+/// wins), `+0` ranks above `−0`, and among equal values the lowest index wins; an empty row,
+/// or one holding only `−∞` and NaN, gives 0.
+///
+/// A row of logits has one value per vocabulary entry (150 000 for Qwen), and a plain
+/// compare-and-keep loop carries a dependency from each element to the next (≈ 75 µs per
+/// Qwen token, 0.7 % of a qwen2.5-0.5b token). This takes the maximum in 16 independent lanes
+/// (the compiler vectorises it), then finds its first position in a second pass that tests
+/// 256 values at a time (≈ 10 µs).
+pub fn argmax(x: &[f32]) -> usize {
+    const LANES: usize = 16;
+    const SEARCH: usize = 256;
+    // `if v > m` keeps `m` when `v` is NaN.
+    let keep_max = |m: f32, v: f32| if v > m { v } else { m };
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (m, &v) in lanes.iter_mut().zip(chunk) {
+            *m = keep_max(*m, v);
+        }
+    }
+    let max = lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &v| keep_max(m, v));
+    if max == f32::NEG_INFINITY {
+        return 0;
+    }
+    let first = |hit: &dyn Fn(f32) -> bool| -> Option<usize> {
+        let mut base = 0;
+        for piece in x.chunks(SEARCH) {
+            // `fold` without early exit vectorises; the scan of the one piece that hits does not.
+            if piece.iter().fold(false, |any, &v| any | hit(v)) {
+                return piece.iter().position(|&v| hit(v)).map(|i| base + i);
+            }
+            base += piece.len();
+        }
+        None
+    };
+    if max == 0.0 {
+        // +0 outranks −0; fall through to the first −0 if there is no +0.
+        if let Some(i) = first(&|v: f32| v.to_bits() == 0) {
+            return i;
+        }
+    }
+    first(&|v: f32| v == max).expect("the maximum is an element of the row")
+}
+
 /// `x = silu(x)` in place (global kernels).
 pub fn silu(x: &mut [f32]) {
     (ops().silu)(x)
