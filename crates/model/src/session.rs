@@ -8,7 +8,7 @@
 //! chunk, attention reads the cache (positions `0..n_past + chunk`), and the new keys/values are
 //! written to the cache before attention so a token attends to itself.
 
-use grist_kernels::ops::{self, RopeParams};
+use grist_kernels::ops::{self, RopeParams, RopeStyle};
 use half::f16;
 use rayon::prelude::*;
 
@@ -44,8 +44,11 @@ struct Scratch {
     gate: Vec<f32>,
     /// FFN up projection `[max_batch, n_ff]`.
     up: Vec<f32>,
-    /// RoPE cos/sin of one position `[n_rot]`.
-    rope: Vec<f32>,
+    /// RoPE cos/sin of the chunk's positions, `[max_batch, n_rot]` each: `[0]` with the
+    /// global base, `[1]` with the sliding-window layers' base (empty unless the model has
+    /// such layers). Filled once per chunk and read by every layer: the rotation depends on
+    /// the position and the base only.
+    rope: [Vec<f32>; 2],
     /// Quantized activations for the matmuls.
     act: ActivationScratch,
 }
@@ -98,7 +101,14 @@ impl<'m> Session<'m> {
             att: vec![0.0; max_batch * hp.q_dim()],
             gate: vec![0.0; max_batch * hp.n_ff],
             up: vec![0.0; max_batch * hp.n_ff],
-            rope: vec![0.0; hp.n_rot],
+            rope: [
+                vec![0.0; max_batch * hp.n_rot],
+                if (0..hp.n_layer).any(|il| hp.is_swa(il)) {
+                    vec![0.0; max_batch * hp.n_rot]
+                } else {
+                    Vec::new()
+                },
+            ],
             act: activation_scratch(model, max_batch, widest),
         };
         Ok(Session {
@@ -223,6 +233,27 @@ impl<'m> Session<'m> {
                 linear::prefetch(model, next);
             }
         };
+        // cos/sin of the chunk's positions, per RoPE base in use          [n, n_rot] ×1–2
+        let n_rot = hp.n_rot;
+        let rope_params = |swa: bool| RopeParams {
+            n_rot,
+            freq_base: if swa {
+                hp.rope_freq_base_swa
+            } else {
+                hp.rope_freq_base
+            },
+            freq_scale: hp.rope_freq_scale,
+            freq_factors: w.rope_freqs.as_deref(),
+            style: spec.rope_style,
+        };
+        {
+            let _p = scope(Op::Rope, 0, (n * n_rot) as u64);
+            for (swa, table) in s.rope.iter_mut().enumerate() {
+                if !table.is_empty() {
+                    rope_table(&mut table[..n * n_rot], pos0, &rope_params(swa == 1));
+                }
+            }
+        }
         let attn_scale = 1.0 / (hd as f32).sqrt();
         for (il, lw) in w.layers.iter().enumerate() {
             // ---- attention ----
@@ -256,19 +287,9 @@ impl<'m> Session<'m> {
             }
             // RoPE, with the local base on sliding-window layers.
             let swa = hp.is_swa(il);
-            let rope = RopeParams {
-                n_rot: hp.n_rot,
-                freq_base: if swa {
-                    hp.rope_freq_base_swa
-                } else {
-                    hp.rope_freq_base
-                },
-                freq_scale: hp.rope_freq_scale,
-                freq_factors: w.rope_freqs.as_deref(),
-                style: spec.rope_style,
-            };
             let _p = scope(Op::Rope, 0, 3 * (q.len() + k.len()) as u64);
-            rope_rows(q, k, (qd, kvd, hd), pos0, &rope, &mut s.rope);
+            let table = &s.rope[swa as usize][..n * n_rot];
+            rope_rows(q, k, (qd, kvd, hd), table, spec.rope_style);
             drop(_p);
             let score_scale = if spec.scale_q_before_attention {
                 ops::scale(q, attn_scale);
@@ -435,40 +456,50 @@ fn add_batch(y: &mut [f32], x: &[f32]) {
     zip_batch(y, x, ops::add);
 }
 
-/// Longest rotated part of a head that [`rope_rows`] keeps on the stack per token in a batch;
-/// longer ones (no known model) take the one-thread path.
-const MAX_PARALLEL_ROT: usize = 512;
+/// Fills `table` (`[n, n_rot]`) with the cos/sin of positions `pos0..pos0 + n`
+/// ([`ops::rope_cache`] per position; positions in parallel for large chunks).
+fn rope_table(table: &mut [f32], pos0: usize, rope: &RopeParams<'_>) {
+    let n_rot = rope.n_rot;
+    if n_rot == 0 {
+        return;
+    }
+    let row = |(t, cache): (usize, &mut [f32])| ops::rope_cache(pos0 + t, rope, cache);
+    if table.len() < PARALLEL_MIN_VALUES {
+        table.chunks_exact_mut(n_rot).enumerate().for_each(row);
+    } else {
+        table.par_chunks_exact_mut(n_rot).enumerate().for_each(row);
+    }
+}
 
-/// RoPE on the queries `q` (`[n, q_dim]`) and keys `k` (`[n, kv_dim]`) of tokens at positions
-/// `pos0..pos0 + n`. `dims` is `(q_dim, kv_dim, head_dim)`. One token at a time: its cos/sin
-/// cache in `cache` (`[n_rot]`). A batch: tokens in parallel, each with a stack cache.
+/// RoPE on the queries `q` (`[n, q_dim]`) and keys `k` (`[n, kv_dim]`) of a chunk, token `t`
+/// rotated by row `t` of `table` (`[n, n_rot]`, from [`rope_table`]). `dims` is `(q_dim,
+/// kv_dim, head_dim)`. Large batches run their tokens in parallel.
 fn rope_rows(
     q: &mut [f32],
     k: &mut [f32],
     (qd, kvd, hd): (usize, usize, usize),
-    pos0: usize,
-    rope: &RopeParams<'_>,
-    cache: &mut [f32],
+    table: &[f32],
+    style: RopeStyle,
 ) {
-    let token = |t: usize, q: &mut [f32], k: &mut [f32], cache: &mut [f32]| {
-        ops::rope_cache(pos0 + t, rope, cache);
-        ops::rope_apply(q, hd, cache, rope.style);
-        ops::rope_apply(k, hd, cache, rope.style);
+    let n = q.len() / qd;
+    if n == 0 || table.is_empty() {
+        return;
+    }
+    let n_rot = table.len() / n;
+    let token = |((q, k), cache): ((&mut [f32], &mut [f32]), &[f32])| {
+        ops::rope_apply(q, hd, cache, style);
+        ops::rope_apply(k, hd, cache, style);
     };
-    if q.len() + k.len() < PARALLEL_MIN_VALUES || cache.len() > MAX_PARALLEL_ROT {
-        let rows = q.chunks_exact_mut(qd).zip(k.chunks_exact_mut(kvd));
-        for (t, (q, k)) in rows.enumerate() {
-            token(t, q, k, cache);
-        }
+    if q.len() + k.len() < PARALLEL_MIN_VALUES {
+        q.chunks_exact_mut(qd)
+            .zip(k.chunks_exact_mut(kvd))
+            .zip(table.chunks_exact(n_rot))
+            .for_each(token);
     } else {
-        let n_rot = cache.len();
         q.par_chunks_exact_mut(qd)
             .zip(k.par_chunks_exact_mut(kvd))
-            .enumerate()
-            .for_each(|(t, (q, k))| {
-                let mut stack = [0.0f32; MAX_PARALLEL_ROT];
-                token(t, q, k, &mut stack[..n_rot]);
-            });
+            .zip(table.par_chunks_exact(n_rot))
+            .for_each(token);
     }
 }
 
@@ -484,7 +515,6 @@ mod tests {
     //! The batch-parallel row ops against their one-thread forms, bit for bit, on batches
     //! above [`PARALLEL_MIN_VALUES`] (the model tests' fixtures are too small to reach it).
     use super::*;
-    use grist_kernels::ops::RopeStyle;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
@@ -544,7 +574,7 @@ mod tests {
 
     #[test]
     fn parallel_rope_matches_token_by_token() {
-        let (n, hd, n_head, n_head_kv) = (200, 64, 4, 2);
+        let (n, hd, n_head, n_head_kv) = (520, 64, 4, 2);
         let (qd, kvd) = (n_head * hd, n_head_kv * hd);
         assert!(n * (qd + kvd) >= PARALLEL_MIN_VALUES);
         for style in [RopeStyle::Normal, RopeStyle::Neox] {
@@ -558,7 +588,15 @@ mod tests {
                 ops::rope_apply(&mut k[t * kvd..(t + 1) * kvd], hd, &cache, style);
             }
             let (mut pq, mut pk) = (q0.clone(), k0.clone());
-            in_pool(|| rope_rows(&mut pq, &mut pk, (qd, kvd, hd), 7, &rope, &mut cache));
+            let mut table = vec![0.0; n * hd];
+            in_pool(|| {
+                rope_table(&mut table, 7, &rope);
+                rope_rows(&mut pq, &mut pk, (qd, kvd, hd), &table, style)
+            });
+            assert!(
+                table.len() >= PARALLEL_MIN_VALUES,
+                "the table's parallel path"
+            );
             assert!(pq.iter().zip(&q).all(|(a, b)| a.to_bits() == b.to_bits()));
             assert!(pk.iter().zip(&k).all(|(a, b)| a.to_bits() == b.to_bits()));
             assert_ne!(pq, q0, "rope changed nothing");
