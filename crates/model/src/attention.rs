@@ -97,27 +97,29 @@ pub fn attention(
         attention_f16_accum(q, k_cache, v_cache, out, shape, scale, window);
     } else {
         let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
-        WIDE_TILES.with_borrow_mut(|wide| {
-            let tiles = WideTiles::fill(kern, (k_cache, v_cache), shape, window, wide);
-            out.par_chunks_mut(Q_TILE * qd)
-                .enumerate()
-                .for_each(|(it, o)| {
-                    SCRATCH.with_borrow_mut(|buf| {
-                        let rows = Rows {
-                            t0: it * Q_TILE,
-                            n: o.len() / qd,
-                        };
-                        tiled_task(kern, q, &tiles, o, shape, rows, scale, window, buf)
-                    })
-                });
-        });
+        // Taken out of the thread-local for the parallel region, not borrowed across it: while
+        // it waits, this thread may run other rayon jobs, even another attention call.
+        let mut wide = WIDE_TILES.take();
+        let tiles = WideTiles::fill(kern, (k_cache, v_cache), shape, window, &mut wide);
+        out.par_chunks_mut(Q_TILE * qd)
+            .enumerate()
+            .for_each(|(it, o)| {
+                SCRATCH.with_borrow_mut(|buf| {
+                    let rows = Rows {
+                        t0: it * Q_TILE,
+                        n: o.len() / qd,
+                    };
+                    tiled_task(kern, q, &tiles, o, shape, rows, scale, window, buf)
+                })
+            });
+        WIDE_TILES.set(wide);
     }
 }
 
 thread_local! {
     /// The calling thread's buffer of widened key/value tiles ([`WideTiles`]), grown on
     /// first use and when the context gets longer, then reused.
-    static WIDE_TILES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static WIDE_TILES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// The cached keys and values of one tiled-path call, widened from f16 to f32 once for all
@@ -579,6 +581,33 @@ mod tests {
                 assert!(
                     same,
                     "pos0 {pos0} n {n}: results differ with the thread count"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_calls_from_rayon_jobs_agree_with_one_call() {
+        // Sessions run from rayon jobs, several calls at once on a 2-thread pool: each call's
+        // buffers are its own, whichever thread runs its tasks. (A thread waiting inside one
+        // call's parallel region may also run another whole call, nested: the reason the
+        // widened tiles are taken out of their thread-local rather than borrowed; that
+        // interleaving depends on timing and is not forced here.)
+        let cases: Vec<Case> = (0..8)
+            .map(|i| case(200 + i, 10 * i as usize, 100 + 20 * i as usize, 6, 2, 32))
+            .collect();
+        let want: Vec<Vec<f32>> = cases.iter().map(|c| run(c, None)).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for _ in 0..5 {
+            let got: Vec<Vec<f32>> =
+                pool.install(|| cases.par_iter().map(|c| run(c, None)).collect());
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "call {i} differs when run concurrently"
                 );
             }
         }
