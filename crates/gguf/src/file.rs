@@ -260,16 +260,6 @@ impl GgufFile {
             name: name.to_string(),
         })
     }
-
-    /// Asks the kernel to read the tensor data ahead (`MADV_WILLNEED`), so the first forward
-    /// pass does not stall on page faults. A no-op for in-memory files.
-    pub fn advise_willneed(&self) {
-        #[cfg(unix)]
-        if let Backing::Mapped(m) = &self.backing {
-            // Advice only: failure changes nothing but speed.
-            let _ = m.advise(memmap2::Advice::WillNeed);
-        }
-    }
 }
 
 impl std::fmt::Debug for GgufFile {
