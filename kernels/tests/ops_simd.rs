@@ -170,6 +170,39 @@ fn reductions_agree_within_summation_order() {
     }
 }
 
+/// `swiglu` gives each value the same bits wherever it sits in the slice (every ISA, the
+/// scalar one included): the fused gated matmul applies it to tiles of a row, the unfused path
+/// to whole rows (`matmul::GluFn`). A tail handed to the scalar `exp` would differ by an ulp.
+#[test]
+fn swiglu_bits_do_not_depend_on_the_position() {
+    let mut rng = Rng(11);
+    let scalar = OpKernels::scalar();
+    let mut tables = simd_tables();
+    tables.push((Isa::Scalar, &scalar));
+    for (isa, t) in tables {
+        for x in inputs(&mut rng, 53) {
+            let up = rng.vec(x.len(), 2.0);
+            let mut whole = x.clone();
+            (t.swiglu)(&mut whole, &up);
+            for start in 0..x.len() {
+                for end in start..=x.len().min(start + 20) {
+                    let mut part = x[start..end].to_vec();
+                    (t.swiglu)(&mut part, &up[start..end]);
+                    for (i, v) in part.iter().enumerate() {
+                        assert_eq!(
+                            v.to_bits(),
+                            whole[start + i].to_bits(),
+                            "{isa} swiglu of x[{}] = {} in x[{start}..{end}]",
+                            start + i,
+                            x[start + i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn exp_based_ops_agree_within_two_ulp() {
     let mut rng = Rng(3);

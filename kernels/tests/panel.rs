@@ -330,3 +330,121 @@ fn tables_without_panel_gemm_build_no_panel() {
         assert!(s.act_panel().is_none(), "stale panel after n = 1");
     }
 }
+
+/// `(gate, up)` weight format pairs for the gated product: same format, two formats sharing
+/// an activation type (Q4_K/Q6_K: Q8_K; Q5_0/Q8_0: Q8_0), and one with an offset.
+const GATED_PAIRS: [(GgmlType, GgmlType); 5] = [
+    (GgmlType::Q4_K, GgmlType::Q4_K),
+    (GgmlType::Q4_K, GgmlType::Q6_K),
+    (GgmlType::Q5_0, GgmlType::Q8_0),
+    (GgmlType::Q4_1, GgmlType::Q4_1),
+    (GgmlType::IQ4_NL, GgmlType::IQ4_NL),
+];
+
+/// The fused gated product (`matmul_prequantized_gated_with`) against the two products and
+/// the activation run separately, bit for bit: with the scalar panel microkernel (every CPU)
+/// and the AVX-512 one, SwiGLU and GeGLU, odd token counts and row counts, 1–3 threads. Also:
+/// it declines (`Ok(false)`, output untouched) for one token and for tables without a panel
+/// kernel, and rejects activations quantized for another format.
+#[test]
+fn gated_product_matches_the_products_and_the_activation() {
+    use grist_kernels::matmul::{
+        matmul_prequantized_gated_with, matmul_prequantized_many_with, quantize_activations_with,
+    };
+    use grist_kernels::ops;
+    let scalar = select(Isa::Scalar).unwrap();
+    let mut tables = vec![(
+        "scalar panel",
+        with_panel(scalar, panel::panel_gemm_scalar, true),
+    )];
+    if let Some(simd) = select(Isa::Avx512)
+        .ok()
+        .filter(|t| t.panel_gemm().is_some())
+    {
+        tables.push(("AVX-512 panel", simd.clone()));
+    } else {
+        eprintln!("SKIPPED (partly): no AVX-512 VNNI panel kernel, only the scalar panel");
+    }
+    let glus: [(&str, grist_kernels::matmul::GluFn); 2] =
+        [("swiglu", ops::swiglu), ("geglu", ops::geglu)];
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let cols = 256;
+    for (pair_index, &(gty, uty)) in GATED_PAIRS.iter().enumerate() {
+        let rows = if pair_index % 2 == 0 { 70 } else { 130 }; // partial 64-row blocks
+        let (gdata, udata) = (
+            matrix(gty, rows, cols, &mut rng),
+            matrix(uty, rows, cols, &mut rng),
+        );
+        let g = QMatrix::new(gty, &gdata, rows, cols).unwrap();
+        let u = QMatrix::new(uty, &udata, rows, cols).unwrap();
+        for &n in &[2usize, 15, 17, 33, 100] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.f32() * 3.0).collect();
+            for (name, table) in &tables {
+                for &(glu_name, glu) in &glus {
+                    let what = format!("{name} {gty}/{uty} n {n} rows {rows} {glu_name}");
+                    for threads in [1, 2, 3] {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .unwrap();
+                        pool.install(|| {
+                            let mut s = ActivationScratch::new();
+                            quantize_activations_with(table, g.act_type(), &x, n, cols, &mut s)
+                                .unwrap();
+                            let mut want = vec![f32::NAN; n * rows];
+                            let mut up = vec![f32::NAN; n * rows];
+                            matmul_prequantized_many_with(
+                                table,
+                                &mut [(g, &mut want[..]), (u, &mut up[..])],
+                                &s,
+                            )
+                            .unwrap();
+                            glu(&mut want, &up);
+                            let mut got = vec![f32::NAN; n * rows];
+                            let fused =
+                                matmul_prequantized_gated_with(table, &g, &u, glu, &s, &mut got);
+                            assert_eq!(fused, Ok(true), "{what}: not fused");
+                            assert_same_bits(&got, &want, &format!("{what} threads {threads}"));
+                        });
+                    }
+                }
+            }
+        }
+    }
+    // Declines: one token, and a table without a panel kernel (output untouched).
+    let (gdata, udata) = (
+        matrix(GgmlType::Q4_K, 64, cols, &mut rng),
+        matrix(GgmlType::Q4_K, 64, cols, &mut rng),
+    );
+    let g = QMatrix::new(GgmlType::Q4_K, &gdata, 64, cols).unwrap();
+    let u = QMatrix::new(GgmlType::Q4_K, &udata, 64, cols).unwrap();
+    let x: Vec<f32> = (0..4 * cols).map(|_| rng.f32()).collect();
+    let (_, panel_table) = &tables[0];
+    for (table, n) in [(panel_table, 1), (scalar, 4)] {
+        let mut s = ActivationScratch::new();
+        quantize_activations_with(table, GgmlType::Q8_K, &x[..n * cols], n, cols, &mut s).unwrap();
+        let mut out = vec![f32::NAN; n * 64];
+        assert_eq!(
+            matmul_prequantized_gated_with(table, &g, &u, ops::swiglu, &s, &mut out),
+            Ok(false),
+            "n {n}"
+        );
+        assert!(out.iter().all(|v| v.is_nan()), "n {n}: output touched");
+    }
+    // Activations quantized for another format, and mismatched shapes: errors.
+    let mut s = ActivationScratch::new();
+    quantize_activations_with(panel_table, GgmlType::Q8_0, &x, 4, cols, &mut s).unwrap();
+    let mut out = vec![0.0; 4 * 64];
+    assert!(
+        matmul_prequantized_gated_with(panel_table, &g, &u, ops::swiglu, &s, &mut out).is_err()
+    );
+    quantize_activations_with(panel_table, GgmlType::Q8_K, &x, 4, cols, &mut s).unwrap();
+    let short = QMatrix::new(GgmlType::Q4_K, &udata[..udata.len() / 2], 32, cols).unwrap();
+    assert!(
+        matmul_prequantized_gated_with(panel_table, &g, &short, ops::swiglu, &s, &mut out).is_err()
+    );
+    assert!(
+        matmul_prequantized_gated_with(panel_table, &g, &u, ops::swiglu, &s, &mut out[1..])
+            .is_err()
+    );
+}

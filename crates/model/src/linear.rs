@@ -73,6 +73,59 @@ pub fn matmul_many(
     }
 }
 
+/// The feed-forward input `act(x·W_gateᵀ) · (x·W_upᵀ)`: `x` `[n, cols]`; `gate`, `up`:
+/// `[n, w_gate.rows]`. Returns `true` when the product and the activation ran fused
+/// ([`matmul::matmul_prequantized_gated`]: prompt processing on the panel path), the result
+/// then being in `gate` (`up` untouched); `false` when they cannot fuse, after computing both
+/// products into `gate` and `up` as [`matmul_many`] would, for the caller to apply `glu`.
+/// The bits are the same either way.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_gated(
+    model: &Model,
+    x: &[f32],
+    w_gate: &Matrix,
+    w_up: &Matrix,
+    glu: matmul::GluFn,
+    gate: &mut [f32],
+    up: &mut [f32],
+    scratch: &mut ActivationScratch,
+) -> bool {
+    let (qg, qu) = (qmatrix(model, w_gate), qmatrix(model, w_up));
+    if qg.act_type() != qu.act_type() || w_gate.cols != w_up.cols {
+        matmul_many(
+            model,
+            x,
+            &mut [(w_gate, gate, Op::MatmulGate), (w_up, up, Op::MatmulUp)],
+            scratch,
+        );
+        return false;
+    }
+    let n = x.len() / w_gate.cols;
+    {
+        let _p = profile::scope(Op::QuantizeAct, 0, x.len() as u64);
+        matmul::quantize_activations(qg.act_type(), x, n, w_gate.cols, scratch)
+            .unwrap_or_else(|e| panic!("quantizing activations for {}: {e}", w_gate.name));
+    }
+    let started = profile::is_enabled().then(Instant::now);
+    let fused = matmul::matmul_prequantized_gated(&qg, &qu, glu, scratch, gate)
+        .unwrap_or_else(|e| panic!("gated matmul {}, {}: {e}", w_gate.name, w_up.name));
+    if !fused {
+        matmul::matmul_prequantized_many(&mut [(qg, gate), (qu, up)], scratch)
+            .unwrap_or_else(|e| panic!("matmul {}: {e}", w_gate.name));
+    }
+    if let Some(t0) = started {
+        // The group's time shared by weight bytes, as in `matmul_many` (fused, it includes
+        // the activation).
+        let nanos = t0.elapsed().as_nanos() as u64;
+        let (bg, bu) = (weight_bytes(model, w_gate), weight_bytes(model, w_up));
+        let share_g = (nanos as u128 * bg as u128 / (bg + bu).max(1) as u128) as u64;
+        let flops = |w: &Matrix| 2 * (n * w.rows * w.cols) as u64;
+        profile::record(Op::MatmulGate, share_g, bg, flops(w_gate));
+        profile::record(Op::MatmulUp, nanos - share_g, bu, flops(w_up));
+    }
+    fused
+}
+
 /// How many of `ws` (at least one, at most [`matmul::MAX_FUSED_MATRICES`]), from the first
 /// on, share its row length and activation format: the group [`matmul_many`] runs as one
 /// product.

@@ -40,7 +40,9 @@ pub enum Op {
     Rope,
     /// Attention scores, softmax and weighted values (incl. writing the KV cache).
     Attention,
-    /// SiLU/GELU gating and element-wise products.
+    /// SiLU/GELU gating and element-wise products. In prompt processing on the panel path
+    /// the gating runs inside the gate/up product (`linear::matmul_gated`), so its time is in
+    /// the `MatmulGate`/`MatmulUp` rows.
     Activation,
     /// Residual additions, scaling, bias additions.
     Elementwise,

@@ -337,24 +337,17 @@ impl<'m> Session<'m> {
             h.copy_from_slice(&s.x[..n * e]);
             norm_rows(h, &lw.ffn_norm, hp.rms_eps);
             // gate = act(h·Wgate) * (h·Wup)                          [n, n_ff]
+            // (prompts: in one pass, see `linear::matmul_gated`)
             let (gate, up) = (&mut s.gate[..n * nf], &mut s.up[..n * nf]);
             announce(&[&lw.w_down]);
-            linear::matmul_many(
-                model,
-                h,
-                &mut [
-                    (&lw.w_gate, gate, Op::MatmulGate),
-                    (&lw.w_up, up, Op::MatmulUp),
-                ],
-                &mut s.act,
-            );
-            let (gate, up) = (&mut s.gate[..n * nf], &s.up[..n * nf]);
-            {
+            let glu = match spec.ffn_activation {
+                FfnActivation::Silu => ops::swiglu,
+                FfnActivation::GeluTanh => ops::geglu,
+            };
+            let fused =
+                linear::matmul_gated(model, h, &lw.w_gate, &lw.w_up, glu, gate, up, &mut s.act);
+            if !fused {
                 let _p = scope(Op::Activation, 0, 4 * gate.len() as u64);
-                let glu = match spec.ffn_activation {
-                    FfnActivation::Silu => ops::swiglu,
-                    FfnActivation::GeluTanh => ops::geglu,
-                };
                 zip_batch(gate, up, glu);
             }
             // h = gate·Wdown [→ rms_norm * post_ffw_norm];  x += h   [n, n_embd]

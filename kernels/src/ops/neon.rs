@@ -1,7 +1,7 @@
 //! NEON versions of the dispatched f32 operations (every aarch64 CPU has NEON).
 //!
 //! Same structure and agreement rules as `x86.rs`: whole 4-lane vectors via `as_chunks`, the
-//! remainder through the scalar reference. Element-wise ops and `max` are bit-identical,
+//! remainder through the scalar reference (`swiglu`: through the vector code, zero-padded). Element-wise ops and `max` are bit-identical,
 //! `sum_squares` / `dot_f32` differ by summation order, and `exp` (softmax, SiLU) is the
 //! polynomial of ggml's NEON `ggml_v_expf` (≤ 2 ulp from libm). The f16 helpers stay scalar:
 //! Rust's `float16x4_t` intrinsics are not stable yet.
@@ -198,7 +198,15 @@ fn swiglu_n(g: &mut [f32], u: &[f32]) {
         let v = vmulq_f32(silu4(ld4(a)), ld4(b));
         st4(a, v);
     }
-    scalar::swiglu(gt, ut);
+    // The tail through the same vector code (zero-padded), so that every value's bits are
+    // independent of its position in the slice (`matmul::GluFn`).
+    let (mut a, mut b) = ([0.0f32; 4], [0.0f32; 4]);
+    a[..gt.len()].copy_from_slice(gt);
+    b[..ut.len()].copy_from_slice(ut);
+    let v = vmulq_f32(silu4(ld4(&a)), ld4(&b));
+    st4(&mut a, v);
+    let n = gt.len();
+    gt.copy_from_slice(&a[..n]);
 }
 
 #[target_feature(enable = "neon")]

@@ -1,7 +1,9 @@
 //! AVX2 (+FMA, F16C) and AVX-512 versions of the dispatched f32 operations.
 //!
 //! Layout: every loop walks the slice in whole vectors (`as_chunks::<8>` / `<16>`) and hands
-//! the remainder (fewer than one vector) to the scalar reference, so any length works.
+//! the remainder (fewer than one vector) to the scalar reference, so any length works;
+//! `swiglu` instead runs its remainder through the vector code, zero-padded, so each value's
+//! bits do not depend on where it sits (the fused gated matmul applies it per tile).
 //!
 //! Agreement with [`super::scalar`]:
 //! - `scale`, `mul_assign`, `add_assign`, `max`, `f32_to_f16` and `axpy_f16` do the same one
@@ -314,7 +316,15 @@ fn swiglu_a2(g: &mut [f32], u: &[f32]) {
         let v = _mm256_mul_ps(silu8(ld8(a)), ld8(b));
         st8(a, v);
     }
-    scalar::swiglu(gt, ut);
+    // The tail through the same vector code (zero-padded), so that every value's bits are
+    // independent of its position in the slice (`matmul::GluFn`).
+    let (mut a, mut b) = ([0.0f32; 8], [0.0f32; 8]);
+    a[..gt.len()].copy_from_slice(gt);
+    b[..ut.len()].copy_from_slice(ut);
+    let v = _mm256_mul_ps(silu8(ld8(&a)), ld8(&b));
+    st8(&mut a, v);
+    let n = gt.len();
+    gt.copy_from_slice(&a[..n]);
 }
 
 /// GeGLU, 8 values at a time: round to f16 (`vcvtps2ph`, round to nearest even like
@@ -495,7 +505,15 @@ fn swiglu_a5(g: &mut [f32], u: &[f32]) {
         let v = _mm512_mul_ps(silu16(ld16(a)), ld16(b));
         st16(a, v);
     }
-    scalar::swiglu(gt, ut);
+    // The tail through the same vector code (zero-padded), so that every value's bits are
+    // independent of its position in the slice (`matmul::GluFn`).
+    let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
+    a[..gt.len()].copy_from_slice(gt);
+    b[..ut.len()].copy_from_slice(ut);
+    let v = _mm512_mul_ps(silu16(ld16(&a)), ld16(&b));
+    st16(&mut a, v);
+    let n = gt.len();
+    gt.copy_from_slice(&a[..n]);
 }
 
 /// GeGLU, 16 values at a time (see [`geglu_a2`]); same bits as [`super::geglu_scalar`].

@@ -40,6 +40,9 @@ use rayon::prelude::*;
 use crate::dispatch::{kernels, KernelEntry, Kernels, QuantizeActFn, MAX_ACT_ROWS_PER_CALL};
 use crate::formats::FormatError;
 
+mod gated;
+pub use gated::{matmul_prequantized_gated, matmul_prequantized_gated_with, GluFn};
+
 /// Fewest weight rows per parallel task for token generation (`n = 1`), so tiny matrices
 /// are not split below the cost of a task.
 const ROWS_PER_TASK_GEMV: usize = 32;
@@ -552,12 +555,7 @@ pub fn matmul_prequantized_many_with(
         .filter(|j| uses_panel(j))
         .map(|j| j.w.rows.div_ceil(PANEL_ROWS))
         .sum();
-    let threads = rayon::current_num_threads();
-    let n_gc = (PANEL_ITEMS_PER_THREAD * threads)
-        .div_ceil(panel_row_blocks.max(1))
-        .clamp(1, n_groups);
-    let gc = n_groups.div_ceil(n_gc); // groups per chunk
-    let n_gc = n_groups.div_ceil(gc);
+    let (gc, n_gc) = panel_group_chunks(panel_row_blocks, n_groups);
     // Items of all the matrices, back to back: matrix i owns items
     // first_item[i] .. first_item[i + 1], row blocks outer and token blocks inner (rayon
     // hands each thread a contiguous run of items, i.e. its own weight rows).
@@ -600,6 +598,26 @@ pub fn matmul_prequantized_many_with(
     Ok(())
 }
 
+/// How the panel path cuts `n_groups` token groups into chunks, given `row_blocks` blocks of
+/// [`PANEL_ROWS`] weight rows in the call: `(groups per chunk, chunks)`, enough items (row
+/// blocks × chunks) for every thread to get [`PANEL_ITEMS_PER_THREAD`] of them.
+fn panel_group_chunks(row_blocks: usize, n_groups: usize) -> (usize, usize) {
+    let threads = rayon::current_num_threads();
+    let n_gc = (PANEL_ITEMS_PER_THREAD * threads)
+        .div_ceil(row_blocks.max(1))
+        .clamp(1, n_groups);
+    let gc = n_groups.div_ceil(n_gc); // groups per chunk
+    (gc, n_groups.div_ceil(gc))
+}
+
+/// Token groups per panel kernel call for weights of `cols` values and an item of `ng`
+/// groups: as many as fit in [`PANEL_ACT_BYTES`] of activation panel (at least one).
+fn panel_groups_per_call(cols: usize, ng: usize) -> usize {
+    use crate::panel::{CELL_LINES, PANEL_BLOCK};
+    let per_group = (cols / PANEL_BLOCK) * CELL_LINES * 64;
+    (PANEL_ACT_BYTES / per_group.max(1)).clamp(1, ng)
+}
+
 /// Per-thread buffers of the panel path, allocated on first use and only grown.
 #[derive(Default)]
 struct PanelScratch {
@@ -628,11 +646,9 @@ fn panel_item(
     ng: usize,
     n: usize,
 ) {
-    use crate::panel::{GROUP, PANEL_BLOCK};
+    use crate::panel::GROUP;
     let w = &job.w;
-    let cell_bytes = crate::panel::CELL_LINES * 64;
-    let per_group = (w.cols / PANEL_BLOCK) * cell_bytes;
-    let gb = (PANEL_ACT_BYTES / per_group.max(1)).clamp(1, ng);
+    let gb = panel_groups_per_call(w.cols, ng);
     PANEL_SCRATCH.with(|cell| {
         let mut guard = cell.borrow_mut();
         let PanelScratch { weights, out } = &mut *guard;

@@ -1,0 +1,195 @@
+//! The gated feed-forward input of prompt processing in one pass:
+//! `out = glu(x·W_gateᵀ, x·W_upᵀ)` (SwiGLU, GeGLU), on the panel path.
+//!
+//! Run as two products and an activation, a 512-token prompt of qwen2.5-1.5b writes two
+//! `[512, 8960]` f32 outputs (36 MB, far past the caches), then reads both back to write a
+//! third. Here a work item unpacks the same block of [`PANEL_ROWS`] rows of both matrices,
+//! runs the panel kernel on each into its own per-thread tile buffer, applies the activation
+//! there, while the values are in L1/L2, and stores only the result: one output instead of
+//! three passes over 18 MB each (docs/PERFORMANCE.md, "Round 8").
+//!
+//! Same bits as the unfused path: each product value comes from the same panel kernel in its
+//! fixed order (the cut into items never changes a bit, see the parent module), and the
+//! activation is element-wise, so applying it per tile instead of per row changes nothing.
+
+use rayon::prelude::*;
+
+use super::{
+    panel_group_chunks, panel_groups_per_call, DisjointOut, MatmulError, PanelScratch, QMatrix,
+    PANEL_ROWS,
+};
+use crate::dispatch::{kernels, Kernels};
+use crate::matmul::ActivationScratch;
+use crate::panel::{ActPanel, PanelFormat, PanelGemmFn, GROUP};
+
+/// A gated activation applied in place, element by element: `gate[i] = act(gate[i]) · up[i]`
+/// (`crate::ops::swiglu`, `crate::ops::geglu`). It must not depend on where a value sits in
+/// the slice (the fused product calls it on tiles, the unfused one on whole rows).
+pub type GluFn = fn(gate: &mut [f32], up: &[f32]);
+
+/// [`matmul_prequantized_gated_with`] with the global kernel table.
+pub fn matmul_prequantized_gated(
+    gate: &QMatrix<'_>,
+    up: &QMatrix<'_>,
+    glu: GluFn,
+    scratch: &ActivationScratch,
+    out: &mut [f32],
+) -> Result<bool, MatmulError> {
+    matmul_prequantized_gated_with(kernels(), gate, up, glu, scratch, out)
+}
+
+/// `out = glu(x·W_gateᵀ, x·W_upᵀ)` in one parallel region, with the activations `x`
+/// (`[n, cols]`) already quantized in `scratch`; `out`: `[n, gate.rows]`.
+///
+/// Only prompt processing on the panel path is fused: when `n < 2`, the table has no panel
+/// kernel, or either format no panel unpacker, it returns `Ok(false)` and touches nothing, and
+/// the caller runs [`super::matmul_prequantized_many`] and `glu` itself. `Ok(true)`: `out`
+/// holds exactly the bits of that unfused sequence.
+pub fn matmul_prequantized_gated_with(
+    table: &Kernels,
+    gate: &QMatrix<'_>,
+    up: &QMatrix<'_>,
+    glu: GluFn,
+    scratch: &ActivationScratch,
+    out: &mut [f32],
+) -> Result<bool, MatmulError> {
+    let n = scratch.n;
+    let (Some(act), Some(gemm)) = (scratch.act_panel(), table.panel_gemm()) else {
+        return Ok(false);
+    };
+    let mut formats = [None; 2];
+    for (w, fmt) in [gate, up].into_iter().zip(formats.iter_mut()) {
+        let entry = table.entry(w.ty).ok_or(MatmulError::Unsupported(w.ty))?;
+        if scratch.act_type != Some(entry.act_type) {
+            return Err(MatmulError::ActivationType {
+                expected: entry.act_type,
+                actual: scratch.act_type,
+            });
+        }
+        if w.cols != scratch.cols {
+            return Err(MatmulError::Shape {
+                what: "activation row",
+                expected: w.cols,
+                actual: scratch.cols,
+            });
+        }
+        *fmt = entry.panel;
+    }
+    let [Some(gate_fmt), Some(up_fmt)] = formats else {
+        return Ok(false);
+    };
+    if n < 2 {
+        return Ok(false);
+    }
+    if up.rows != gate.rows {
+        return Err(MatmulError::Shape {
+            what: "up rows (the gate's)",
+            expected: gate.rows,
+            actual: up.rows,
+        });
+    }
+    let expected = n.checked_mul(gate.rows).ok_or(MatmulError::Overflow)?;
+    if out.len() != expected {
+        return Err(MatmulError::Shape {
+            what: "output y",
+            expected,
+            actual: out.len(),
+        });
+    }
+    let y = DisjointOut {
+        ptr: out.as_mut_ptr(),
+        len: out.len(),
+    };
+    // From here on `out` is only written through `y`, at the ranges the items own
+    // exclusively; it stays mutably borrowed until this function returns.
+    let row_blocks = gate.rows.div_ceil(PANEL_ROWS);
+    let n_groups = n.div_ceil(GROUP);
+    // Each item does the work of two of the unfused path's; chunking on the row blocks of
+    // one matrix keeps as many items per thread as that path has.
+    let (gc, n_gc) = panel_group_chunks(row_blocks, n_groups);
+    let pair = GatedPair {
+        gate: (gate, &gate_fmt),
+        up: (up, &up_fmt),
+        gemm,
+        glu,
+        act: &act,
+        y,
+        n,
+    };
+    (0..row_blocks * n_gc).into_par_iter().for_each(|item| {
+        let (block, chunk) = (item / n_gc, item % n_gc);
+        let r0 = block * PANEL_ROWS;
+        let g0 = chunk * gc;
+        pair.item(
+            r0,
+            PANEL_ROWS.min(gate.rows - r0),
+            g0,
+            gc.min(n_groups - g0),
+        );
+    });
+    Ok(true)
+}
+
+/// Everything a work item of [`matmul_prequantized_gated_with`] reads.
+struct GatedPair<'a, 'w> {
+    gate: (&'a QMatrix<'w>, &'a PanelFormat),
+    up: (&'a QMatrix<'w>, &'a PanelFormat),
+    gemm: PanelGemmFn,
+    glu: GluFn,
+    act: &'a ActPanel<'a>,
+    y: DisjointOut, // [n, gate.rows]
+    n: usize,
+}
+
+thread_local! {
+    /// Per-thread weight panels and tile outputs of the gate (0) and the up (1) matrix.
+    static GATED_SCRATCH: std::cell::RefCell<[PanelScratch; 2]> =
+        std::cell::RefCell::new(Default::default());
+}
+
+impl GatedPair<'_, '_> {
+    /// Rows `r0 .. r0 + nr` of both matrices × token groups `g0 .. g0 + ng`: unpacks both
+    /// weight blocks once, then per L2-sized block of groups runs the panel kernel on each,
+    /// applies `glu` to the tokens that exist and stores them.
+    fn item(&self, r0: usize, nr: usize, g0: usize, ng: usize) {
+        let (gate, up) = (self.gate.0, self.up.0);
+        let gb = panel_groups_per_call(gate.cols, ng);
+        GATED_SCRATCH.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let [g, u] = &mut *guard;
+            let unpack = |(w, fmt): (&QMatrix<'_>, &PanelFormat), buf| {
+                let rb = w.row_bytes;
+                crate::panel::unpack_rows(
+                    fmt,
+                    &w.data[r0 * rb..(r0 + nr) * rb],
+                    rb,
+                    nr,
+                    w.cols,
+                    buf,
+                )
+            };
+            let gate_panel = unpack(self.gate, &mut g.weights);
+            let up_panel = unpack(self.up, &mut u.weights);
+            for o in [&mut g.out, &mut u.out] {
+                if o.len() < nr * gb * GROUP {
+                    o.resize(nr * gb * GROUP, 0.0);
+                }
+            }
+            for gs in (g0..g0 + ng).step_by(gb) {
+                let ngs = gb.min(g0 + ng - gs);
+                let t0 = gs * GROUP;
+                let valid = (ngs * GROUP).min(self.n - t0); // the padding tokens are dropped
+                let og = &mut g.out[..ngs * GROUP * nr]; // [ngs × 16, nr]
+                let ou = &mut u.out[..ngs * GROUP * nr]; // [ngs × 16, nr]
+                (self.gemm)(&gate_panel, self.act, gs, ngs, og);
+                (self.gemm)(&up_panel, self.act, gs, ngs, ou);
+                (self.glu)(&mut og[..valid * nr], &ou[..valid * nr]);
+                for (lane, vals) in og[..valid * nr].chunks_exact(nr).enumerate() {
+                    // SAFETY: this item is the only one writing rows r0..r0+nr of the
+                    // outputs of tokens in groups g0..g0+ng (items tile `y` without overlap).
+                    unsafe { self.y.write((t0 + lane) * up.rows + r0, vals) };
+                }
+            }
+        });
+    }
+}
