@@ -303,3 +303,65 @@ fn attn_f16_acc_blocks_equal_one_key_at_a_time() {
         }
     }
 }
+
+/// `attn_f16_acc` interleaves the heads it is given key by key (`ATTN_SHARED_HEADS` at a
+/// time): each head must get exactly the bits it gets alone, for every table, with groups
+/// below, at and above that count (10 heads: a group of 8, then one of 2), rows not a
+/// multiple of a vector, and key counts around a block.
+#[test]
+fn attn_f16_acc_heads_together_equal_heads_alone() {
+    assert_eq!(scalar::ATTN_SHARED_HEADS, 8);
+    let scalar_table = OpKernels::scalar();
+    let mut tables = simd_tables();
+    tables.push((Isa::Scalar, &scalar_table));
+    for (seed, (g, hd, count)) in [
+        (3, 64, 100),
+        (7, 24, 33),
+        (8, 16, 64),
+        (10, 40, 70),
+        (2, 8, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rng = Rng(seed as u64 + 900);
+        let stride = g * hd + 5; // other KV heads' values in between, as in a cache row
+        let q: Vec<f32> = to_f16(&rng.vec(g * hd, 1.0))
+            .iter()
+            .map(|x| x.to_f32())
+            .collect();
+        let keys = to_f16(&rng.vec(count * stride, 2.0));
+        let values = to_f16(&rng.vec(count * stride, 3.0));
+        let kv = KvRows {
+            keys: &keys,
+            values: &values,
+            stride,
+            count,
+        };
+        for (isa, t) in &tables {
+            let mut together = ([f32::NEG_INFINITY, 0.0].repeat(g), vec![0.0f32; g * hd]);
+            (t.attn_f16_acc)(&q, kv, 0.3, &mut together.0, &mut together.1);
+            for h in 0..g {
+                let mut alone = ([f32::NEG_INFINITY, 0.0], vec![0.0f32; hd]);
+                (t.attn_f16_acc)(
+                    &q[h * hd..(h + 1) * hd],
+                    kv,
+                    0.3,
+                    &mut alone.0,
+                    &mut alone.1,
+                );
+                let what = format!("{isa} g={g} hd={hd} n={count} head {h}");
+                assert_eq!(
+                    bits(&together.0[2 * h..2 * h + 2]),
+                    bits(&alone.0),
+                    "state {what}"
+                );
+                assert_eq!(
+                    bits(&together.1[h * hd..(h + 1) * hd]),
+                    bits(&alone.1),
+                    "acc {what}"
+                );
+            }
+        }
+    }
+}

@@ -175,3 +175,62 @@ fn bad_arguments_are_one_line_errors() {
     assert!(!o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
 }
+
+#[test]
+fn depth_runs_the_tests_after_that_much_context() {
+    let model = tiny();
+    let o = grist(&[
+        "bench",
+        "-m",
+        &model,
+        "-p",
+        "4",
+        "-n",
+        "2",
+        "-d",
+        "8",
+        "-r",
+        "2",
+        "-t",
+        "2",
+        "-o",
+        "json",
+        "--no-roofline",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    for line in text.lines() {
+        let t: serde_json::Value = serde_json::from_str(line).expect("JSON per test");
+        assert_eq!(t["n_depth"].as_u64(), Some(8), "{t}");
+        assert!(t["avg_ts"].as_f64().unwrap() > 0.0, "{t}");
+    }
+    assert_eq!(text.lines().count(), 2, "{text}");
+    let o = grist(&[
+        "bench",
+        "-m",
+        &model,
+        "-p",
+        "4",
+        "-n",
+        "2",
+        "-d",
+        "8",
+        "-r",
+        "1",
+        "--no-roofline",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("| pp4 @ d8 |") && text.contains("| tg2 @ d8 |"),
+        "{text}"
+    );
+    // Past the model's training context: a one-line error, before anything is allocated.
+    let o = grist(&["bench", "-m", &model, "-d", "1000000000000"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("error: -d 1000000000000") && err.lines().count() == 1,
+        "{err}"
+    );
+}

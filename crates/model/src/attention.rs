@@ -375,8 +375,10 @@ fn attention_f16_accum(
     // call per (query, KV head).
     let work = n * n_head * (pos0 + n);
     let serial = work <= SERIAL_MAX_WORK;
-    // Heads per task: the largest divisor of the group leaving ≥ 2 tasks per thread.
-    let want = 2 * rayon::current_num_threads();
+    // Heads per task: the largest divisor of the group leaving a task for every thread. The
+    // kernel interleaves a task's heads key by key, which makes each head 2–3× cheaper than
+    // alone (docs/PERFORMANCE.md, "Round 8"), more than finer tasks gain in balance.
+    let want = rayon::current_num_threads();
     let sub = if serial {
         group
     } else {
