@@ -15,8 +15,8 @@
 use rayon::prelude::*;
 
 use super::{
-    panel_group_chunks, panel_groups_per_call, DisjointOut, MatmulError, PanelScratch, QMatrix,
-    PANEL_ROWS,
+    check_job, panel_group_chunks, panel_groups_per_call, DisjointOut, MatmulError, PanelScratch,
+    QMatrix, PANEL_ROWS,
 };
 use crate::dispatch::{kernels, Kernels};
 use crate::matmul::ActivationScratch;
@@ -57,30 +57,6 @@ pub fn matmul_prequantized_gated_with(
     let (Some(act), Some(gemm)) = (scratch.act_panel(), table.panel_gemm()) else {
         return Ok(false);
     };
-    let mut formats = [None; 2];
-    for (w, fmt) in [gate, up].into_iter().zip(formats.iter_mut()) {
-        let entry = table.entry(w.ty).ok_or(MatmulError::Unsupported(w.ty))?;
-        if scratch.act_type != Some(entry.act_type) {
-            return Err(MatmulError::ActivationType {
-                expected: entry.act_type,
-                actual: scratch.act_type,
-            });
-        }
-        if w.cols != scratch.cols {
-            return Err(MatmulError::Shape {
-                what: "activation row",
-                expected: w.cols,
-                actual: scratch.cols,
-            });
-        }
-        *fmt = entry.panel;
-    }
-    let [Some(gate_fmt), Some(up_fmt)] = formats else {
-        return Ok(false);
-    };
-    if n < 2 {
-        return Ok(false);
-    }
     if up.rows != gate.rows {
         return Err(MatmulError::Shape {
             what: "up rows (the gate's)",
@@ -88,13 +64,14 @@ pub fn matmul_prequantized_gated_with(
             actual: up.rows,
         });
     }
-    let expected = n.checked_mul(gate.rows).ok_or(MatmulError::Overflow)?;
-    if out.len() != expected {
-        return Err(MatmulError::Shape {
-            what: "output y",
-            expected,
-            actual: out.len(),
-        });
+    // Both products write `out`'s shape (the up product only into the tiles).
+    let gate_fmt = check_job(table, gate, scratch, out.len())?.panel;
+    let up_fmt = check_job(table, up, scratch, out.len())?.panel;
+    let (Some(gate_fmt), Some(up_fmt)) = (gate_fmt, up_fmt) else {
+        return Ok(false);
+    };
+    if n < 2 {
+        return Ok(false);
     }
     let y = DisjointOut {
         ptr: out.as_mut_ptr(),

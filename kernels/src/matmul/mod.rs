@@ -456,6 +456,41 @@ pub fn matmul_prequantized_many(
 /// Most matrices one [`matmul_prequantized_many`] call takes (Q/K/V is the largest group).
 pub const MAX_FUSED_MATRICES: usize = 8;
 
+/// Checks one product of activations already quantized in `scratch` with `w` into an
+/// output of `out_len` values: `table` has kernels for `w`'s format, `scratch` holds that
+/// format's activation type and row length, and the output is `[n, w.rows]`. Returns the
+/// kernels.
+fn check_job<'t>(
+    table: &'t Kernels,
+    w: &QMatrix<'_>,
+    scratch: &ActivationScratch,
+    out_len: usize,
+) -> Result<&'t KernelEntry, MatmulError> {
+    let entry = table.entry(w.ty).ok_or(MatmulError::Unsupported(w.ty))?;
+    if scratch.act_type != Some(entry.act_type) {
+        return Err(MatmulError::ActivationType {
+            expected: entry.act_type,
+            actual: scratch.act_type,
+        });
+    }
+    if scratch.cols != w.cols {
+        return Err(MatmulError::Shape {
+            what: "activation row",
+            expected: w.cols,
+            actual: scratch.cols,
+        });
+    }
+    let expected = scratch.n.checked_mul(w.rows).ok_or(MatmulError::Overflow)?;
+    if out_len != expected {
+        return Err(MatmulError::Shape {
+            what: "output y",
+            expected,
+            actual: out_len,
+        });
+    }
+    Ok(entry)
+}
+
 /// One matrix of a fused matmul, checked: its kernels, its weights, and where its output goes.
 #[derive(Clone, Copy)]
 struct FusedJob<'w> {
@@ -482,29 +517,8 @@ pub fn matmul_prequantized_many_with(
     let mut fused: [Option<FusedJob<'_>>; MAX_FUSED_MATRICES] = [None; MAX_FUSED_MATRICES];
     let mut n_fused = 0;
     for (w, y) in jobs.iter_mut() {
-        let entry = table.entry(w.ty).ok_or(MatmulError::Unsupported(w.ty))?;
-        if scratch.act_type != Some(entry.act_type) {
-            return Err(MatmulError::ActivationType {
-                expected: entry.act_type,
-                actual: scratch.act_type,
-            });
-        }
-        if scratch.cols != w.cols {
-            return Err(MatmulError::Shape {
-                what: "activation row",
-                expected: w.cols,
-                actual: scratch.cols,
-            });
-        }
-        let expected = n.checked_mul(w.rows).ok_or(MatmulError::Overflow)?;
-        if y.len() != expected {
-            return Err(MatmulError::Shape {
-                what: "output y",
-                expected,
-                actual: y.len(),
-            });
-        }
-        if expected == 0 {
+        let entry = check_job(table, w, scratch, y.len())?;
+        if y.is_empty() {
             continue;
         }
         if w.cols == 0 {
