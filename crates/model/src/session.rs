@@ -77,6 +77,28 @@ impl std::fmt::Debug for Session<'_> {
     }
 }
 
+/// Refuses a context whose KV cache (`n_layer × 2 × cache_len` f16 values) this process cannot
+/// allocate, with an error naming its size, instead of the abort of a failed allocation.
+/// The cache itself is allocated zeroed, lazily backed by the kernel (a 4096-token context of
+/// which a short chat touches a few pages costs only those), so the check asks for the whole
+/// size once, without touching it: with Linux's default overcommit that fails when it
+/// exceeds RAM and swap.
+fn check_kv_cache_fits(n_ctx: usize, cache_len: usize, n_layer: usize) -> Result<(), ModelError> {
+    let too_large = || {
+        ModelError::InvalidArgument(format!(
+            "context size {n_ctx} needs a KV cache of {} MiB, more than this machine can allocate",
+            (cache_len as u128 * n_layer as u128 * 4) >> 20
+        ))
+    };
+    let bytes = cache_len
+        .checked_mul(n_layer)
+        .and_then(|v| v.checked_mul(2 * std::mem::size_of::<f16>()))
+        .ok_or_else(too_large)?;
+    let mut probe: Vec<u8> = Vec::new();
+    probe.try_reserve_exact(bytes).map_err(|_| too_large())?;
+    Ok(())
+}
+
 impl<'m> Session<'m> {
     /// A session with room for `n_ctx` tokens. Allocates the KV cache and all scratch buffers.
     pub fn new(model: &'m Model, n_ctx: usize) -> Result<Session<'m>, ModelError> {
@@ -92,6 +114,7 @@ impl<'m> Session<'m> {
         let cache_len = n_ctx.checked_mul(kvd).ok_or_else(|| {
             ModelError::InvalidArgument(format!("context size {n_ctx} is too large"))
         })?;
+        check_kv_cache_fits(n_ctx, cache_len, hp.n_layer)?;
         let s = Scratch {
             x: vec![0.0; max_batch * hp.n_embd],
             h: vec![0.0; max_batch * hp.n_embd],

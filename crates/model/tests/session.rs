@@ -134,6 +134,12 @@ fn bad_input_is_a_clear_error() {
         Session::new(&model, 0),
         Err(ModelError::InvalidArgument(_))
     ));
+    // A context whose KV cache cannot be allocated: an error, not an abort.
+    let Err(e) = Session::new(&model, 1 << 50) else {
+        panic!("a 2^50-token cache was allocated");
+    };
+    assert!(matches!(e, ModelError::InvalidArgument(_)), "{e}");
+    assert!(e.to_string().contains("KV cache of"), "{e}");
     let mut s = Session::new(&model, 8).unwrap();
     let e = s.eval(&[1; 9], false).unwrap_err();
     assert!(matches!(e, ModelError::ContextOverflow { .. }), "{e}");
