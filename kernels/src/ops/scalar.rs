@@ -298,6 +298,32 @@ pub(crate) fn attn_f16_acc_with(
     );
     let hd = q.len() / g;
     kv.check(hd);
+    // The usual head sizes as constants, so the per-key loops over a head's values unroll
+    // (same operations, same bits).
+    match hd {
+        64 => attn_heads::<64>(hd, &dot, &exp, &acc_row, q, kv, scale, state, acc),
+        128 => attn_heads::<128>(hd, &dot, &exp, &acc_row, q, kv, scale, state, acc),
+        256 => attn_heads::<256>(hd, &dot, &exp, &acc_row, q, kv, scale, state, acc),
+        _ => attn_heads::<0>(hd, &dot, &exp, &acc_row, q, kv, scale, state, acc),
+    }
+}
+
+/// The body of [`attn_f16_acc_with`] for heads of `HD` values (`hd` when `HD` is 0).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn attn_heads<const HD: usize>(
+    hd: usize,
+    dot: &impl Fn(&[f16], &[f32]) -> f32,
+    exp: &impl Fn(&mut [f32; ATTN_KEY_BLOCK]),
+    acc_row: &impl Fn(&mut [f32], &[f16], Option<f32>, f32),
+    q: &[f32],
+    kv: KvRows<'_>,
+    scale: f32,
+    state: &mut [f32],
+    acc: &mut [f32],
+) {
+    let hd = if HD == 0 { hd } else { HD };
+    let g = q.len() / hd;
     // Up to ATTN_SHARED_HEADS heads at a time, interleaved key by key: each key row is read
     // once for all of them, and their accumulator updates, each a chain of dependent
     // roundings, overlap. Every head still sees exactly its own operations in key order.
