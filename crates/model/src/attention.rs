@@ -376,8 +376,8 @@ fn attention_f16_accum(
     let work = n * n_head * (pos0 + n);
     let serial = work <= SERIAL_MAX_WORK;
     // Heads per task: the largest divisor of the group leaving a task for every thread. The
-    // kernel interleaves a task's heads key by key, which makes each head 2–3× cheaper than
-    // alone (docs/PERFORMANCE.md, "Round 8"), more than finer tasks gain in balance.
+    // kernel interleaves a task's heads key by key, which makes each head about 2× cheaper
+    // than alone (docs/PERFORMANCE.md, "Round 8"), more than finer tasks gain in balance.
     let want = rayon::current_num_threads();
     let sub = if serial {
         group
