@@ -179,24 +179,12 @@ fn bad_arguments_are_one_line_errors() {
 #[test]
 fn depth_runs_the_tests_after_that_much_context() {
     let model = tiny();
-    let o = grist(&[
-        "bench",
-        "-m",
-        &model,
-        "-p",
-        "4",
-        "-n",
-        "2",
-        "-d",
-        "8",
-        "-r",
-        "2",
-        "-t",
-        "2",
-        "-o",
-        "json",
-        "--no-roofline",
-    ]);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["bench", "-m", &model, "-p", "4", "-n", "2", "-d", "8"];
+        args.extend_from_slice(extra);
+        grist(&args)
+    };
+    let o = run(&["-r", "2", "-t", "2", "-o", "json", "--no-roofline"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     for line in text.lines() {
@@ -205,20 +193,7 @@ fn depth_runs_the_tests_after_that_much_context() {
         assert!(t["avg_ts"].as_f64().unwrap() > 0.0, "{t}");
     }
     assert_eq!(text.lines().count(), 2, "{text}");
-    let o = grist(&[
-        "bench",
-        "-m",
-        &model,
-        "-p",
-        "4",
-        "-n",
-        "2",
-        "-d",
-        "8",
-        "-r",
-        "1",
-        "--no-roofline",
-    ]);
+    let o = run(&["-r", "1", "--no-roofline"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(
