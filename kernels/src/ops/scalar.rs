@@ -211,11 +211,12 @@ impl KvRows<'_> {
 /// exponentials in one (vectorisable) pass, then the value accumulation.
 pub const ATTN_KEY_BLOCK: usize = 32;
 
-/// Asks for the key and value rows `rows` (those that exist) in the cache, a block before
-/// [`attn_f16_acc`] reads them: the rows of one KV head are `stride` apart, a pattern the
-/// hardware prefetchers did not follow well, and a long context's cache is read from L3 or
-/// DRAM (`kernels/examples/attn_speed.rs 64 2048 192 H 30`, per (key, head): 34 → 19 ns for
-/// one head, 30 → 11 ns for three).
+/// Asks for the key and value rows `rows` (those that exist) in the cache, before
+/// [`attn_f16_acc`] reads them (it asks for row `j + ATTN_KEY_BLOCK` as it scores key `j`):
+/// the rows of one KV head are `stride` apart, a pattern the hardware prefetchers did not
+/// follow well, and a long context's cache is read from L3 or DRAM
+/// (`kernels/examples/attn_speed.rs 64 2048 192 H 30`, per (key, head): 34 → 21 ns for one
+/// head, 30 → 9 ns for three; docs/PERFORMANCE.md, "Round 8").
 fn prefetch_kv_rows(kv: KvRows<'_>, hd: usize, rows: std::ops::Range<usize>) {
     for j in rows.start..rows.end.min(kv.count) {
         let off = j * kv.stride;
@@ -347,8 +348,9 @@ fn attn_heads<const HD: usize>(
         }
         for j0 in (0..kv.count).step_by(ATTN_KEY_BLOCK) {
             let nb = ATTN_KEY_BLOCK.min(kv.count - j0);
-            prefetch_kv_rows(kv, hd, j0 + ATTN_KEY_BLOCK..j0 + 2 * ATTN_KEY_BLOCK);
             for b in 0..nb {
+                let ahead = j0 + b + ATTN_KEY_BLOCK;
+                prefetch_kv_rows(kv, hd, ahead..ahead + 1);
                 let off = (j0 + b) * kv.stride;
                 let k = &kv.keys[off..off + hd];
                 for (i, qh) in q.chunks_exact(hd).enumerate() {
