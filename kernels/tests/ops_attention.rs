@@ -134,8 +134,45 @@ fn gemm_rejects_short_output() {
     (dispatch::kernels().ops.gemm_acc_f32)(d, &[1.0, 1.0], &[1.0; 4], &mut c);
 }
 
+/// Random inputs of `attn_f16_acc`: `g` query heads of `hd` values (rounded to f16, as the
+/// caller passes them) and `count` cached key/value rows `stride` values apart.
+struct AttnInputs {
+    q: Vec<f32>,      // [g, hd]
+    keys: Vec<f16>,   // [count, stride]
+    values: Vec<f16>, // [count, stride]
+    stride: usize,
+    count: usize,
+}
+
+impl AttnInputs {
+    fn random(rng: &mut Rng, g: usize, hd: usize, count: usize, stride: usize) -> AttnInputs {
+        let q = to_f16(&rng.vec(g * hd, 1.0))
+            .iter()
+            .map(|x| x.to_f32())
+            .collect();
+        let keys = to_f16(&rng.vec(count * stride, 2.0));
+        let values = to_f16(&rng.vec(count * stride, 3.0));
+        AttnInputs {
+            q,
+            keys,
+            values,
+            stride,
+            count,
+        }
+    }
+
+    fn kv(&self) -> KvRows<'_> {
+        KvRows {
+            keys: &self.keys,
+            values: &self.values,
+            stride: self.stride,
+            count: self.count,
+        }
+    }
+}
+
 /// Runs `attn_f16_acc` of `table` over random keys/values: `g` heads of size `hd`, `count`
-/// rows with a row stride of `stride`. Returns (acc, state).
+/// rows with a row stride of `hd + 3`. Returns (acc, state).
 fn run_attn(
     table: &OpKernels,
     seed: u64,
@@ -143,23 +180,10 @@ fn run_attn(
     hd: usize,
     count: usize,
 ) -> (Vec<f32>, Vec<f32>) {
-    let mut rng = Rng(seed);
-    let stride = hd + 3;
-    let q: Vec<f32> = to_f16(&rng.vec(g * hd, 1.0))
-        .iter()
-        .map(|x| x.to_f32())
-        .collect();
-    let keys = to_f16(&rng.vec(count * stride, 2.0));
-    let values = to_f16(&rng.vec(count * stride, 3.0));
+    let x = AttnInputs::random(&mut Rng(seed), g, hd, count, hd + 3);
     let mut state: Vec<f32> = [f32::NEG_INFINITY, 0.0].repeat(g);
     let mut acc = vec![0.0f32; g * hd];
-    let kv = KvRows {
-        keys: &keys,
-        values: &values,
-        stride,
-        count,
-    };
-    (table.attn_f16_acc)(&q, kv, 0.125, &mut state, &mut acc);
+    (table.attn_f16_acc)(&x.q, x.kv(), 0.125, &mut state, &mut acc);
     (acc, state)
 }
 
@@ -268,10 +292,17 @@ fn attn_one_key_at_a_time(q: &[f32], kv: KvRows<'_>, scale: f32, st: &mut [f32],
 #[test]
 fn attn_f16_acc_blocks_equal_one_key_at_a_time() {
     // Rising scores (a new maximum at many keys, inside and across blocks), block-sized and
-    // partial counts, several heads.
-    for (seed, (g, hd, count)) in [(3, 64, 100), (1, 32, 32), (2, 16, 65), (1, 8, 1)]
-        .into_iter()
-        .enumerate()
+    // partial counts, several heads; 64, 128 and 256 take the kernel's constant head sizes.
+    for (seed, (g, hd, count)) in [
+        (3, 64, 100),
+        (1, 32, 32),
+        (2, 16, 65),
+        (1, 8, 1),
+        (2, 128, 40),
+        (1, 256, 33),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut rng = Rng(seed as u64 + 50);
         let q: Vec<f32> = to_f16(&rng.vec(g * hd, 1.0))
@@ -324,23 +355,12 @@ fn attn_f16_acc_heads_together_equal_heads_alone() {
     .into_iter()
     .enumerate()
     {
-        let mut rng = Rng(seed as u64 + 900);
-        let stride = g * hd + 5; // other KV heads' values in between, as in a cache row
-        let q: Vec<f32> = to_f16(&rng.vec(g * hd, 1.0))
-            .iter()
-            .map(|x| x.to_f32())
-            .collect();
-        let keys = to_f16(&rng.vec(count * stride, 2.0));
-        let values = to_f16(&rng.vec(count * stride, 3.0));
-        let kv = KvRows {
-            keys: &keys,
-            values: &values,
-            stride,
-            count,
-        };
+        // Other KV heads' values between the rows, as in a cache row.
+        let x = AttnInputs::random(&mut Rng(seed as u64 + 900), g, hd, count, g * hd + 5);
+        let (q, kv) = (&x.q, x.kv());
         for (isa, t) in &tables {
             let mut together = ([f32::NEG_INFINITY, 0.0].repeat(g), vec![0.0f32; g * hd]);
-            (t.attn_f16_acc)(&q, kv, 0.3, &mut together.0, &mut together.1);
+            (t.attn_f16_acc)(q, kv, 0.3, &mut together.0, &mut together.1);
             for h in 0..g {
                 let mut alone = ([f32::NEG_INFINITY, 0.0], vec![0.0f32; hd]);
                 (t.attn_f16_acc)(

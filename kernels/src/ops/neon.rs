@@ -1,10 +1,11 @@
 //! NEON versions of the dispatched f32 operations (every aarch64 CPU has NEON).
 //!
 //! Same structure and agreement rules as `x86.rs`: whole 4-lane vectors via `as_chunks`, the
-//! remainder through the scalar reference (`swiglu`: through the vector code, zero-padded). Element-wise ops and `max` are bit-identical,
-//! `sum_squares` / `dot_f32` differ by summation order, and `exp` (softmax, SiLU) is the
-//! polynomial of ggml's NEON `ggml_v_expf` (≤ 2 ulp from libm). The f16 helpers stay scalar:
-//! Rust's `float16x4_t` intrinsics are not stable yet.
+//! remainder through the scalar reference (`swiglu`: through the vector code, zero-padded).
+//! Element-wise ops and `max` are bit-identical, `sum_squares` / `dot_f32` differ by
+//! summation order, and `exp` (softmax, SiLU) is the polynomial of ggml's NEON `ggml_v_expf`
+//! (≤ 2 ulp from libm). The f16 helpers stay scalar: Rust's `float16x4_t` intrinsics are not
+//! stable yet.
 
 use std::arch::aarch64::*;
 

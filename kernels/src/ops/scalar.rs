@@ -249,8 +249,8 @@ pub const ATTN_SHARED_HEADS: usize = 8;
 /// key row is loaded once for all of them, and their accumulator chains (a rounding to f16
 /// after every key) run side by side instead of one after the other: with 3 heads of 64
 /// values, 7.8 ns per (key, head) against 16–18 for one head alone (AVX-512,
-/// `kernels/examples/attn_speed.rs`). SIMD versions differ by the summation order of the dot product and
-/// by their vectorised `exp` (≤ 2 ulp from libm's `expf`).
+/// `kernels/examples/attn_speed.rs`). SIMD versions differ by the summation order of the dot
+/// product and by their vectorised `exp` (≤ 2 ulp from libm's `expf`).
 pub fn attn_f16_acc(q: &[f32], kv: KvRows<'_>, scale: f32, state: &mut [f32], acc: &mut [f32]) {
     attn_f16_acc_with(
         dot_f16_f32,
