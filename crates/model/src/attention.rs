@@ -351,7 +351,8 @@ fn tiled_task(
 /// per (query, group of heads sharing a KV head); the groups are split further when there are
 /// too few tasks to keep the threads busy (token generation), which does not change any
 /// result (each head is computed alone). Calls of at most [`SERIAL_MAX_WORK`] (head, key)
-/// pairs run on the calling thread.
+/// pairs run on the calling thread. A single query over at least [`SPLIT_MIN_KEYS`] keys
+/// takes the split path instead ([`attention_split_keys`]).
 fn attention_f16_accum(
     q: &[f32],
     k_cache: &[f16],
@@ -367,55 +368,32 @@ fn attention_f16_accum(
         n_head_kv,
         head_dim: hd,
     } = shape;
-    let (qd, kvd) = (n_head * hd, n_head_kv * hd);
-    let group = n_head / n_head_kv;
+    let qd = n_head * hd;
     let n = q.len() / qd;
+    if n == 1 && visible_keys(pos0, window).len() >= SPLIT_MIN_KEYS {
+        return attention_split_keys(q, k_cache, v_cache, out, shape, scale, window);
+    }
+    let group = n_head / n_head_kv;
     let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
     // (query head, key) pairs of the call: small calls run on the calling thread, one kernel
     // call per (query, KV head).
     let work = n * n_head * (pos0 + n);
     let serial = work <= SERIAL_MAX_WORK;
-    // Heads per task: the largest divisor of the group leaving a task for every thread. The
-    // kernel interleaves a task's heads key by key, which makes each head about 2× cheaper
-    // than alone (docs/PERFORMANCE.md, "Round 8"), more than finer tasks gain in balance.
-    let want = rayon::current_num_threads();
     let sub = if serial {
         group
     } else {
-        (1..=group)
-            .rev()
-            .find(|&g| group.is_multiple_of(g) && n * n_head / g >= want)
-            .unwrap_or(1)
+        heads_per_task(group, n * n_head)
     };
     let task = |i: usize, o: &mut [f32]| {
         SCRATCH.with_borrow_mut(|buf| {
             let (t, h0) = (i / (n_head / sub), i % (n_head / sub) * sub);
-            let kh = h0 / group;
             let p = pos0 + t;
-            let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
-            // qr: [sub, hd] queries rounded to f16; acc: [sub, hd]; state: [sub, (M, S)].
-            let [qr, acc, state] = carve(buf, [sub * hd, sub * hd, 2 * sub]);
-            let src = t * qd + h0 * hd;
-            let mut stage = [f16::ZERO; MAX_HEAD_DIM]; // f16 staging of one head
-            for (qh, x) in qr
-                .chunks_exact_mut(hd)
-                .zip(q[src..src + sub * hd].chunks_exact(hd))
-            {
-                (kern.f32_to_f16)(x, &mut stage[..hd]);
-                (kern.f16_to_f32)(&stage[..hd], qh);
-            }
-            acc.fill(0.0);
-            for st in state.chunks_exact_mut(2) {
-                st.copy_from_slice(&[f32::NEG_INFINITY, 0.0]);
-            }
-            let off = first * kvd + kh * hd;
-            let kv = KvRows {
-                keys: &k_cache[off..],
-                values: &v_cache[off..],
-                stride: kvd,
-                count: p + 1 - first,
+            let keys = visible_keys(p, window);
+            let heads = HeadRun {
+                q: &q[t * qd + h0 * hd..t * qd + (h0 + sub) * hd],
+                kh: h0 / group,
             };
-            (kern.attn_f16_acc)(qr, kv, scale, state, acc);
+            let (acc, state) = heads.run(kern, (k_cache, v_cache), shape, keys, scale, buf);
             for ((oh, ah), st) in o
                 .chunks_exact_mut(hd)
                 .zip(acc.chunks_exact(hd))
@@ -435,6 +413,201 @@ fn attention_f16_accum(
         // are awake between the small regions of a token.
         grist_kernels::pool::run_chunks_mut(out, sub * hd, &task);
     }
+}
+
+/// Smallest number of visible keys for which one query's attention is split into chunks of
+/// keys (ggml's `use_split_kv_path`: decoding with an f16 cache and at least 512 keys).
+/// Below it, every result is the one-chunk path's, bit for bit.
+pub const SPLIT_MIN_KEYS: usize = 512;
+
+/// Keys per chunk of the split path, at most: the visible keys are cut into
+/// `ceil(keys / SPLIT_CHUNK_KEYS)` chunks of equal length (±1). A constant, not the thread
+/// count (ggml cuts one chunk per thread), so that the result does not depend on the number
+/// of threads; short enough to balance a few KV heads over the threads, and to keep each
+/// chunk's f16 accumulator far from the length where it stops counting (an f16 sum stalls
+/// once it is 2¹¹ times its increments: after ~2048 keys of equal weight).
+pub const SPLIT_CHUNK_KEYS: usize = 256;
+
+/// The keys query position `p` sees: all cached positions up to `p`, or the last `w` with
+/// a sliding window of `w`.
+fn visible_keys(p: usize, window: Option<usize>) -> std::ops::Range<usize> {
+    window.map_or(0, |w| (p + 1).saturating_sub(w))..p + 1
+}
+
+/// Heads per task: the largest divisor of the GQA group leaving a task for every thread
+/// (`tasks_per_head` tasks per head). The kernel interleaves a task's heads key by key, which
+/// makes each head about 2× cheaper than alone (docs/PERFORMANCE.md, "Round 8"), more than
+/// finer tasks gain in balance. Changes no result: every head is computed alone.
+fn heads_per_task(group: usize, tasks_per_head: usize) -> usize {
+    let want = rayon::current_num_threads();
+    (1..=group)
+        .rev()
+        .find(|&g| group.is_multiple_of(g) && tasks_per_head / g >= want)
+        .unwrap_or(1)
+}
+
+/// Some query heads of one KV head, run through [`OpKernels::attn_f16_acc`].
+struct HeadRun<'a> {
+    /// `[heads, head_dim]` queries (f32, RoPE applied).
+    q: &'a [f32],
+    /// Their KV head.
+    kh: usize,
+}
+
+impl HeadRun<'_> {
+    /// Runs the heads over the cached positions `keys` from a fresh state, in `buf`: returns
+    /// the f16-valued accumulators `[heads, head_dim]` and the states `[heads, (M, S)]`.
+    fn run<'b>(
+        &self,
+        kern: &OpKernels,
+        (k_cache, v_cache): (&[f16], &[f16]),
+        shape: AttnShape,
+        keys: std::ops::Range<usize>,
+        scale: f32,
+        buf: &'b mut Vec<f32>,
+    ) -> (&'b mut [f32], &'b mut [f32]) {
+        let hd = shape.head_dim;
+        let kvd = shape.n_head_kv * hd;
+        let heads = self.q.len() / hd;
+        // qr: [heads, hd] queries rounded to f16; acc: [heads, hd]; state: [heads, (M, S)].
+        let [qr, acc, state] = carve(buf, [heads * hd, heads * hd, 2 * heads]);
+        let mut stage = [f16::ZERO; MAX_HEAD_DIM]; // f16 staging of one head
+        for (qh, x) in qr.chunks_exact_mut(hd).zip(self.q.chunks_exact(hd)) {
+            (kern.f32_to_f16)(x, &mut stage[..hd]);
+            (kern.f16_to_f32)(&stage[..hd], qh);
+        }
+        acc.fill(0.0);
+        for st in state.chunks_exact_mut(2) {
+            st.copy_from_slice(&[f32::NEG_INFINITY, 0.0]);
+        }
+        let off = keys.start * kvd + self.kh * hd;
+        let kv = KvRows {
+            keys: &k_cache[off..],
+            values: &v_cache[off..],
+            stride: kvd,
+            count: keys.len(),
+        };
+        (kern.attn_f16_acc)(qr, kv, scale, state, acc);
+        (acc, state)
+    }
+}
+
+thread_local! {
+    /// The calling thread's buffer of split-path partial results ([`attention_split_keys`]),
+    /// grown on first use and when the context gets longer, then reused.
+    static PARTIALS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The split path of one query (token generation over a long context), as ggml's
+/// split-KV flash attention: the visible keys are cut into chunks ([`SPLIT_CHUNK_KEYS`]),
+/// each chunk of each group of heads is a task that runs the one-chunk kernel from a fresh
+/// state and records its partial result (f16-valued accumulator, `M`, `S`), and the calling
+/// thread merges the partials per head in chunk order, in f32, as
+/// `ggml_flash_attn_ext_reduce_partials` does: `M = max(M, M_c)`,
+/// `S = S·exp(M_old − M) + S_c·exp(M_c − M)`, the accumulators likewise, then `o = acc / S`.
+///
+/// Why: one query has only `n_head_kv` groups of heads to share out, so with fewer KV heads
+/// than threads, or a count that does not divide evenly (SmolLM2: 3 on 2 threads), threads
+/// idle while attention, most of a token at a long context, runs.
+fn attention_split_keys(
+    q: &[f32],
+    k_cache: &[f16],
+    v_cache: &[f16],
+    out: &mut [f32],
+    shape: AttnShape,
+    scale: f32,
+    window: Option<usize>,
+) {
+    let AttnShape {
+        pos0,
+        n_head,
+        n_head_kv,
+        head_dim: hd,
+    } = shape;
+    let group = n_head / n_head_kv;
+    let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
+    let keys = visible_keys(pos0, window);
+    let n_chunks = keys.len().div_ceil(SPLIT_CHUNK_KEYS);
+    // Chunk c: keys[c·len/n_chunks .. (c+1)·len/n_chunks].
+    let chunk_keys = |c: usize| {
+        let at = |c: usize| keys.start + c * keys.len() / n_chunks;
+        at(c)..at(c + 1)
+    };
+    let sub = heads_per_task(group, n_chunks * n_head);
+    // One partial per (task, head): [acc (hd values) | M | S].
+    let part = hd + 2;
+    // partials: [n_head / sub, n_chunks, sub, part]; task i = (head group i / n_chunks,
+    // chunk i % n_chunks).
+    let mut partials = PARTIALS.take();
+    let len = n_head * n_chunks * part;
+    if partials.len() < len {
+        partials.resize(len, 0.0);
+    }
+    let task = |i: usize, dst: &mut [f32]| {
+        SCRATCH.with_borrow_mut(|buf| {
+            let (h0, c) = (i / n_chunks * sub, i % n_chunks);
+            let heads = HeadRun {
+                q: &q[h0 * hd..(h0 + sub) * hd],
+                kh: h0 / group,
+            };
+            let (acc, state) =
+                heads.run(kern, (k_cache, v_cache), shape, chunk_keys(c), scale, buf);
+            for ((d, a), st) in dst
+                .chunks_exact_mut(part)
+                .zip(acc.chunks_exact(hd))
+                .zip(state.chunks_exact(2))
+            {
+                d[..hd].copy_from_slice(a);
+                d[hd..].copy_from_slice(st);
+            }
+        })
+    };
+    grist_kernels::pool::run_chunks_mut(&mut partials[..len], sub * part, &task);
+    for (h, o) in out.chunks_exact_mut(hd).enumerate() {
+        let s = merge_partials(
+            kern,
+            (0..n_chunks).map(|c| {
+                let at = ((h / sub * n_chunks + c) * sub + h % sub) * part;
+                &partials[at..at + part]
+            }),
+            o,
+        );
+        (kern.scale)(o, if s == 0.0 { 0.0 } else { 1.0 / s });
+    }
+    PARTIALS.set(partials);
+}
+
+/// Merges one head's partial results `[acc | M | S]` in order into `acc` (its weighted sum
+/// of values, f32) and returns the merged sum `S`, as
+/// `ggml_flash_attn_ext_reduce_partials`: for each partial with `S_c > 0`,
+/// `M' = max(M, M_c)`, then `acc = acc·exp(M − M') + acc_c·exp(M_c − M')`, and `S` the
+/// same way. Partials with `S_c = 0` (no key) are skipped.
+fn merge_partials<'p>(
+    kern: &OpKernels,
+    partials: impl Iterator<Item = &'p [f32]>,
+    acc: &mut [f32],
+) -> f32 {
+    let hd = acc.len();
+    let mut tmp = [0.0f32; MAX_HEAD_DIM];
+    let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
+    acc.fill(0.0);
+    for p in partials {
+        let (a_c, m_c, s_c) = (&p[..hd], p[hd], p[hd + 1]);
+        if s_c == 0.0 {
+            continue;
+        }
+        let m_new = m.max(m_c);
+        // exp(−inf) = 0 for the first partial: acc and S start at 0.
+        let (r_old, r_c) = ((m - m_new).exp(), (m_c - m_new).exp());
+        let t = &mut tmp[..hd];
+        t.copy_from_slice(a_c);
+        (kern.scale)(acc, r_old);
+        (kern.scale)(t, r_c);
+        (kern.add_assign)(acc, t);
+        s = s * r_old + s_c * r_c;
+        m = m_new;
+    }
+    s
 }
 
 #[cfg(test)]
@@ -542,6 +715,12 @@ mod tests {
             // start after tile 0).
             (150, 80, 4, 2, 32, Some(70)),
             (200, 64, 2, 1, 16, Some(30)),
+            // Single queries over at least SPLIT_MIN_KEYS keys: the split path, with chunks
+            // of unequal length, one KV head, and a window that starts mid-cache.
+            (600, 1, 9, 3, 64, None),
+            (1030, 1, 4, 1, 128, None),
+            (SPLIT_MIN_KEYS - 1, 1, 2, 2, 16, None),
+            (1500, 1, 6, 2, 32, Some(700)),
         ];
         for (i, &(pos0, n, nh, nkv, hd, window)) in cases.iter().enumerate() {
             let c = case(i as u64, pos0, n, nh, nkv, hd);
@@ -586,6 +765,71 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn split_path_results_do_not_depend_on_the_thread_count() {
+        // 3 KV heads over 2 threads, 1 KV head over 3: the heads per task and the task
+        // order change with the thread count, the chunks do not.
+        for (i, (pos0, n_head_kv)) in [(700, 3), (SPLIT_MIN_KEYS + 300, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            let c = case(300 + i as u64, pos0, 1, 6, n_head_kv, 32);
+            let outs: Vec<Vec<f32>> = [1, 2, 3]
+                .into_iter()
+                .map(|threads| {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    pool.install(|| run(&c, None))
+                })
+                .collect();
+            for o in &outs[1..] {
+                assert!(
+                    o.iter()
+                        .zip(&outs[0])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "pos0 {pos0}: split results differ with the thread count"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn split_path_keeps_long_sums_exact_where_one_f16_accumulator_stalls() {
+        // Equal scores (q = 0) and v ≡ 1: the output is exactly 1 in every value. One f16
+        // accumulator over all 3000 keys stops counting at 2048 (2048 + 1 rounds back to
+        // 2048 in f16), which is what the one-chunk kernel gives; the split path's chunks of
+        // at most SPLIT_CHUNK_KEYS keep every partial sum exact, and the f32 merge is exact.
+        let (n_keys, hd) = (3000, 64);
+        let shape = AttnShape {
+            pos0: n_keys - 1,
+            n_head: 2,
+            n_head_kv: 1,
+            head_dim: hd,
+        };
+        let q = vec![0.0f32; 2 * hd];
+        let kc = vec![f16::from_f32(0.5); n_keys * hd];
+        let vc = vec![f16::ONE; n_keys * hd];
+        let mut out = vec![f32::NAN; 2 * hd];
+        attention(&q, &kc, &vc, &mut out, shape, 0.125, None);
+        assert!(out.iter().all(|&x| x == 1.0), "split path: {:?}", &out[..4]);
+
+        let kern = &grist_kernels::dispatch::kernels().ops;
+        let (mut acc, mut state) = (vec![0.0f32; hd], [f32::NEG_INFINITY, 0.0]);
+        let kv = KvRows {
+            keys: &kc,
+            values: &vc,
+            stride: hd,
+            count: n_keys,
+        };
+        (kern.attn_f16_acc)(&q[..hd], kv, 0.125, &mut state, &mut acc);
+        let one_chunk = acc[0] / state[1];
+        assert_eq!(state[1], n_keys as f32);
+        assert_eq!(acc[0], 2048.0, "one f16 accumulator stalls at 2048");
+        assert!(one_chunk < 0.7, "one chunk: {one_chunk}");
     }
 
     #[test]

@@ -346,6 +346,8 @@ fn attn_heads<const HD: usize>(
         for i in 0..nh {
             (m[i], sum[i]) = (state[2 * i], state[2 * i + 1]);
         }
+        // The first block's rows: the loop below asks for each row a block ahead.
+        prefetch_kv_rows(kv, hd, 0..ATTN_KEY_BLOCK);
         for j0 in (0..kv.count).step_by(ATTN_KEY_BLOCK) {
             let nb = ATTN_KEY_BLOCK.min(kv.count - j0);
             for b in 0..nb {
