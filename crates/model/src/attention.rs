@@ -421,12 +421,18 @@ fn attention_f16_accum(
 pub const SPLIT_MIN_KEYS: usize = 512;
 
 /// Keys per chunk of the split path, at most: the visible keys are cut into
-/// `ceil(keys / SPLIT_CHUNK_KEYS)` chunks of equal length (±1). A constant, not the thread
-/// count (ggml cuts one chunk per thread), so that the result does not depend on the number
-/// of threads; short enough to balance a few KV heads over the threads, and to keep each
-/// chunk's f16 accumulator far from the length where it stops counting (an f16 sum stalls
-/// once it is 2¹¹ times its increments: after ~2048 keys of equal weight).
-pub const SPLIT_CHUNK_KEYS: usize = 256;
+/// `ceil(keys / SPLIT_CHUNK_KEYS)` chunks of equal length (±1), up to [`MAX_SPLIT_CHUNKS`]. A
+/// constant, not the thread count (ggml cuts one chunk per thread), so that the result does
+/// not depend on the number of threads; short enough to balance a few KV heads over the
+/// threads and to keep each chunk's f16 accumulator well below the length where it stops
+/// counting (an f16 sum stalls once it is 2¹¹ times its increments: after ~2048 keys of equal
+/// weight), long enough that the chunks' restarts and their merge stay a small cost (256
+/// cost qwen 0.5b 4–8 % at a 2048-token context, docs/PERFORMANCE.md, "Round 9").
+pub const SPLIT_CHUNK_KEYS: usize = 512;
+
+/// Most chunks a split call makes: longer contexts get longer chunks (the merge keeps its
+/// per-head list of partials on the stack).
+const MAX_SPLIT_CHUNKS: usize = 256;
 
 /// The keys query position `p` sees: all cached positions up to `p`, or the last `w` with
 /// a sliding window of `w`.
@@ -502,9 +508,7 @@ thread_local! {
 /// split-KV flash attention: the visible keys are cut into chunks ([`SPLIT_CHUNK_KEYS`]),
 /// each chunk of each group of heads is a task that runs the one-chunk kernel from a fresh
 /// state and records its partial result (f16-valued accumulator, `M`, `S`), and the calling
-/// thread merges the partials per head in chunk order, in f32, as
-/// `ggml_flash_attn_ext_reduce_partials` does: `M = max(M, M_c)`,
-/// `S = S·exp(M_old − M) + S_c·exp(M_c − M)`, the accumulators likewise, then `o = acc / S`.
+/// thread merges the partials per head in f32 ([`merge_partials`]).
 ///
 /// Why: one query has only `n_head_kv` groups of heads to share out, so with fewer KV heads
 /// than threads, or a count that does not divide evenly (SmolLM2: 3 on 2 threads), threads
@@ -527,7 +531,7 @@ fn attention_split_keys(
     let group = n_head / n_head_kv;
     let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
     let keys = visible_keys(pos0, window);
-    let n_chunks = keys.len().div_ceil(SPLIT_CHUNK_KEYS);
+    let n_chunks = keys.len().div_ceil(SPLIT_CHUNK_KEYS).min(MAX_SPLIT_CHUNKS);
     // Chunk c: keys[c·len/n_chunks .. (c+1)·len/n_chunks].
     let chunk_keys = |c: usize| {
         let at = |c: usize| keys.start + c * keys.len() / n_chunks;
@@ -563,51 +567,39 @@ fn attention_split_keys(
         })
     };
     grist_kernels::pool::run_chunks_mut(&mut partials[..len], sub * part, &task);
+    let mut chunks: [&[f32]; MAX_SPLIT_CHUNKS] = [&[]; MAX_SPLIT_CHUNKS];
     for (h, o) in out.chunks_exact_mut(hd).enumerate() {
-        let s = merge_partials(
-            kern,
-            (0..n_chunks).map(|c| {
-                let at = ((h / sub * n_chunks + c) * sub + h % sub) * part;
-                &partials[at..at + part]
-            }),
-            o,
-        );
-        (kern.scale)(o, if s == 0.0 { 0.0 } else { 1.0 / s });
+        for (c, slot) in chunks.iter_mut().enumerate().take(n_chunks) {
+            let at = ((h / sub * n_chunks + c) * sub + h % sub) * part;
+            *slot = &partials[at..at + part];
+        }
+        merge_partials(&chunks[..n_chunks], o);
     }
     PARTIALS.set(partials);
 }
 
-/// Merges one head's partial results `[acc | M | S]` in order into `acc` (its weighted sum
-/// of values, f32) and returns the merged sum `S`, as
-/// `ggml_flash_attn_ext_reduce_partials`: for each partial with `S_c > 0`,
-/// `M' = max(M, M_c)`, then `acc = acc·exp(M − M') + acc_c·exp(M_c − M')`, and `S` the
-/// same way. Partials with `S_c = 0` (no key) are skipped.
-fn merge_partials<'p>(
-    kern: &OpKernels,
-    partials: impl Iterator<Item = &'p [f32]>,
-    acc: &mut [f32],
-) -> f32 {
-    let hd = acc.len();
-    let mut tmp = [0.0f32; MAX_HEAD_DIM];
-    let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
-    acc.fill(0.0);
-    for p in partials {
-        let (a_c, m_c, s_c) = (&p[..hd], p[hd], p[hd + 1]);
-        if s_c == 0.0 {
-            continue;
+/// Merges one head's partial results `[acc | M | S]` (in chunk order) into `out`:
+/// `M = max M_c`, `r_c = exp(M_c − M)`, `S = Σ S_c·r_c`, `out = Σ acc_c·r_c / S`, with
+/// partials of `S_c = 0` (no key) left out. One exponential per chunk against the final
+/// maximum (ggml's `ggml_flash_attn_ext_reduce_partials` rescales a running result at each
+/// chunk instead: the same sum, other roundings); plain f32 operations, so the bits do not
+/// depend on the instruction set.
+fn merge_partials(partials: &[&[f32]], out: &mut [f32]) {
+    let hd = out.len();
+    let (m, s) = (hd, hd + 1); // where M and S sit in a partial
+    let live = || partials.iter().filter(|p| p[s] != 0.0);
+    let max = live().fold(f32::NEG_INFINITY, |acc, p| acc.max(p[m]));
+    out.fill(0.0);
+    let mut sum = 0.0f32;
+    for p in live() {
+        let r = (p[m] - max).exp();
+        sum += p[s] * r;
+        for (o, &a) in out.iter_mut().zip(&p[..hd]) {
+            *o += a * r;
         }
-        let m_new = m.max(m_c);
-        // exp(−inf) = 0 for the first partial: acc and S start at 0.
-        let (r_old, r_c) = ((m - m_new).exp(), (m_c - m_new).exp());
-        let t = &mut tmp[..hd];
-        t.copy_from_slice(a_c);
-        (kern.scale)(acc, r_old);
-        (kern.scale)(t, r_c);
-        (kern.add_assign)(acc, t);
-        s = s * r_old + s_c * r_c;
-        m = m_new;
     }
-    s
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    out.iter_mut().for_each(|o| *o *= inv);
 }
 
 #[cfg(test)]
