@@ -1,5 +1,5 @@
 //! Causal multi-head attention with GQA and sliding windows over the f16 KV cache, mirroring
-//! the two paths of ggml-cpu's flash attention (`ggml_compute_forward_flash_attn_ext_f16`),
+//! the paths of ggml-cpu's flash attention (`ggml_compute_forward_flash_attn_ext_f16`),
 //! which produced the goldens:
 //!
 //! - batches of at least [`TILED_MIN_BATCH`] queries (prompt processing): the "tiled" path.
@@ -10,6 +10,10 @@
 //!   rounded to f16 (ggml converts Q to the K cache's dot-product type), and the running
 //!   weighted sum of values is kept in f16 (`VKQ16`: every rescale and every
 //!   multiply-add rounds back to f16).
+//! - a single query over at least [`SPLIT_MIN_KEYS`] keys (generation at a long context), in
+//!   a model with an odd number of KV heads: the split path, ggml's split-KV decoding. The keys are cut into chunks, each chunk runs
+//!   the one-chunk path from a fresh state, and the partial results are merged in f32. Our
+//!   chunks have a fixed length ([`SPLIT_CHUNK_KEYS`]) where ggml cuts one per thread.
 //!
 //! Both compute the softmax online, in one pass over the keys: keep the running maximum `M`,
 //! the running sum `S` and the running weighted sum of values `o`; a new maximum rescales `S`
@@ -25,8 +29,9 @@
 //! [`OpKernels::attn_f16_acc`] per (query, group of heads).
 //!
 //! Determinism: every output row is computed by one sequence of operations that does not
-//! depend on which other rows share its task, and the tasks are a fixed split of the rows, so
-//! the result does not depend on the number of threads.
+//! depend on which other rows share its task, and the tasks are a fixed split of the rows
+//! (and, on the split path, of the keys), so the result does not depend on the number of
+//! threads.
 
 use std::cell::RefCell;
 
@@ -370,7 +375,7 @@ fn attention_f16_accum(
     } = shape;
     let qd = n_head * hd;
     let n = q.len() / qd;
-    if n == 1 && visible_keys(pos0, window).len() >= SPLIT_MIN_KEYS {
+    if n == 1 && n_head_kv % 2 == 1 && visible_keys(pos0, window).len() >= SPLIT_MIN_KEYS {
         return attention_split_keys(q, k_cache, v_cache, out, shape, scale, window);
     }
     let group = n_head / n_head_kv;
@@ -416,8 +421,16 @@ fn attention_f16_accum(
 }
 
 /// Smallest number of visible keys for which one query's attention is split into chunks of
-/// keys (ggml's `use_split_kv_path`: decoding with an f16 cache and at least 512 keys).
-/// Below it, every result is the one-chunk path's, bit for bit.
+/// keys (ggml's `use_split_kv_path`: decoding with an f16 cache and at least 512 keys), for
+/// models with an odd number of KV heads. Below it, and for an even number of KV heads,
+/// every result is the one-chunk path's, bit for bit.
+///
+/// Why odd only: an even number of KV heads already shares out evenly over two threads
+/// (this project's target machine), and there the chunks' restarts and their merge made
+/// qwen2.5-coder's attention at a 2048-token context 0–11 % slower; with 1 or 3 KV heads
+/// (gemma-3-270m, SmolLM2) one thread idled and the split saves 8–18 %
+/// (docs/PERFORMANCE.md, "Round 9"). The rule depends on the model's shape only, never on
+/// the thread count, so results stay independent of `-t`.
 pub const SPLIT_MIN_KEYS: usize = 512;
 
 /// Keys per chunk of the split path, at most: the visible keys are cut into
@@ -711,8 +724,8 @@ mod tests {
             // of unequal length, one KV head, and a window that starts mid-cache.
             (600, 1, 9, 3, 64, None),
             (1030, 1, 4, 1, 128, None),
-            (SPLIT_MIN_KEYS - 1, 1, 2, 2, 16, None),
-            (1500, 1, 6, 2, 32, Some(700)),
+            (SPLIT_MIN_KEYS - 1, 1, 2, 1, 16, None),
+            (1500, 1, 6, 3, 32, Some(700)),
         ];
         for (i, &(pos0, n, nh, nkv, hd, window)) in cases.iter().enumerate() {
             let c = case(i as u64, pos0, n, nh, nkv, hd);
