@@ -535,15 +535,10 @@ fn attention_split_keys(
     scale: f32,
     window: Option<usize>,
 ) {
-    let AttnShape {
-        pos0,
-        n_head,
-        n_head_kv,
-        head_dim: hd,
-    } = shape;
-    let group = n_head / n_head_kv;
+    let (hd, n_head) = (shape.head_dim, shape.n_head);
+    let group = n_head / shape.n_head_kv;
     let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
-    let keys = visible_keys(pos0, window);
+    let keys = visible_keys(shape.pos0, window);
     let n_chunks = keys.len().div_ceil(SPLIT_CHUNK_KEYS).min(MAX_SPLIT_CHUNKS);
     // Chunk c: keys[c·len/n_chunks .. (c+1)·len/n_chunks].
     let chunk_keys = |c: usize| {
