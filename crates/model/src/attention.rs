@@ -11,9 +11,10 @@
 //!   weighted sum of values is kept in f16 (`VKQ16`: every rescale and every
 //!   multiply-add rounds back to f16).
 //! - a single query over at least [`SPLIT_MIN_KEYS`] keys (generation at a long context), in
-//!   a model with an odd number of KV heads: the split path, ggml's split-KV decoding. The keys are cut into chunks, each chunk runs
-//!   the one-chunk path from a fresh state, and the partial results are merged in f32. Our
-//!   chunks have a fixed length ([`SPLIT_CHUNK_KEYS`]) where ggml cuts one per thread.
+//!   a model with an odd number of KV heads: the split path, ggml's split-KV decoding. The
+//!   keys are cut into chunks, each chunk runs the one-chunk path from a fresh state, and the
+//!   partial results are merged in f32. Our chunks have a fixed length ([`SPLIT_CHUNK_KEYS`])
+//!   where ggml cuts one per thread.
 //!
 //! Both compute the softmax online, in one pass over the keys: keep the running maximum `M`,
 //! the running sum `S` and the running weighted sum of values `o`; a new maximum rescales `S`
@@ -356,8 +357,9 @@ fn tiled_task(
 /// per (query, group of heads sharing a KV head); the groups are split further when there are
 /// too few tasks to keep the threads busy (token generation), which does not change any
 /// result (each head is computed alone). Calls of at most [`SERIAL_MAX_WORK`] (head, key)
-/// pairs run on the calling thread. A single query over at least [`SPLIT_MIN_KEYS`] keys
-/// takes the split path instead ([`attention_split_keys`]).
+/// pairs run on the calling thread. A single query over at least [`SPLIT_MIN_KEYS`] keys, in
+/// a model with an odd number of KV heads, takes the split path instead
+/// ([`attention_split_keys`]).
 fn attention_f16_accum(
     q: &[f32],
     k_cache: &[f16],
