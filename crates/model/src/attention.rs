@@ -447,7 +447,7 @@ pub const SPLIT_CHUNK_KEYS: usize = 512;
 
 /// Most chunks a split call makes: longer contexts get longer chunks (the merge keeps its
 /// per-head list of partials on the stack).
-const MAX_SPLIT_CHUNKS: usize = 256;
+pub const MAX_SPLIT_CHUNKS: usize = 256;
 
 /// The keys query position `p` sees: all cached positions up to `p`, or the last `w` with
 /// a sliding window of `w`.
