@@ -23,7 +23,7 @@
 //! Speed: the query heads sharing a KV head (GQA) are processed together so each cached row
 //! is read once for all of them. The tiled path first widens every visible key/value tile
 //! of the cache to f32 once per call (keys transposed; `WideTiles`, shared by all tasks),
-//! then works on a tile of [`Q_TILE`] queries × a tile of [`KV_TILE`] keys at a time: the
+//! then works on a tile of `Q_TILE` queries × a tile of `KV_TILE` keys at a time: the
 //! scores of every (query, head) row are one small GEMM, the softmax of the tile is
 //! vectorised, and the values are accumulated by a second GEMM; tiles that the causal mask or
 //! the sliding window hide entirely are skipped. The f16 path runs the fused kernel

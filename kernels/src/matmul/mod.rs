@@ -29,7 +29,7 @@
 //! the other rows (see [`crate::dispatch::GemmFn`]), and nothing is summed across threads.
 //! The result is therefore the same for any number of threads and any chunking. A token
 //! alone (`n = 1`, `vec_dot`) and in a batch (panel or tiles) may differ by float rounding
-//! (see [`GEMV_USES_TILES`] and [`crate::panel`]).
+//! (see `GEMV_USES_TILES` and [`crate::panel`]).
 
 use std::fmt;
 use std::ops::Range;
@@ -777,7 +777,7 @@ fn for_each_part(
 /// Names the weights that the next token-generation (`n = 1`) product over `ws` (one fused
 /// group, as [`matmul_prequantized_many`] gets it) will read, for
 /// [`crate::pool::prefetch_while_idle`]: each worker's segment of the tasks, as
-/// [`gemv_many`] will cut them. Call it right before the product that precedes `ws`; the
+/// `gemv_many` will cut them. Call it right before the product that precedes `ws`; the
 /// workers then stream these weights whenever they wait (docs/PERFORMANCE.md, "Token
 /// generation, round 5"). The caller's own segment is left out: the lines a worker prefetches
 /// land in that worker's caches, and the caller would fetch them from another core.

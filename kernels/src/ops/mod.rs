@@ -214,7 +214,7 @@ pub fn softmax(x: &mut [f32]) {
 /// compare-and-keep loop carries a dependency from each element to the next (≈ 75 µs per
 /// Qwen token, 0.7 % of a qwen2.5-0.5b token). This takes the maximum in 16 independent lanes
 /// (the compiler vectorises it), then finds its first position in a second pass that tests
-/// 256 values at a time ([`first_hit`]): 16–24 µs per Qwen token in `grist bench --profile`.
+/// 256 values at a time (`first_hit`): 16–24 µs per Qwen token in `grist bench --profile`.
 pub fn argmax(x: &[f32]) -> usize {
     const LANES: usize = 16;
     // `if v > m` keeps `m` when `v` is NaN.

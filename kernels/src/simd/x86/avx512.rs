@@ -25,10 +25,10 @@
 //!   float once. Q4_K/Q5_K: `vpdpbusd` of the unsigned codes (each 32 code bytes broadcast to
 //!   both register halves and shifted by `[0 | 4]`, so one register holds two whole
 //!   sub-blocks in value order; with GFNI one `vgf2p8affineqb` does the shift and mask), two
-//!   results packed to i16 with `vpackssdw`, then one `vpdpwssd` ([`k4_rows`], which also
+//!   results packed to i16 with `vpackssdw`, then one `vpdpwssd` (`k4_rows`, which also
 //!   loops over a `gemv` task's rows). Q6_K: `vpmaddubsw` (u8 × i8 pairs → i16) then `vpdpwssd`.
 //!   Q5_K/Q6_K high bits come from the `qh` bytes broadcast to both register halves and
-//!   tested / shifted per half. The k-quant loops prefetch the weights [`K_PREFETCH`] bytes
+//!   tested / shifted per half. The k-quant loops prefetch the weights `K_PREFETCH` bytes
 //!   ahead (a large gain on DRAM-resident matrices).
 //! - Float rows use masked loads for the tail (no scalar remainder loop).
 
@@ -751,7 +751,7 @@ macro_rules! legacy_kernels {
         }
 
         /// `out[r] = w[r] · a` for `out.len()` consecutive rows of `a.len()` blocks
-        /// ([`legacy_gemv`]); bit-identical to the single-row kernel.
+        /// (`legacy_gemv`); bit-identical to the single-row kernel.
         ///
         /// # Safety
         /// As the single-row kernel. Panics if `w` is not `out.len()` rows of `a.len()`
@@ -1065,7 +1065,7 @@ macro_rules! k4_kernels {
             out[0]
         }
 
-        /// `out[r] = w[r] · a` for `out.len()` consecutive rows ([`k4_rows`]); per row the
+        /// `out[r] = w[r] · a` for `out.len()` consecutive rows (`k4_rows`); per row the
         /// same bits as the single-row kernel.
         ///
         /// # Safety
@@ -1090,27 +1090,27 @@ macro_rules! k4_kernels {
 }
 
 k4_kernels!(
-    /// Q4_K · Q8_K ([`k4_rows`]). Qs byte `32j + i` holds value `i` of sub-block `2j` (low
+    /// Q4_K · Q8_K (`k4_rows`). Qs byte `32j + i` holds value `i` of sub-block `2j` (low
     /// nibble) and of `2j + 1` (high nibble).
     vec_dot_q4_k_q8_k, gemv_q4_k_q8_k, BlockQ4_K, five: false, gfni: false,
     features: "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     qh: |x: &BlockQ4_K| x.qs.as_ptr()
 );
 k4_kernels!(
-    /// Q4_K · Q8_K with the GFNI nibble split ([`k4_rows`]).
+    /// Q4_K · Q8_K with the GFNI nibble split (`k4_rows`).
     vec_dot_q4_k_q8_k_gfni, gemv_q4_k_q8_k_gfni, BlockQ4_K, five: false, gfni: true,
     features: "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,gfni",
     qh: |x: &BlockQ4_K| x.qs.as_ptr()
 );
 k4_kernels!(
-    /// Q5_K · Q8_K ([`k4_rows`]): as Q4_K, plus bit `j` of `qh[i]` is the fifth bit of
+    /// Q5_K · Q8_K (`k4_rows`): as Q4_K, plus bit `j` of `qh[i]` is the fifth bit of
     /// value `i` of sub-block `j`.
     vec_dot_q5_k_q8_k, gemv_q5_k_q8_k, BlockQ5_K, five: true, gfni: false,
     features: "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     qh: |x: &BlockQ5_K| x.qh.as_ptr()
 );
 k4_kernels!(
-    /// Q5_K · Q8_K with the GFNI nibble split ([`k4_rows`]).
+    /// Q5_K · Q8_K with the GFNI nibble split (`k4_rows`).
     vec_dot_q5_k_q8_k_gfni, gemv_q5_k_q8_k_gfni, BlockQ5_K, five: true, gfni: true,
     features: "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,gfni",
     qh: |x: &BlockQ5_K| x.qh.as_ptr()

@@ -18,14 +18,14 @@
 //!   (those use `vpdpbusd` + `vpackssdw`, the tiles `vpmaddubsw`), so the results equal theirs
 //!   up to float rounding.
 //! - 32-value formats: one accumulator per output instead of the single-row kernel's two
-//!   (which would need `2·R·C` registers); see [`legacy_tile`]. The results equal the
+//!   (which would need `2·R·C` registers); see `legacy_tile`. The results equal the
 //!   single-row kernel's up to float rounding.
 //!
 //! `kernels/tests/gemm_avx512.rs` checks the bits (and the rounding against the scalar
 //! references).
 //!
 //! The per-format tile functions are `unsafe` (they execute AVX-512 instructions); the
-//! dispatch table holds the safe byte-slice adapters [`gemm_q4_0`], … defined at the bottom,
+//! dispatch table holds the safe byte-slice adapters `gemm_q4_0`, … defined at the bottom,
 //! which are only installed into a table built for a CPU with these features.
 
 use std::arch::x86_64::*;
