@@ -100,7 +100,14 @@ pub fn attention(
     );
     let n = q.len() / qd;
     if n < TILED_MIN_BATCH {
-        attention_f16_accum(q, k_cache, v_cache, out, shape, scale, window);
+        let call = Call {
+            q,
+            kv: (k_cache, v_cache),
+            shape,
+            scale,
+            window,
+        };
+        attention_f16_accum(call, out);
     } else {
         let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
         // Taken out of the thread-local for the parallel region, not borrowed across it: while
@@ -120,6 +127,21 @@ pub fn attention(
             });
         WIDE_TILES.set(wide);
     }
+}
+
+/// [`attention`]'s inputs (all its arguments but `out`), handed whole to the generation
+/// paths ([`attention_f16_accum`], [`attention_split_keys`]).
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    /// Queries, `[n, n_head * head_dim]`.
+    q: &'a [f32],
+    /// Cached keys and values, `[pos0 + n, n_head_kv * head_dim]` each.
+    kv: (&'a [f16], &'a [f16]),
+    shape: AttnShape,
+    /// Multiplies the scores.
+    scale: f32,
+    /// Sliding-window length, for layers that have one.
+    window: Option<usize>,
 }
 
 thread_local! {
@@ -360,25 +382,17 @@ fn tiled_task(
 /// pairs run on the calling thread. A single query over at least [`SPLIT_MIN_KEYS`] keys, in
 /// a model with an odd number of KV heads, takes the split path instead
 /// ([`attention_split_keys`]).
-fn attention_f16_accum(
-    q: &[f32],
-    k_cache: &[f16],
-    v_cache: &[f16],
-    out: &mut [f32],
-    shape: AttnShape,
-    scale: f32,
-    window: Option<usize>,
-) {
+fn attention_f16_accum(call: Call, out: &mut [f32]) {
     let AttnShape {
         pos0,
         n_head,
         n_head_kv,
         head_dim: hd,
-    } = shape;
+    } = call.shape;
     let qd = n_head * hd;
-    let n = q.len() / qd;
-    if n == 1 && n_head_kv % 2 == 1 && visible_keys(pos0, window).len() >= SPLIT_MIN_KEYS {
-        return attention_split_keys(q, k_cache, v_cache, out, shape, scale, window);
+    let n = call.q.len() / qd;
+    if n == 1 && n_head_kv % 2 == 1 && visible_keys(pos0, call.window).len() >= SPLIT_MIN_KEYS {
+        return attention_split_keys(call, out);
     }
     let group = n_head / n_head_kv;
     let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
@@ -395,12 +409,12 @@ fn attention_f16_accum(
         SCRATCH.with_borrow_mut(|buf| {
             let (t, h0) = (i / (n_head / sub), i % (n_head / sub) * sub);
             let p = pos0 + t;
-            let keys = visible_keys(p, window);
+            let keys = visible_keys(p, call.window);
             let heads = HeadRun {
-                q: &q[t * qd + h0 * hd..t * qd + (h0 + sub) * hd],
+                q: &call.q[t * qd + h0 * hd..t * qd + (h0 + sub) * hd],
                 kh: h0 / group,
             };
-            let (acc, state) = heads.run(kern, (k_cache, v_cache), shape, keys, scale, buf);
+            let (acc, state) = heads.run(kern, call.kv, call.shape, keys, call.scale, buf);
             for ((oh, ah), st) in o
                 .chunks_exact_mut(hd)
                 .zip(acc.chunks_exact(hd))
@@ -528,19 +542,12 @@ thread_local! {
 /// Why: one query has only `n_head_kv` groups of heads to share out, so with fewer KV heads
 /// than threads, or a count that does not divide evenly (SmolLM2: 3 on 2 threads), threads
 /// idle while attention, most of a token at a long context, runs.
-fn attention_split_keys(
-    q: &[f32],
-    k_cache: &[f16],
-    v_cache: &[f16],
-    out: &mut [f32],
-    shape: AttnShape,
-    scale: f32,
-    window: Option<usize>,
-) {
+fn attention_split_keys(call: Call, out: &mut [f32]) {
+    let (q, shape) = (call.q, call.shape);
     let (hd, n_head) = (shape.head_dim, shape.n_head);
     let group = n_head / shape.n_head_kv;
     let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
-    let keys = visible_keys(shape.pos0, window);
+    let keys = visible_keys(shape.pos0, call.window);
     let n_chunks = keys.len().div_ceil(SPLIT_CHUNK_KEYS).min(MAX_SPLIT_CHUNKS);
     // Chunk c: keys[c·len/n_chunks .. (c+1)·len/n_chunks].
     let chunk_keys = |c: usize| {
@@ -564,8 +571,7 @@ fn attention_split_keys(
                 q: &q[h0 * hd..(h0 + sub) * hd],
                 kh: h0 / group,
             };
-            let (acc, state) =
-                heads.run(kern, (k_cache, v_cache), shape, chunk_keys(c), scale, buf);
+            let (acc, state) = heads.run(kern, call.kv, shape, chunk_keys(c), call.scale, buf);
             for ((d, a), st) in dst
                 .chunks_exact_mut(part)
                 .zip(acc.chunks_exact(hd))
@@ -739,6 +745,25 @@ mod tests {
         }
     }
 
+    /// Whether [`run`] gives the same bits on rayon pools of 1, 2 and 3 threads.
+    fn same_bits_on_1_2_3_threads(c: &Case, window: Option<usize>) -> bool {
+        let outs: Vec<Vec<f32>> = [1, 2, 3]
+            .into_iter()
+            .map(|threads| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| run(c, window))
+            })
+            .collect();
+        outs[1..].iter().all(|o| {
+            o.iter()
+                .zip(&outs[0])
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        })
+    }
+
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
         for (i, (pos0, n)) in [(0, 200), (7, 65), (20, 1), (3, 10)]
@@ -746,26 +771,10 @@ mod tests {
             .enumerate()
         {
             let c = case(100 + i as u64, pos0, n, 6, 2, 64);
-            let outs: Vec<Vec<f32>> = [1, 2, 3]
-                .into_iter()
-                .map(|threads| {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
-                    pool.install(|| run(&c, Some(50)))
-                })
-                .collect();
-            for o in &outs[1..] {
-                let same = o
-                    .iter()
-                    .zip(&outs[0])
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(
-                    same,
-                    "pos0 {pos0} n {n}: results differ with the thread count"
-                );
-            }
+            assert!(
+                same_bits_on_1_2_3_threads(&c, Some(50)),
+                "pos0 {pos0} n {n}: results differ with the thread count"
+            );
         }
     }
 
@@ -778,24 +787,10 @@ mod tests {
             .enumerate()
         {
             let c = case(300 + i as u64, pos0, 1, 6, n_head_kv, 32);
-            let outs: Vec<Vec<f32>> = [1, 2, 3]
-                .into_iter()
-                .map(|threads| {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
-                    pool.install(|| run(&c, None))
-                })
-                .collect();
-            for o in &outs[1..] {
-                assert!(
-                    o.iter()
-                        .zip(&outs[0])
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "pos0 {pos0}: split results differ with the thread count"
-                );
-            }
+            assert!(
+                same_bits_on_1_2_3_threads(&c, None),
+                "pos0 {pos0}: split results differ with the thread count"
+            );
         }
     }
 
