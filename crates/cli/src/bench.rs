@@ -56,9 +56,14 @@ pub struct Args {
     /// is filled once, untimed, and cut back to `depth` before every repetition.
     #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
     n_depth: usize,
-    /// Repetitions of each test after the warm-up.
-    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
-    reps: usize,
+    /// Repetitions of each test after the warm-up (at least 1).
+    #[arg(
+        short = 'r',
+        long = "repetitions",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    reps: u32,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Md)]
     output: Output,
@@ -216,7 +221,7 @@ fn measure(
     profile::reset();
     let prefetched_before = pool::idle_prefetched_bytes();
     let (mut samples_ts, mut bandwidth_samples) = (Vec::new(), Vec::new());
-    for _ in 0..reps.max(1) {
+    for _ in 0..reps {
         profile::set_enabled(profiling);
         let measured = one();
         profile::set_enabled(false);
@@ -287,7 +292,7 @@ fn bench(args: &Args, threads: usize) -> Result<(), CliError> {
             depth,
             args.n_prompt,
             0,
-            args.reps,
+            args.reps as usize,
             args.profile,
             None,
             || run_pp(&mut session, depth, tokens),
@@ -299,7 +304,7 @@ fn bench(args: &Args, threads: usize) -> Result<(), CliError> {
             depth,
             0,
             args.n_gen,
-            args.reps,
+            args.reps as usize,
             args.profile,
             read_probe.as_ref(),
             || run_tg(&mut session, depth, args.n_gen, tokens[0]),

@@ -174,6 +174,11 @@ fn bad_arguments_are_one_line_errors() {
     let o = grist(&["bench", "-m", "/nonexistent.gguf"]);
     assert!(!o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
+    // No repetitions would measure nothing: refused by the flag parser, not run once.
+    let o = grist(&["bench", "-m", &model, "-r", "0"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("'0' for '--repetitions"), "{err}");
 }
 
 #[test]
