@@ -1,7 +1,7 @@
 //! The many-rows token-generation products ([`grist_kernels::dispatch::GemvFn`]) of every
 //! table that has them: each output must have **the same bits** as the table's single-row
 //! `vec_dot` (which `simd_x86.rs` / `simd_neon.rs` test against the scalar references), for
-//! 1..=9 rows, row lengths on both sides of the kernels' 8- and 16-block groups and of their
+//! 1..=9 rows (and 15, 16, 17, 33 on rows up to 70 blocks), row lengths on both sides of the kernels' 8- and 16-block groups and of their
 //! longest recorded row, on quantized random data and on raw random bytes (every code and
 //! scale pattern, NaN/∞ scales included). Then the matrix-vector driver, which cuts rows
 //! into tasks, against `vec_dot` row by row for 1, 2 and 3 threads.
@@ -61,7 +61,10 @@ fn gemv_gives_vec_dot_bits_for_every_row_count_and_length() {
             for &blocks in &lengths {
                 let cols = blocks * ty.block_elems();
                 let rb = blocks * ty.block_bytes();
-                for rows in 1..=9 {
+                // Up to 9 rows for every length; for rows up to 70 blocks also both sides of
+                // the 16 rows whose sums the AVX-512 legacy kernels reduce together.
+                let batches: &[usize] = if blocks <= 70 { &[15, 16, 17, 33] } else { &[] };
+                for rows in (1..=9).chain(batches.iter().copied()) {
                     for raw in [false, true] {
                         let w = weights(&mut rng, ty, rows, cols, raw);
                         let a = activation(&mut rng, table, ty, cols, raw);

@@ -17,8 +17,9 @@
 //! - Token generation's many-rows product (`gemv`, [`crate::dispatch::GemvFn`]) for the
 //!   legacy formats: the activation's share of `legacy_row` (its head gathers and
 //!   conversions, its code loads and the offset products `dpbusd(c, y)`) is computed by the
-//!   first row and replayed by the others from a stack buffer (`legacy_gemv`), with the
-//!   same float operations, so the results are `vec_dot`'s bits.
+//!   first row and replayed by the others from a stack buffer (`legacy_gemv`), and the rows'
+//!   horizontal sums are taken 16 at a time, with the same float operations, so the results
+//!   are `vec_dot`'s bits.
 //! - Q5_0's 2×32 high bits are a 64-bit mask register used directly by a masked byte add.
 //! - k-quants: the sub-block scales are applied exactly in integers with `vpdpwssd`
 //!   (i16 × scale i16, pairs summed into i32, accumulated) and a super-block is converted to
@@ -447,6 +448,9 @@ fn act_pair<A: LegacyAct, const OFFSET: bool>(a0: &A, a1: &A, offset: __m512i) -
 /// accumulators. With `MINS` the `m_w·s_a` terms are one FMA per group. A last partial
 /// group reads only its blocks; an odd last block is paired with itself, its twin's scale
 /// lanes being zero.
+///
+/// Returns the 16 lane sums; the dot product is their `_mm512_reduce_add_ps`, which
+/// [`legacy_dot`] takes per row and [`legacy_gemv`] for 16 rows at once ([`reduce_add_16`]).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn legacy_row<W: LegacyBlock, A: LegacyAct, const MINS: bool, const OFFSET: bool>(
@@ -455,7 +459,7 @@ fn legacy_row<W: LegacyBlock, A: LegacyAct, const MINS: bool, const OFFSET: bool
     mut heads: impl FnMut(&[A], usize, &HeadGather) -> ActHeads,
     mut pairs: impl FnMut(&A, &A) -> ActPair,
     pair: impl Fn(&W, &W, __m512i) -> __m512i,
-) -> f32 {
+) -> __m512 {
     assert_eq!(w.len(), a.len(), "legacy_dot: rows of different lengths");
     debug_assert!(W::HEADS == 1 + MINS as usize && A::HEADS == 1 + MINS as usize);
     // Lanes 0..8 take scale `2j`, lanes 8..16 scale `2j + 1` (plus `2j`).
@@ -540,9 +544,9 @@ fn legacy_row<W: LegacyBlock, A: LegacyAct, const MINS: bool, const OFFSET: bool
     }
     let dots = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
     if MINS {
-        _mm512_reduce_add_ps(_mm512_add_ps(dots, acc_m))
+        _mm512_add_ps(dots, acc_m)
     } else {
-        _mm512_reduce_add_ps(dots)
+        dots
     }
 }
 
@@ -556,13 +560,59 @@ fn legacy_dot<W: LegacyBlock, A: LegacyAct, const MINS: bool, const OFFSET: bool
     offset: __m512i,
     pair: impl Fn(&W, &W, __m512i) -> __m512i,
 ) -> f32 {
-    legacy_row::<W, A, MINS, OFFSET>(
+    _mm512_reduce_add_ps(legacy_row::<W, A, MINS, OFFSET>(
         w,
         a,
         |a, n, g| act_heads(a, n, g),
         |a0, a1| act_pair::<A, OFFSET>(a0, a1, offset),
         pair,
-    )
+    ))
+}
+
+/// Sixteen horizontal sums at once: lane `r` of the result is `_mm512_reduce_add_ps(v[r])`,
+/// bit for bit. That intrinsic adds lane `i + 8` to lane `i`, then `i + 4`, `i + 2` and
+/// `i + 1` (low half first in every addition); here each of those four steps adds the same
+/// pairs in the same order for several rows per instruction, with shuffles that bring two
+/// rows' halves (then four rows' quarters, ...) side by side: 46 instructions for 16 rows,
+/// ~3 per row instead of 8 in a dependent chain. On rows of 18–28 blocks the reductions
+/// one by one cost a `gemv` 7–30 % of its time; batched, `gemv` is 2–14 % faster
+/// (docs/PERFORMANCE.md, "Round 10").
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn reduce_add_16(v: &[__m512; 16]) -> __m512 {
+    // Step 1, lane i += lane i + 8: [row 2j lanes 0..8 | row 2j+1 lanes 0..8].
+    let halves: [__m512; 8] = std::array::from_fn(|j| {
+        let (a, b) = (v[2 * j], v[2 * j + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b), // lanes 0..8 of a, of b
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b), // lanes 8..16 of a, of b
+        )
+    });
+    // Step 2, lane i += lane i + 4: 128-bit quarter q holds row 4k + q's lanes 0..4.
+    let quarters: [__m512; 4] = std::array::from_fn(|k| {
+        let (a, b) = (halves[2 * k], halves[2 * k + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+        )
+    });
+    // Step 3, lane i += lane i + 2 (within each quarter): quarter q holds
+    // [row q: i = 0, 1 | row q + 4: i = 0, 1] (and rows q + 8, q + 12 in the second vector).
+    let pairs: [__m512; 2] = std::array::from_fn(|m| {
+        let (a, b) = (quarters[2 * m], quarters[2 * m + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_ps::<0b11_10_11_10>(a, b),
+        )
+    });
+    // Step 4, lane 0 += lane 1: quarter q holds rows [q, q + 4, q + 8, q + 12].
+    let sums = _mm512_add_ps(
+        _mm512_shuffle_ps::<0b10_00_10_00>(pairs[0], pairs[1]),
+        _mm512_shuffle_ps::<0b11_01_11_01>(pairs[0], pairs[1]),
+    );
+    // Row r sits in lane 4·(r % 4) + r / 4.
+    let rows = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_permutexvar_ps(rows, sums)
 }
 
 /// Longest row (in blocks) [`legacy_gemv`] keeps the activation side of; longer rows go
@@ -580,7 +630,8 @@ const GEMV_MAX_PAIRS: usize = GEMV_MAX_BLOCKS / 2 + GROUP / 2;
 /// loads and `dpbusd(c, y)` per pair) does not depend on the weight row, so the first row
 /// records it in a small stack buffer and the other rows replay it: per 18-block row
 /// (576 values) that removes about a third of the instructions, as well as a call and its
-/// constant loads per row. Each row performs exactly [`legacy_dot`]'s float operations in
+/// constant loads per row. The rows' final horizontal sums are done 16 rows at a time
+/// ([`reduce_add_16`]). Each row performs exactly [`legacy_dot`]'s float operations in
 /// the same order, so every output is bit-identical to `vec_dot` (tested in
 /// `kernels/tests/gemv.rs`). The rows are read one after the other, as `vec_dot` reads them
 /// (interleaving several rows per pass made token generation slower end to end,
@@ -609,12 +660,25 @@ fn legacy_gemv<W: LegacyBlock, A: LegacyAct, const MINS: bool, const OFFSET: boo
         }
         return;
     }
+    // Each row's lane sums, reduced 16 rows at a time.
+    let mut lanes = [_mm512_setzero_ps(); 16];
+    let mut flush = |r: usize, row_lanes: __m512| {
+        lanes[r % 16] = row_lanes;
+        if r % 16 == 15 || r + 1 == out.len() {
+            let first = r - r % 16;
+            let sums = reduce_add_16(&lanes); // lanes past `r % 16` hold older rows: unused
+            let keep = (u32::MAX >> (31 - r % 16)) as u16; // rows first..=r
+                                                           // SAFETY: `out[first..=r]` are `r % 16 + 1` floats (`r < out.len()`); the mask
+                                                           // stores exactly those.
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(first), keep, sums) };
+        }
+    };
     // Uninitialised: only the entries row 0 records are read back (checked per read).
     let mut heads = [MaybeUninit::<ActHeads>::uninit(); GEMV_MAX_GROUPS];
     let mut pairs = [MaybeUninit::<ActPair>::uninit(); GEMV_MAX_PAIRS];
     let (mut n_heads, mut n_pairs) = (0, 0);
     // Row 0 computes the activation side and records it.
-    out[0] = legacy_row::<W, A, MINS, OFFSET>(
+    let row0 = legacy_row::<W, A, MINS, OFFSET>(
         &w[..nb],
         a,
         |a, n, g| {
@@ -631,11 +695,12 @@ fn legacy_gemv<W: LegacyBlock, A: LegacyAct, const MINS: bool, const OFFSET: boo
         },
         pair,
     );
+    flush(0, row0);
     // The other rows replay it: `legacy_row` asks for groups and pairs in the same order
     // for every row of the same length.
-    for (row, o) in w[nb..].chunks_exact(nb).zip(out[1..].iter_mut()) {
+    for (r, row) in w[nb..].chunks_exact(nb).enumerate() {
         let (mut g, mut p) = (0, 0);
-        *o = legacy_row::<W, A, MINS, OFFSET>(
+        let row_lanes = legacy_row::<W, A, MINS, OFFSET>(
             row,
             a,
             |_, _, _| {
@@ -652,6 +717,7 @@ fn legacy_gemv<W: LegacyBlock, A: LegacyAct, const MINS: bool, const OFFSET: boo
             },
             pair,
         );
+        flush(r + 1, row_lanes);
     }
 }
 
