@@ -165,7 +165,7 @@ fn markdown_table_roofline_and_profile() {
 }
 
 #[test]
-fn bad_arguments_are_one_line_errors() {
+fn bad_arguments_are_refused_with_an_error() {
     let model = tiny();
     let o = grist(&["bench", "-m", &model, "-p", "0", "-n", "0"]);
     assert!(!o.status.success());
@@ -174,7 +174,8 @@ fn bad_arguments_are_one_line_errors() {
     let o = grist(&["bench", "-m", "/nonexistent.gguf"]);
     assert!(!o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
-    // No repetitions would measure nothing: refused by the flag parser, not run once.
+    // No repetitions would measure nothing: refused by the flag parser (clap's usual
+    // message and hint), not run once.
     let o = grist(&["bench", "-m", &model, "-r", "0"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

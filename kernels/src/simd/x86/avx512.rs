@@ -666,10 +666,12 @@ fn legacy_gemv<W: LegacyBlock, A: LegacyAct, const MINS: bool, const OFFSET: boo
         lanes[r % 16] = row_lanes;
         if r % 16 == 15 || r + 1 == out.len() {
             let first = r - r % 16;
-            let sums = reduce_add_16(&lanes); // lanes past `r % 16` hold older rows: unused
-            let keep = (u32::MAX >> (31 - r % 16)) as u16; // rows first..=r
-                                                           // SAFETY: `out[first..=r]` are `r % 16 + 1` floats (`r < out.len()`); the mask
-                                                           // stores exactly those.
+            // Lanes past `r % 16` hold rows of the previous batch: computed, never stored.
+            let sums = reduce_add_16(&lanes);
+            // Rows `first..=r`.
+            let keep = (u32::MAX >> (31 - r % 16)) as u16;
+            // SAFETY: `out[first..=r]` are `r % 16 + 1` floats (`r < out.len()`); the mask
+            // stores exactly those.
             unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(first), keep, sums) };
         }
     };
