@@ -13,6 +13,9 @@
 //! - `matmul/<type>/<isa>/n64`: weights `[4096, 4096]` × activations `[64, 4096]` (prompt
 //!   processing), 2 threads, including activation quantization. Throughput =
 //!   `2·rows·cols·n` elements ⇒ elements/s = FLOP/s.
+//! - `quantize_act/<act type>/<isa>/n512`: activations `[512, 4096]` quantized to Q8_0, Q8_1
+//!   or Q8_K, 2 threads, with the activation panel where the table has a panel GEMM (what
+//!   prompt processing pays once per group of products). Throughput = values ⇒ elements/s.
 //!
 //! Every available ISA of this CPU is measured (the scalar reference included). The main
 //! formats get every group; the other supported formats (F32, Q5_1, Q2_K, Q3_K, IQ4_XS) only
@@ -195,6 +198,26 @@ fn bench_matmul(c: &mut Criterion, tables: &[&'static Kernels], ty: GgmlType, n:
     group.finish();
 }
 
+/// `quantize_act/<act type>/<isa>/n512`: 512 activation rows `[512, COLS]` quantized to
+/// `act_type`, 2 threads, including the activation panel of the prompt-processing GEMM when
+/// the table has one. Throughput = values ⇒ elements/s.
+fn bench_quantize_act(c: &mut Criterion, tables: &[&'static Kernels], act_type: GgmlType) {
+    const N: usize = 512;
+    let x = random_activations(N * COLS, 8); // [N, COLS]
+    let mut group = c.benchmark_group(format!("quantize_act/{act_type}"));
+    group.throughput(Throughput::Elements((N * COLS) as u64));
+    for &table in tables {
+        let mut scratch = ActivationScratch::new();
+        group.bench_function(BenchmarkId::new(table.isa().name(), format!("n{N}")), |b| {
+            b.iter(|| {
+                quantize_activations_with(table, act_type, black_box(&x), N, COLS, &mut scratch)
+                    .expect("quantize activations")
+            })
+        });
+    }
+    group.finish();
+}
+
 fn main() {
     let threads = env_usize("GRIST_BENCH_THREADS", 2);
     let n = env_usize("GRIST_BENCH_N", 64);
@@ -224,6 +247,9 @@ fn main() {
     }
     for ty in MAIN_TYPES {
         bench_matmul(&mut c, &tables, ty, n);
+    }
+    for act_type in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
+        bench_quantize_act(&mut c, &tables, act_type);
     }
     c.final_summary();
 }

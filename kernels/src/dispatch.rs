@@ -400,6 +400,7 @@ pub struct Kernels {
     features: CpuFeatures,
     entries: [Option<KernelEntry>; TYPE_SLOTS],
     panel_gemm: Option<crate::panel::PanelGemmFn>,
+    act_panel_group: crate::panel::ActGroupFn,
     /// The f32 operations (RMSNorm, softmax, activations, f16 KV-cache helpers).
     pub ops: crate::ops::OpKernels,
 }
@@ -511,6 +512,17 @@ impl Kernels {
         self.panel_gemm = gemm;
     }
 
+    /// How this table builds a token group of the activation panel (the scalar
+    /// [`crate::panel::build_group_scalar`] unless a SIMD module installed its own).
+    pub fn act_panel_group(&self) -> crate::panel::ActGroupFn {
+        self.act_panel_group
+    }
+
+    /// Installs the activation-panel group builder (it must write the scalar one's bytes).
+    pub fn set_act_panel_group(&mut self, build: crate::panel::ActGroupFn) {
+        self.act_panel_group = build;
+    }
+
     /// Sets (or clears) the panel format of weight type `ty`. Returns `false` if `ty` has no
     /// entry.
     pub fn set_panel(&mut self, ty: GgmlType, panel: Option<crate::panel::PanelFormat>) -> bool {
@@ -536,6 +548,7 @@ impl Kernels {
             features,
             entries: [None; TYPE_SLOTS],
             panel_gemm: None,
+            act_panel_group: crate::panel::build_group_scalar,
             ops: crate::ops::OpKernels::scalar(),
         };
         install_scalar_formats(&mut table);

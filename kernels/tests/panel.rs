@@ -165,6 +165,56 @@ fn simd_unpack_matches_scalar_bit_for_bit() {
     }
 }
 
+#[test]
+fn simd_act_panel_matches_scalar_bytes() {
+    let Ok(table) = select(Isa::Avx512) else {
+        eprintln!("SKIPPED: no AVX-512 VNNI on this CPU");
+        return;
+    };
+    let mut rng = Rng(0x0005_EED0_FAC7);
+    let mut checked = 0;
+    for act in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
+        for cols in [256_usize, 512, 896, 1536] {
+            if !cols.is_multiple_of(act.block_elems()) {
+                continue;
+            }
+            // Partial groups (1, 15, 17, 33) go to the scalar builder, full ones do not.
+            for n in [1, 15, 16, 17, 32, 33, 48] {
+                let mut acts = Vec::new();
+                for t in 0..n {
+                    // Every 5th row all zero, every 7th huge: scales at both ends.
+                    let x: Vec<f32> = (0..cols)
+                        .map(|_| match t % 7 {
+                            _ if t % 5 == 4 => 0.0,
+                            6 => rng.f32() * 6.0e4,
+                            _ => rng.f32(),
+                        })
+                        .collect();
+                    let mut row = vec![0u8; cols / act.block_elems() * act.block_bytes()];
+                    formats::quantize_row(act, &x, &mut row).unwrap();
+                    acts.extend_from_slice(&row);
+                }
+                let row_bytes = acts.len() / n;
+                let build = |f: panel::ActGroupFn| {
+                    let mut lines = Vec::new();
+                    panel::build_act_panel(f, act, &acts, row_bytes, n, cols, &mut lines);
+                    lines
+                };
+                let (simd, scalar) = (
+                    build(table.act_panel_group()),
+                    build(panel::build_group_scalar),
+                );
+                assert_eq!(simd.len(), scalar.len());
+                for (i, (a, b)) in simd.iter().zip(&scalar).enumerate() {
+                    assert_eq!(a.0, b.0, "{act} cols {cols} n {n}: line {i} differs");
+                }
+                checked += simd.len();
+            }
+        }
+    }
+    eprintln!("{checked} activation panel lines identical");
+}
+
 /// `rows × cols` weights of `ty`.
 fn matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
     (0..rows)

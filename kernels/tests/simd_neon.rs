@@ -484,6 +484,12 @@ fn random_row(rng: &mut Rng, n: usize, case: usize) -> Vec<f32> {
         // Very small and very large magnitudes.
         4 => (0..n).map(|_| rng.magnitude(-30.0, -25.0)).collect(),
         5 => (0..n).map(|_| rng.magnitude(20.0, 30.0)).collect(),
+        // Around the smallest normal: Q8_K's inverse scale `-127/max` overflows below
+        // ~3.7e-37 (the scalar quantizer then stores the all-zero block).
+        6 => {
+            let scale = 10f32.powi(-40 + rng.below(7) as i32);
+            (0..n).map(|_| rng.normal() * scale).collect()
+        }
         _ => {
             let scale = rng.magnitude(-4.0, 3.0).abs();
             (0..n).map(|_| rng.normal() * scale).collect()

@@ -413,7 +413,15 @@ pub fn quantize_activations_with(
             });
         if wanted {
             let bytes = &bytemuck::cast_slice::<u64, u8>(&scratch.buf)[..n * rb];
-            crate::panel::build_act_panel(act_type, bytes, rb, n, cols, &mut scratch.panel);
+            crate::panel::build_act_panel(
+                table.act_panel_group(),
+                act_type,
+                bytes,
+                rb,
+                n,
+                cols,
+                &mut scratch.panel,
+            );
             scratch.panel_ready = true;
         }
     }

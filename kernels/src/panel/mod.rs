@@ -238,9 +238,17 @@ pub fn act_panel_supported(act_type: GgmlType) -> bool {
     matches!(act_type, GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::Q8_K)
 }
 
-/// Builds the cells of token group `g` (`cells`: `n_blocks × CELL_LINES` lines) from the
-/// quantized activation rows `acts` (`n` rows of `row_bytes` bytes of `act_type`).
-fn build_group(
+/// Builds the cells of one token group of an activation panel: `build(act_type, acts,
+/// row_bytes, n, g, cells)` fills `cells` (`n_blocks × CELL_LINES` lines) for tokens
+/// `16g .. min(16g + 16, n)` of the quantized rows `acts` (`n` rows of `row_bytes` bytes of
+/// `act_type`, one of [`act_panel_supported`]). Implementations must write exactly the bytes
+/// of [`build_group_scalar`]. [`crate::dispatch::Kernels::act_panel_group`] holds the one in
+/// use.
+pub type ActGroupFn =
+    fn(act_type: GgmlType, acts: &[u8], row_bytes: usize, n: usize, g: usize, cells: &mut [Line]);
+
+/// The reference [`ActGroupFn`]: token by token, block by block, 4 codes at a time.
+pub fn build_group_scalar(
     act_type: GgmlType,
     acts: &[u8],
     row_bytes: usize,
@@ -309,8 +317,10 @@ fn words(line: &mut Line) -> &mut [u32; 16] {
 
 /// Builds the activation panel of `n` quantized rows (`acts`: `n × row_bytes` bytes of
 /// `act_type`, `cols` values each) into the first [`act_panel_lines`] lines of `lines`
-/// (grown if shorter, never shrunk). Groups are built in parallel; the bytes do not depend on the thread count.
+/// (grown if shorter, never shrunk), one group at a time with `build`. Groups are built in
+/// parallel; the bytes do not depend on the thread count.
 pub fn build_act_panel(
+    build: ActGroupFn,
     act_type: GgmlType,
     acts: &[u8],
     row_bytes: usize,
@@ -337,7 +347,7 @@ pub fn build_act_panel(
     lines[..need]
         .par_chunks_mut(per_group)
         .enumerate()
-        .for_each(|(g, cells)| build_group(act_type, acts, row_bytes, n, g, cells));
+        .for_each(|(g, cells)| build(act_type, acts, row_bytes, n, g, cells));
 }
 
 /// Multiplies a weight panel by token groups `g0 .. g0 + ng` of an activation panel:

@@ -666,16 +666,18 @@ pub unsafe fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8_K]) {
                 m = vmaxq_f32(m, vabsq_f32(vld1q_f32(p.add(4 * k))));
             }
             let amax = vmaxvq_f32(m);
-            if amax == 0.0 {
+            // The signed value of the first element of largest magnitude (as the scalar
+            // reference's strict `>` scan finds it).
+            let max = xb.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+            let iscale = -127.0 / max;
+            // All zero, or so small that the inverse scale overflows: the scalar quantizer
+            // stores the all-zero block.
+            if amax == 0.0 || !iscale.is_finite() {
                 yb.d = 0.0;
                 yb.qs = [0; QK_K];
                 yb.bsums = [0; QK_K / 16];
                 continue;
             }
-            // The signed value of the first element of largest magnitude (as the scalar
-            // reference's strict `>` scan finds it).
-            let max = xb.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
-            let iscale = -127.0 / max;
             let cap = vdupq_n_s32(127);
             for g in 0..QK_K / 16 {
                 let q: [int32x4_t; 4] = core::array::from_fn(|k| {

@@ -835,15 +835,17 @@ pub unsafe fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8_K]) {
         for c in xb.chunks_exact(32) {
             amax = amax.max(load_block_32(c).1);
         }
-        if amax == 0.0 {
+        // The scalar code keeps the first value whose magnitude is the maximum.
+        let max = first_with_magnitude(xb, amax);
+        let iscale = -127.0 / max;
+        // All zero, or so small that the inverse scale overflows: the scalar quantizer
+        // stores the all-zero block.
+        if amax == 0.0 || !iscale.is_finite() {
             b.d = 0.0;
             b.qs = [0; QK_K];
             b.bsums = [0; QK_K / 16];
             continue;
         }
-        // The scalar code keeps the first value whose magnitude is the maximum.
-        let max = first_with_magnitude(xb, amax);
-        let iscale = -127.0 / max;
         let scale = _mm256_set1_ps(iscale);
         for (c, (xc, qs)) in xb
             .chunks_exact(32)

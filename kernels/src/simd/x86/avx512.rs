@@ -1547,8 +1547,14 @@ pub unsafe fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     }
 }
 
-/// f32 row → Q8_K, bit-identical to the scalar quantizer (see the AVX2 version). One
-/// 16-lane register is exactly one `bsums` group.
+/// f32 row → Q8_K, bit-identical to the scalar quantizer (see the AVX2 version).
+///
+/// Per super-block, one pass over the 16 registers keeps the signed maximum and minimum:
+/// the larger magnitude of the two is `amax`, and its sign is the sign of the first element
+/// of that magnitude (the scalar code's strict `>` scan) unless both signs reach it, when a
+/// scan finds the first. A second pass (from L1) scales, rounds and packs the codes 64 to a
+/// register, and `vpsadbw` on those codes (+128, so unsigned) gives the 16 `bsums` four
+/// registers at a time instead of 16 horizontal additions.
 ///
 /// # Safety
 /// As [`vec_dot_q4_0_q8_0`]. Panics unless `x.len() == 256 · out.len()`.
@@ -1556,39 +1562,86 @@ pub unsafe fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
 pub unsafe fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8_K]) {
     check_quantize_len(x.len(), out.len(), QK_K, "f32→Q8_K");
     for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
-        // SAFETY: `xb` has 256 values = 16 registers.
-        let v: [__m512; 16] =
-            std::array::from_fn(|g| unsafe { _mm512_loadu_ps(xb.as_ptr().add(16 * g)) });
-        let amax = _mm512_reduce_max_ps(v.iter().fold(_mm512_setzero_ps(), |m, &v| {
-            _mm512_max_ps(m, _mm512_abs_ps(v))
-        }));
-        if amax == 0.0 {
+        // SAFETY: `xb` has 256 values = 16 registers (`g < 16` below).
+        let load = |g: usize| unsafe { _mm512_loadu_ps(xb.as_ptr().add(16 * g)) };
+        // `v` first: `max`/`min` return their second operand when one is NaN, so NaNs are
+        // skipped, as the scalar scan skips them.
+        let (mut hi, mut lo) = (
+            _mm512_set1_ps(f32::NEG_INFINITY),
+            _mm512_set1_ps(f32::INFINITY),
+        );
+        for g in 0..16 {
+            hi = _mm512_max_ps(load(g), hi);
+            lo = _mm512_min_ps(load(g), lo);
+        }
+        let (hi, lo) = (_mm512_reduce_max_ps(hi), _mm512_reduce_min_ps(lo));
+        let amax = hi.max(-lo);
+        let max = if hi == amax && -lo == amax {
+            first_with_magnitude(xb, amax)
+        } else if hi == amax {
+            hi
+        } else {
+            lo
+        };
+        let iscale = -127.0 / max;
+        // All zero (or all NaN: `amax` is then −∞), or so small that the inverse scale
+        // overflows: the scalar quantizer stores the all-zero block.
+        if amax <= 0.0 || !iscale.is_finite() {
             b.d = 0.0;
             b.qs = [0; QK_K];
             b.bsums = [0; QK_K / 16];
             continue;
         }
-        // The scalar code keeps the first value whose magnitude is the maximum.
-        let target = _mm512_set1_ps(amax);
-        let max = v
-            .iter()
-            .enumerate()
-            .find_map(|(g, &v)| {
-                let hits = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(v), target);
-                (hits != 0).then(|| xb[16 * g + hits.trailing_zeros() as usize])
-            })
-            .unwrap_or(amax);
-        let iscale = -127.0 / max;
         let scale = _mm512_set1_ps(iscale);
-        for (g, &v) in v.iter().enumerate() {
+        let codes = |g: usize| {
             let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                _mm512_mul_ps(v, scale),
+                _mm512_mul_ps(load(g), scale),
             );
-            let q = saturate_i8(r);
-            b.bsums[g] = _mm512_reduce_add_epi32(q) as i16;
-            // SAFETY: `16g + 16 ≤ 256`.
-            unsafe { store_i8x16(q, b.qs.as_mut_ptr().add(16 * g)) };
+            _mm512_cvtsepi32_epi8(saturate_i8(r)) // [16] i8
+        };
+        // Per 64 codes (groups 4k .. 4k + 4): 8 sums of 8 biased codes, two per group.
+        let mut halves = [_mm512_setzero_si512(); 4];
+        for (k, h) in halves.iter_mut().enumerate() {
+            let mut v = _mm512_castsi128_si512(codes(4 * k));
+            v = _mm512_inserti32x4::<1>(v, codes(4 * k + 1));
+            v = _mm512_inserti32x4::<2>(v, codes(4 * k + 2));
+            v = _mm512_inserti32x4::<3>(v, codes(4 * k + 3));
+            // SAFETY: `qs` is 256 bytes and `64k + 64 ≤ 256`.
+            unsafe { _mm512_storeu_si512(b.qs.as_mut_ptr().add(64 * k).cast(), v) };
+            let biased = _mm512_xor_si512(v, _mm512_set1_epi8(-128)); // q + 128, unsigned
+            *h = _mm512_sad_epu8(biased, _mm512_setzero_si512());
+        }
+        // Group `4k + j` is lanes `2j`, `2j + 1` of `halves[k]`: add the pairs, drop the bias
+        // (16 codes × 128), narrow to i16.
+        let even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+        let odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+        for (m, sums) in b.bsums.chunks_exact_mut(8).enumerate() {
+            let (a, c) = (halves[2 * m], halves[2 * m + 1]);
+            let total = _mm512_add_epi64(
+                _mm512_permutex2var_epi64(a, even, c),
+                _mm512_permutex2var_epi64(a, odd, c),
+            );
+            let s = _mm512_cvtepi64_epi16(_mm512_sub_epi64(total, _mm512_set1_epi64(16 * 128)));
+            // SAFETY: `sums` is 8 i16 = 16 bytes.
+            unsafe { _mm_storeu_si128(sums.as_mut_ptr().cast(), s) };
         }
         b.d = 1.0 / iscale;
     }
+}
+
+/// The first element of the 256 values `xb` whose magnitude is `amax`, or `amax` if none
+/// is (the scalar quantizer's strict `>` scan keeps the first).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn first_with_magnitude(xb: &[f32], amax: f32) -> f32 {
+    let target = _mm512_set1_ps(amax);
+    for c in xb.chunks_exact(16) {
+        // SAFETY: `c` has 16 values.
+        let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+        let hits = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(v), target);
+        if hits != 0 {
+            return c[hits.trailing_zeros() as usize];
+        }
+    }
+    amax
 }

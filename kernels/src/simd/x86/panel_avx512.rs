@@ -22,8 +22,8 @@ use grist_gguf::GgmlType;
 use crate::blocks::*;
 use crate::dispatch::Kernels;
 use crate::panel::{
-    ActPanel, PanelFormat, PanelUnpackFn, WeightPanel, CELL_LINES, DY_LINE, GROUP, PANEL_BLOCK,
-    SY_LINE,
+    ActPanel, Line, PanelFormat, PanelUnpackFn, WeightPanel, CELL_LINES, DY_LINE, GROUP,
+    PANEL_BLOCK, SY_LINE,
 };
 
 /// Weight rows per tile.
@@ -40,6 +40,7 @@ pub(crate) fn install(table: &mut Kernels) {
     if std::env::var_os("GRIST_NO_PANEL").is_none() {
         table.set_panel_gemm(Some(panel_gemm));
     }
+    table.set_act_panel_group(build_act_group);
     // The layout of each format (sub-block length, offset) is the scalar reference's; only
     // the unpacker is replaced.
     let unpackers: [(GgmlType, PanelUnpackFn); 9] = [
@@ -326,6 +327,155 @@ fn panel_gemm(w: &WeightPanel<'_>, a: &ActPanel<'_>, g0: usize, ng: usize, out: 
             _ => unreachable!("checked by WeightPanel::check"),
         }
     }
+}
+
+// ----------------------------------------------------------------------------------------
+// Activation panel.
+// ----------------------------------------------------------------------------------------
+
+/// The AVX-512 [`crate::panel::ActGroupFn`]: a full group of 16 tokens is transposed in
+/// registers, per 32-value block 16 rows × 8 words of codes into 8 lines of 16 tokens
+/// ([`transpose_16x8`]), and its `dy` / `sy` lines are gathered; a partial last group, or
+/// rows too long for 32-bit gather offsets, go to the scalar builder. Writes the bytes of
+/// [`crate::panel::build_group_scalar`] (tested in `kernels/tests/panel.rs`); the scalar
+/// loop stored one word at a time, 8–9 % of a qwen 0.5b pp512 with the quantizer.
+fn build_act_group(
+    act_type: GgmlType,
+    acts: &[u8],
+    row_bytes: usize,
+    n: usize,
+    g: usize,
+    cells: &mut [Line],
+) {
+    let nb = cells.len() / CELL_LINES;
+    // Bytes of `nb` blocks of a row; `None`: a type without a panel (the scalar one panics).
+    let need = match act_type {
+        GgmlType::Q8_0 => Some(nb * 34),
+        GgmlType::Q8_1 => Some(nb * 36),
+        GgmlType::Q8_K if nb.is_multiple_of(8) => Some(nb / 8 * 292),
+        _ => None,
+    };
+    let fits = need.is_some_and(|need| {
+        row_bytes >= need
+            && cells.len() == nb * CELL_LINES
+            && (g + 1) * GROUP <= n
+            && acts.len() >= n * row_bytes
+            && row_bytes <= i32::MAX as usize / GROUP
+    });
+    if !fits {
+        crate::panel::build_group_scalar(act_type, acts, row_bytes, n, g, cells);
+        return;
+    }
+    // SAFETY: checked above: rows `16g .. 16g + 16` exist, each holds `nb` blocks of
+    // `act_type`, `cells` holds `nb` cells, and offsets of 16 rows fit in an i32; the table
+    // installs this function only after checking the CPU's AVX-512 features.
+    unsafe {
+        build_full_group(
+            act_type,
+            acts.as_ptr().add(g * GROUP * row_bytes),
+            row_bytes,
+            nb,
+            cells.as_mut_ptr(),
+        )
+    }
+}
+
+/// [`build_act_group`] for 16 rows starting at `rows`.
+///
+/// # Safety
+/// `rows` points at 16 rows of `row_bytes` bytes, each holding `nb` blocks of `act_type`
+/// (Q8_0, Q8_1, or Q8_K with `nb % 8 == 0`); `16 · row_bytes` fits in an i32; `cells` is
+/// writable for `nb · CELL_LINES` lines.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn build_full_group(
+    act_type: GgmlType,
+    rows: *const u8,
+    row_bytes: usize,
+    nb: usize,
+    cells: *mut Line,
+) {
+    // Byte offset of each token's row, for the gathers.
+    let offsets = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(row_bytes as i32),
+    );
+    let flip = _mm512_set1_epi8(-128); // q + 128
+                                       // SAFETY (loads, gathers, stores): every offset below stays inside one block of a row or
+                                       // one cell, by the caller's contract.
+    unsafe {
+        for b in 0..nb {
+            // (offset of the 32 codes, offset of the head) of block `b` in a row.
+            let (codes, head) = match act_type {
+                GgmlType::Q8_0 => (b * 34 + 2, b * 34),
+                GgmlType::Q8_1 => (b * 36 + 4, b * 36),
+                _ => (b / 8 * 292 + 4 + 32 * (b % 8), b / 8 * 292),
+            };
+            // Register i: [row i | row i + 4] (i < 4), [row i + 4 | row i + 8] (i ≥ 4).
+            let load = |t: usize| _mm256_loadu_si256(rows.add(t * row_bytes + codes).cast());
+            let z: [__m512i; 8] = std::array::from_fn(|i| {
+                let lo = if i < 4 { i } else { i + 4 };
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load(lo)), load(lo + 4))
+            });
+            let cell = cells.add(b * CELL_LINES);
+            for (k, line) in transpose_16x8(&z).into_iter().enumerate() {
+                _mm512_store_si512(cell.add(k).cast(), _mm512_xor_si512(line, flip));
+            }
+            let words = _mm512_i32gather_epi32::<1>(offsets, rows.add(head).cast());
+            let (dy, sy) = match act_type {
+                GgmlType::Q8_0 => (
+                    _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words)),
+                    _mm512_setzero_ps(),
+                ),
+                GgmlType::Q8_1 => (
+                    _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words)),
+                    _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(words))),
+                ),
+                _ => {
+                    // `bsums[2j]`, `bsums[2j + 1]` of block `j = b % 8`, as one word.
+                    let pair = head + 4 + 256 + 4 * (b % 8);
+                    let bs = _mm512_i32gather_epi32::<1>(offsets, rows.add(pair).cast());
+                    let sum = _mm512_add_epi32(
+                        _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(bs)),
+                        _mm512_srai_epi32::<16>(bs),
+                    );
+                    (_mm512_castsi512_ps(words), _mm512_cvtepi32_ps(sum))
+                }
+            };
+            _mm512_store_ps(cell.add(DY_LINE).cast(), dy);
+            _mm512_store_ps(cell.add(SY_LINE).cast(), sy);
+        }
+    }
+}
+
+/// 16 rows × 8 words (`z[i]` = rows `[i | i + 4]` for `i < 4`, `[i + 4 | i + 8]` after) to 8
+/// lines: line `k` = word `k` of rows 0..16. Two 4 × 4 transposes within 128-bit lanes, then
+/// one lane shuffle per line.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn transpose_16x8(z: &[__m512i; 8]) -> [__m512i; 8] {
+    // Quarter q of `t[m]`: word `m` (q even) or `4 + m` (q odd) of 4 consecutive rows.
+    let quads = |x: &[__m512i]| {
+        let t0 = _mm512_unpacklo_epi32(x[0], x[1]);
+        let t1 = _mm512_unpackhi_epi32(x[0], x[1]);
+        let t2 = _mm512_unpacklo_epi32(x[2], x[3]);
+        let t3 = _mm512_unpackhi_epi32(x[2], x[3]);
+        [
+            _mm512_unpacklo_epi64(t0, t2),
+            _mm512_unpackhi_epi64(t0, t2),
+            _mm512_unpacklo_epi64(t1, t3),
+            _mm512_unpackhi_epi64(t1, t3),
+        ]
+    };
+    // c: rows 0..4 (quarters 0, 1) and 4..8 (2, 3); d: rows 8..12 and 12..16.
+    let (c, d) = (quads(&z[..4]), quads(&z[4..]));
+    std::array::from_fn(|k| {
+        let m = k % 4;
+        if k < 4 {
+            _mm512_shuffle_i32x4::<0b10_00_10_00>(c[m], d[m])
+        } else {
+            _mm512_shuffle_i32x4::<0b11_01_11_01>(c[m], d[m])
+        }
+    })
 }
 
 // ----------------------------------------------------------------------------------------
