@@ -16,12 +16,14 @@
 //!   the hardware ceiling: the ISA's int8 multiply-add instruction in a register-only loop
 //!   (`probe::int8_instruction_peak`, e.g. `vpdpbusd zmm`).
 //!
-//! `--profile` breaks the tests down by operation.
+//! `--profile` breaks the tests down by operation. Every output names the CPU
+//! (`grist_kernels::cpu`: brand, family / model, Zen generation; JSON `cpu_info`, `cpu_uarch`, …).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args as ClapArgs, ValueEnum};
+use grist_kernels::cpu::CpuIdentity;
 use grist_kernels::probe;
 use grist_kernels::{dispatch, pool};
 use grist_model::profile::{self, OpStats};
@@ -410,6 +412,9 @@ fn print_markdown(
             r.stddev(),
         );
     }
+    // Kernel speed depends on the core, not only on the ISA (Zen 4 runs AVX-512 on a 256-bit
+    // datapath): name it, so that figures from two hosts are seen to be comparable or not.
+    println!("\ncpu: {}", CpuIdentity::detect());
     if let (Some(bw), Some(peak)) = (bandwidth, peak) {
         println!(
             "\nroofline: tg reads {:.1} MB of weights per token; measured DRAM read bandwidth {bw:.1} GB/s \
@@ -497,11 +502,17 @@ fn print_json(
     results: &[TestResult],
     peak: Option<Peak>,
 ) {
+    let cpu = CpuIdentity::detect();
     for r in results {
         let mut o = serde_json::json!({
             "model_filename": model,
             "model_size": f.size,
             "model_n_params": f.params,
+            "cpu_info": cpu.brand,
+            "cpu_family": cpu.family,
+            "cpu_model": cpu.model,
+            "cpu_stepping": cpu.stepping,
+            "cpu_uarch": cpu.microarchitecture(),
             "isa": isa,
             "n_threads": threads,
             "n_prompt": r.n_prompt,

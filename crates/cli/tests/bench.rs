@@ -66,7 +66,22 @@ fn json_has_one_object_per_test_with_llama_bench_fields() {
         assert!((t["avg_ts"].as_f64().unwrap() - mean).abs() <= 1e-9 * mean);
         assert!(t["stddev_ts"].as_f64().unwrap() >= 0.0);
         assert!(t.get("roofline").is_none(), "--no-roofline");
+        // The CPU, so that runs on two hosts are seen to be comparable or not.
+        assert!(t["cpu_info"].is_string(), "{t}");
+        for field in ["cpu_family", "cpu_model", "cpu_stepping"] {
+            assert!(t[field].is_u64(), "{field}: {t}");
+        }
+        assert!(
+            t["cpu_uarch"].is_string() || t["cpu_uarch"].is_null(),
+            "{t}"
+        );
     }
+    #[cfg(target_arch = "x86_64")]
+    assert!(
+        tests[0]["cpu_family"].as_u64() > Some(0),
+        "cpuid family: {}",
+        tests[0]
+    );
 }
 
 #[test]
@@ -132,6 +147,11 @@ fn markdown_table_roofline_and_profile() {
         text.contains("tg2's share is against a probe pass right after each repetition: "),
         "{text}"
     );
+    let cpu = text
+        .lines()
+        .find(|l| l.starts_with("cpu: "))
+        .unwrap_or_else(|| panic!("no cpu line: {text}"));
+    assert!(cpu.contains(" (family ") && cpu.ends_with(')'), "{cpu}");
     // Where the ISA has an int8 multiply-add instruction, the hardware line puts the kernel
     // peak and pp against it (scalar, forced by GRIST_ISA in one CI pass, has none).
     if !text.contains("| scalar |") {
