@@ -17,10 +17,12 @@
 //!
 //! ```sh
 //! cargo run --release -p grist-kernels --example interleaved_q4k -- check
-//! cargo run --release -p grist-kernels --example interleaved_q4k -- ROWS COLS   # e.g. 9728 2560
+//! cargo run --release -p grist-kernels --example interleaved_q4k -- ROWS COLS [THREADS]
 //! ```
-//! The speed run uses one thread and prints GB of weights per CPU-second for both kernels,
-//! alternated, two runs each. It needs AVX-512 VNNI and GFNI.
+//! The speed run alternates both kernels on one `ROWS × COLS` matrix (e.g. 9728 2560). With
+//! one thread it prints GB of weights per CPU-second. With more it prints wall-clock GB/s
+//! next to the DRAM read probe (`probe::ReadProbe`) on the same threads: pass a matrix far
+//! larger than the L3 (e.g. 65536 4096, 151 MB). It needs AVX-512 VNNI and GFNI.
 
 #[cfg(target_arch = "x86_64")]
 mod cputime;
@@ -44,6 +46,7 @@ mod r16 {
     use grist_kernels::blocks::{f16_to_f32, BlockQ4_K, BlockQ8_K, QK_K};
     use grist_kernels::dispatch::{select, Isa};
     use grist_kernels::formats::{quantize_row, BlockFormat};
+    use grist_kernels::probe::ReadProbe;
 
     use crate::cputime::time;
 
@@ -55,15 +58,14 @@ mod r16 {
     const COLUMN: usize = 2304;
     /// Where the three little-endian words of each row's 12 packed scale bytes start.
     const OFF_SCALES: usize = 64;
-    /// Where the codes start: register `8j + t` holds, for row r in lane r, the code bytes
+    /// Where the codes start: register `4t + j` holds, for row r in lane r, the code bytes
     /// `qs[32j + 4t .. 32j + 4t + 4]` of that row (values `4t..4t+4` of sub-block `2j` in the
-    /// low nibbles, of sub-block `2j + 1` in the high ones).
+    /// low nibbles, of sub-block `2j + 1` in the high ones). That is the order the kernel
+    /// reads them in, so a column streams line after line. With the order `8j + t` the
+    /// reads jumped across the column, and the kernel needed a software prefetch that never
+    /// reached the bus's rate (docs/PERFORMANCE.md, "Round 12"); in this order the hardware
+    /// prefetchers keep up and none is issued.
     const OFF_QS: usize = 256;
-    /// Weight bytes ahead of the current column that are prefetched into L2 (measured on
-    /// this Zen 4: a T0 prefetch 8 KiB ahead, as `k4_rows` does, made this kernel slower than
-    /// `k4_rows` on a DRAM-sized matrix; T1 32 KiB ahead was the best of 8–32 KiB).
-    const PREFETCH: usize = 32 * 1024;
-
     /// One cache line; the repacked matrix is a vector of them, so registers load aligned.
     #[repr(C, align(64))]
     #[derive(Clone, Copy)]
@@ -72,8 +74,15 @@ mod r16 {
     /// A repacked matrix: `rows / 16` groups, each `blocks` columns of [`COLUMN`] bytes.
     struct Interleaved {
         lines: Vec<Line>, // [rows / 16, blocks, COLUMN / 64]
-        rows: usize,
         blocks: usize,
+    }
+
+    impl Interleaved {
+        /// The lines of groups `g0..g1`.
+        fn groups(&self, g0: usize, g1: usize) -> &[Line] {
+            let per_group = self.blocks * COLUMN / 64;
+            &self.lines[g0 * per_group..g1 * per_group]
+        }
     }
 
     /// Plain scalar repack of `rows` rows (a multiple of 16) of `blocks` Q4_K super-blocks.
@@ -97,18 +106,14 @@ mod r16 {
                     }
                     for j in 0..4 {
                         for t in 0..8 {
-                            column[OFF_QS + 64 * (8 * j + t) + 4 * r..][..4]
+                            column[OFF_QS + 64 * (4 * t + j) + 4 * r..][..4]
                                 .copy_from_slice(&x.qs[32 * j + 4 * t..][..4]);
                         }
                     }
                 }
             }
         }
-        Interleaved {
-            lines,
-            rows,
-            blocks,
-        }
+        Interleaved { lines, blocks }
     }
 
     /// The lines as bytes (a `Line` is 64 plain bytes).
@@ -165,20 +170,21 @@ mod r16 {
     /// `vgf2p8affineqb` matrix moving bits 6, 7 of each byte to bits 4, 5 (the rest 0).
     const TOP_TWO_TO_4_5: i64 = 0x0000_0000_4080_0000;
 
-    /// `out[r] = w_r · a` for every row of `w`.
+    /// `out[r] = w_r · a` for the `out.len()` rows (a multiple of 16) whose groups are `lines`
+    /// (a slice of [`Interleaved::lines`] at a group boundary).
     ///
     /// # Safety
     /// The CPU must have AVX-512 F/BW/VL/VNNI and GFNI. `sums` must be
     /// [`sub_block_sums`]`(a)`.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,gfni")]
-    unsafe fn gemv(w: &Interleaved, a: &[BlockQ8_K], sums: &[[i32; 4]], out: &mut [f32]) {
+    unsafe fn gemv(lines: &[Line], a: &[BlockQ8_K], sums: &[[i32; 4]], out: &mut [f32]) {
         let blocks = a.len();
-        assert!(w.blocks == blocks && w.rows == out.len() && sums.len() == blocks);
-        assert_eq!(w.lines.len() * 64, w.rows / R * blocks * COLUMN);
-        let base = w.lines.as_ptr().cast::<u8>();
-        // SAFETY (whole body): the loads stay inside `w.lines` (size asserted; each column
+        assert!(out.len().is_multiple_of(R) && sums.len() == blocks);
+        assert_eq!(lines.len() * 64, out.len() / R * blocks * COLUMN);
+        let base = lines.as_ptr().cast::<u8>();
+        // SAFETY (whole body): the loads stay inside `lines` (size asserted; each column
         // starts 64-byte aligned, so the aligned loads are legal) and inside `y.qs` (256 B:
-        // `64j + 32 + 4t + 4 ≤ 256`); prefetches never fault; the features are enabled here.
+        // `64j + 32 + 4t + 4 ≤ 256`); the features are enabled here.
         unsafe {
             let low4 = _mm512_set1_epi8(0x0F);
             let high4 = _mm512_set1_epi8(0xF0u8 as i8);
@@ -190,17 +196,13 @@ mod r16 {
                 let mut acc = _mm512_setzero_ps(); // [16] one lane per row
                 for (b, (y, sums)) in a.iter().zip(sums).enumerate() {
                     let p = base.add((g * blocks + b) * COLUMN);
-                    let ahead = p.wrapping_add(PREFETCH).cast::<i8>();
-                    for line in 0..COLUMN / 64 {
-                        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line));
-                    }
                     // dot[s]: lane r = Σ code·y over sub-block s of row r (odd s: 16× that,
                     // the high nibble is kept in place by one `and`).
                     let mut dot = [_mm512_setzero_si512(); 8];
                     let yq = y.qs.as_ptr();
                     for t in 0..8 {
                         for j in 0..4 {
-                            let bits = _mm512_load_si512(p.add(OFF_QS + 64 * (8 * j + t)).cast());
+                            let bits = _mm512_load_si512(p.add(OFF_QS + 64 * (4 * t + j)).cast());
                             let y_even = _mm512_set1_epi32(
                                 yq.add(64 * j + 4 * t).cast::<i32>().read_unaligned(),
                             );
@@ -333,8 +335,16 @@ mod r16 {
         let w = weights(rows, cols, rows, rng);
         let a = activations(cols, rng);
         let mut out = vec![f32::NAN; rows];
+        let interleaved = repack(&w, rows, blocks);
         // SAFETY: `main` checked the features; `sums` is made from `a`.
-        unsafe { gemv(&repack(&w, rows, blocks), &a, &sub_block_sums(&a), &mut out) };
+        unsafe {
+            gemv(
+                interleaved.groups(0, rows / R),
+                &a,
+                &sub_block_sums(&a),
+                &mut out,
+            )
+        };
         let mut worst = 0.0f64;
         for (r, &got) in out.iter().enumerate() {
             let row = &w[r * blocks..(r + 1) * blocks];
@@ -402,12 +412,14 @@ mod r16 {
                 })
             })
         };
-        let (rows, cols) = (number(0, 9728), number(1, 2560));
+        let (rows, cols, threads) = (number(0, 9728), number(1, 2560), number(2, 1));
         if !rows.is_multiple_of(R) || !cols.is_multiple_of(QK_K) || rows == 0 || cols == 0 {
             eprintln!("interleaved_q4k: ROWS must be a multiple of 16 and COLS of 256");
             std::process::exit(2);
         }
+        let threads = threads.clamp(1, rows / R);
         let blocks = cols / QK_K;
+        let row_bytes = blocks * std::mem::size_of::<BlockQ4_K>();
         let w = weights(rows, cols, 64, &mut rng);
         let a = activations(cols, &mut rng);
         let interleaved = repack(&w, rows, blocks);
@@ -417,26 +429,88 @@ mod r16 {
             .entry(GgmlType::Q4_K)
             .and_then(|e| e.gemv)
             .expect("Q4_K gemv");
-        let (w_bytes, a_bytes) = (bytemuck::cast_slice(&w), bytemuck::cast_slice(&a));
+        let (w_bytes, a_bytes): (&[u8], &[u8]) =
+            (bytemuck::cast_slice(&w), bytemuck::cast_slice(&a));
         let gb = w_bytes.len() as f64 / 1e9;
         let mut out = vec![0.0f32; rows];
-        println!(
-            "{rows}×{cols} Q4_K ({:.1} MB), one thread, GB of weights per CPU-second (wall):",
-            gb * 1e3
-        );
-        for run in 1..=2 {
-            let (cpu, wall) = time(|| plain(w_bytes, blocks * 144, a_bytes, &mut out));
-            let (cpu_r, wall_r) = time(|| {
+        // One contiguous range of row groups per thread, as the runtime splits a product.
+        let groups = rows / R;
+        let ranges: Vec<(usize, usize)> = (0..threads)
+            .map(|t| (groups * t / threads, groups * (t + 1) / threads))
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        let run_plain = |out: &mut [f32]| {
+            split(out, &ranges, |g0, g1, out| {
+                plain(
+                    &w_bytes[g0 * R * row_bytes..g1 * R * row_bytes],
+                    row_bytes,
+                    a_bytes,
+                    out,
+                )
+            })
+        };
+        let run_interleaved = |out: &mut [f32]| {
+            split(out, &ranges, |g0, g1, out| {
                 // SAFETY: the features were checked above; `sums` is made from `a`.
-                unsafe { gemv(&interleaved, &a, &sums, &mut out) }
-            });
+                unsafe { gemv(interleaved.groups(g0, g1), &a, &sums, out) }
+            })
+        };
+        pool.install(|| {
+            if threads == 1 {
+                println!(
+                    "{rows}×{cols} Q4_K ({:.1} MB), one thread, GB of weights per CPU-second (wall):",
+                    gb * 1e3
+                );
+                for run in 1..=2 {
+                    let (cpu, wall) = time(|| run_plain(&mut out));
+                    let (cpu_i, wall_i) = time(|| run_interleaved(&mut out));
+                    println!(
+                        "run {run}: k4_rows {:.1} ({:.1}), interleaved {:.1} ({:.1})",
+                        gb / cpu,
+                        gb / wall,
+                        gb / cpu_i,
+                        gb / wall_i
+                    );
+                }
+                return;
+            }
+            // Several threads share the bus: wall-clock GB/s, next to the read probe's.
+            let probe = ReadProbe::new(w_bytes.len().max(1 << 30));
             println!(
-                "run {run}: k4_rows {:.1} ({:.1}), interleaved {:.1} ({:.1})",
-                gb / cpu,
-                gb / wall,
-                gb / cpu_r,
-                gb / wall_r
+                "{rows}×{cols} Q4_K ({:.1} MB), {threads} threads, GB of weights per second:",
+                gb * 1e3
             );
-        }
+            for run in 1..=3 {
+                let (_, wall) = time(|| run_plain(&mut out));
+                let (_, wall_i) = time(|| run_interleaved(&mut out));
+                println!(
+                    "run {run}: k4_rows {:.1}, interleaved {:.1}, DRAM read probe {:.1}",
+                    gb / wall,
+                    gb / wall_i,
+                    probe.measure(2)
+                );
+            }
+        });
+    }
+
+    /// Runs `f(g0, g1, out)` for each range of row groups on its own rayon task, with `out`
+    /// the outputs of those groups' rows.
+    fn split(
+        out: &mut [f32],
+        ranges: &[(usize, usize)],
+        f: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) {
+        rayon::scope(|scope| {
+            let mut rest = out;
+            for &(g0, g1) in ranges {
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut((g1 - g0) * R);
+                rest = tail;
+                let f = &f;
+                scope.spawn(move |_| f(g0, g1, mine));
+            }
+        });
     }
 }
