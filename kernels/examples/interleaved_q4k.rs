@@ -19,10 +19,11 @@
 //! cargo run --release -p grist-kernels --example interleaved_q4k -- check
 //! cargo run --release -p grist-kernels --example interleaved_q4k -- ROWS COLS [THREADS]
 //! ```
-//! The speed run alternates both kernels on one `ROWS × COLS` matrix (e.g. 9728 2560). With
-//! one thread it prints GB of weights per CPU-second. With more it prints wall-clock GB/s
-//! next to the DRAM read probe (`probe::ReadProbe`) on the same threads: pass a matrix far
-//! larger than the L3 (e.g. 65536 4096, 151 MB). It needs AVX-512 VNNI and GFNI.
+//! The speed run alternates both kernels on one `ROWS × COLS` matrix (e.g. 9728 2560), three
+//! runs, and prints GB of weights per CPU-second and per wall-clock second. With several
+//! threads the wall-clock figure is the one to read, next to the DRAM read probe
+//! (`probe::ReadProbe`) on the same threads: pass a matrix far larger than the L3 (e.g.
+//! 65536 4096, 151 MB). It needs AVX-512 VNNI and GFNI.
 
 #[cfg(target_arch = "x86_64")]
 mod cputime;
@@ -45,7 +46,7 @@ mod r16 {
     use grist_gguf::GgmlType;
     use grist_kernels::blocks::{f16_to_f32, BlockQ4_K, BlockQ8_K, QK_K};
     use grist_kernels::dispatch::{select, Isa};
-    use grist_kernels::formats::{quantize_row, BlockFormat};
+    use grist_kernels::formats::{quantize_row, scales_mins, BlockFormat};
     use grist_kernels::probe::ReadProbe;
 
     use crate::cputime::time;
@@ -92,7 +93,7 @@ mod r16 {
             "rows must be a multiple of 16"
         );
         let mut lines = vec![Line([0; 64]); rows / R * blocks * COLUMN / 64];
-        let bytes: &mut [u8] = bytemuck_lines(&mut lines);
+        let bytes: &mut [u8] = line_bytes(&mut lines);
         for g in 0..rows / R {
             for b in 0..blocks {
                 let column = &mut bytes[(g * blocks + b) * COLUMN..][..COLUMN];
@@ -117,7 +118,7 @@ mod r16 {
     }
 
     /// The lines as bytes (a `Line` is 64 plain bytes).
-    fn bytemuck_lines(lines: &mut [Line]) -> &mut [u8] {
+    fn line_bytes(lines: &mut [Line]) -> &mut [u8] {
         let len = std::mem::size_of_val(lines);
         // SAFETY: `Line` is `repr(C)` of 64 `u8`, no padding; the slice covers exactly them.
         unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), len) }
@@ -311,22 +312,6 @@ mod r16 {
         a
     }
 
-    /// Scale and min of each sub-block (the scalar unpacking of the 12 packed bytes).
-    fn scales_mins(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-        let mut out = ([0u8; 8], [0u8; 8]);
-        for j in 0..8 {
-            (out.0[j], out.1[j]) = if j < 4 {
-                (q[j] & 63, q[j + 4] & 63)
-            } else {
-                (
-                    (q[j + 4] & 0xF) | (q[j - 4] >> 6) << 4,
-                    (q[j + 4] >> 4) | (q[j] >> 6) << 4,
-                )
-            };
-        }
-        out
-    }
-
     /// Checks the kernel on `rows × cols` against the scalar `vec_dot` of every row, to 1e-5
     /// of the row's magnitude Σ |d·scale·q·y| + |dmin·min·y| (the kernel sums in another
     /// order); returns the largest relative error.
@@ -459,38 +444,25 @@ mod r16 {
             })
         };
         pool.install(|| {
-            if threads == 1 {
-                println!(
-                    "{rows}×{cols} Q4_K ({:.1} MB), one thread, GB of weights per CPU-second (wall):",
-                    gb * 1e3
-                );
-                for run in 1..=2 {
-                    let (cpu, wall) = time(|| run_plain(&mut out));
-                    let (cpu_i, wall_i) = time(|| run_interleaved(&mut out));
-                    println!(
-                        "run {run}: k4_rows {:.1} ({:.1}), interleaved {:.1} ({:.1})",
-                        gb / cpu,
-                        gb / wall,
-                        gb / cpu_i,
-                        gb / wall_i
-                    );
-                }
-                return;
-            }
-            // Several threads share the bus: wall-clock GB/s, next to the read probe's.
-            let probe = ReadProbe::new(w_bytes.len().max(1 << 30));
+            // Several threads share the bus: then the read probe on the same threads too.
+            let probe = (threads > 1).then(|| ReadProbe::new(w_bytes.len().max(1 << 30)));
             println!(
-                "{rows}×{cols} Q4_K ({:.1} MB), {threads} threads, GB of weights per second:",
+                "{rows}×{cols} Q4_K ({:.1} MB), {threads} thread(s), GB of weights per CPU-second \
+                 (per wall-clock second):",
                 gb * 1e3
             );
             for run in 1..=3 {
-                let (_, wall) = time(|| run_plain(&mut out));
-                let (_, wall_i) = time(|| run_interleaved(&mut out));
+                let (cpu, wall) = time(|| run_plain(&mut out));
+                let (cpu_i, wall_i) = time(|| run_interleaved(&mut out));
+                let bus = probe.as_ref().map_or(String::new(), |p| {
+                    format!(", DRAM read probe {:.1} GB/s", p.measure(2))
+                });
                 println!(
-                    "run {run}: k4_rows {:.1}, interleaved {:.1}, DRAM read probe {:.1}",
+                    "run {run}: k4_rows {:.1} ({:.1}), interleaved {:.1} ({:.1}){bus}",
+                    gb / cpu,
                     gb / wall,
-                    gb / wall_i,
-                    probe.measure(2)
+                    gb / cpu_i,
+                    gb / wall_i
                 );
             }
         });

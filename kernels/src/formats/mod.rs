@@ -57,6 +57,7 @@ mod q8_k;
 pub mod search;
 
 pub use float::{bf16_from_f32_ggml, Bf16, F16};
+pub use q4_k::scales_mins;
 pub use search::nearest_int;
 
 use crate::blocks::{

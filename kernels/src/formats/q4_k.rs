@@ -16,9 +16,10 @@ use super::{check_dequantize_len, check_dot_len, check_quantize_len, BlockFormat
 use crate::blocks::{f16_to_f32, f32_to_f16, BlockQ4_K, BlockQ8_K, QK_K};
 use grist_gguf::GgmlType;
 
-/// Unpacks the 8 scales and 8 mins of a Q4_K/Q5_K block.
+/// Unpacks the 8 scales and 8 mins of a Q4_K/Q5_K block (the 12 packed `scales` bytes; the
+/// layout is in docs/KERNELS.md): the reference every SIMD unpacking is checked against.
 #[inline]
-pub(crate) fn scales_mins(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+pub fn scales_mins(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     let mut sc = [0u8; 8];
     let mut m = [0u8; 8];
     for j in 0..8 {
