@@ -8,7 +8,9 @@
 //!
 //! The table covers ggml's whole type list (ids 0–42, including the three ids that were
 //! removed from GGUF files, 31–33 and 36–38, which are rejected), so a file holding a type
-//! grist cannot compute with still opens and inspects.
+//! grist cannot compute with still opens and inspects. Beyond them, grist defines private
+//! interleaved layouts of ggml types (ids from [`GRIST_PRIVATE_IDS`]), which only files
+//! written by `grist repack` hold.
 
 use std::fmt;
 
@@ -87,7 +89,15 @@ pub enum GgmlType {
     Q1_0 = 41,
     /// 64 values: f16 scale, 2-bit codes.
     Q2_0 = 42,
+    /// **grist-private**: Q4_K with 16 rows interleaved per super-block column (the same
+    /// bytes as 16 Q4_K blocks, reordered so one SIMD lane accumulates one row; written by
+    /// `grist repack`, see `grist_kernels::formats::interleaved`). No other engine reads it.
+    Q4_K_R16 = 1012,
 }
+
+/// The first id of grist's private types (ggml's ids stop at 42; ik_llama.cpp's private
+/// types sit in the hundreds). Private id `1000 + k` is an interleaved layout of ggml type `k`.
+pub const GRIST_PRIVATE_IDS: u32 = 1000;
 
 /// Geometry and name of one type: (type, name, values per block, bytes per block).
 const TABLE: &[(GgmlType, &str, usize, usize)] = &[
@@ -126,12 +136,36 @@ const TABLE: &[(GgmlType, &str, usize, usize)] = &[
     (GgmlType::NVFP4, "NVFP4", 64, 36),
     (GgmlType::Q1_0, "Q1_0", 128, 18),
     (GgmlType::Q2_0, "Q2_0", 64, 18),
+    (GgmlType::Q4_K_R16, "Q4_K_R16", 256, 144),
 ];
 
 impl GgmlType {
     /// Every type in id order.
     pub fn all() -> impl Iterator<Item = GgmlType> {
         TABLE.iter().map(|row| row.0)
+    }
+
+    /// Number of types (ggml's and grist's private ones): the length of a table indexed by
+    /// [`GgmlType::index`].
+    pub const COUNT: usize = TABLE.len();
+
+    /// A dense index `0 .. COUNT` (the position in id order), for per-type tables: ids are
+    /// sparse (ggml's removed ids, grist's private range).
+    pub fn index(self) -> usize {
+        TABLE
+            .iter()
+            .position(|row| row.0 == self)
+            .expect("every GgmlType variant has a table row")
+    }
+
+    /// For an interleaved (grist-private) layout, the ggml type whose blocks it reorders and
+    /// how many rows it interleaves: `Q4_K_R16` → `(Q4_K, 16)`. `None` for ggml's types,
+    /// whose rows are stored one after another.
+    pub fn interleaved(self) -> Option<(GgmlType, usize)> {
+        match self {
+            GgmlType::Q4_K_R16 => Some((GgmlType::Q4_K, 16)),
+            _ => None,
+        }
     }
 
     /// The type with GGUF id `id`, or `None` for an id ggml does not define (or has removed).
@@ -211,9 +245,30 @@ mod tests {
             assert_eq!(GgmlType::from_id(t.id()), Some(t));
             assert_eq!(GgmlType::from_name(t.name()), Some(t));
         }
-        for removed in [4, 5, 31, 32, 33, 36, 37, 38, 43, u32::MAX] {
+        for removed in [4, 5, 31, 32, 33, 36, 37, 38, 43, 1000, 1011, u32::MAX] {
             assert_eq!(GgmlType::from_id(removed), None);
         }
+    }
+
+    #[test]
+    fn dense_indices_and_interleaved_layouts() {
+        for (i, t) in GgmlType::all().enumerate() {
+            assert_eq!(t.index(), i);
+            assert!(i < GgmlType::COUNT);
+            if let Some((base, rows)) = t.interleaved() {
+                // Same block geometry as the base type, a private id derived from it.
+                assert_eq!(t.id(), GRIST_PRIVATE_IDS + base.id());
+                assert_eq!(
+                    (t.block_elems(), t.block_bytes()),
+                    (base.block_elems(), base.block_bytes())
+                );
+                assert!(rows > 1 && base.interleaved().is_none());
+            } else {
+                assert!(t.id() < GRIST_PRIVATE_IDS);
+            }
+        }
+        assert_eq!(GgmlType::Q4_K_R16.interleaved(), Some((GgmlType::Q4_K, 16)));
+        assert_eq!(GgmlType::from_name("q4_k_r16"), Some(GgmlType::Q4_K_R16));
     }
 
     #[test]

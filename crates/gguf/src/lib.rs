@@ -25,7 +25,7 @@ mod writer;
 
 pub use error::GgufError;
 pub use file::{GgufFile, TensorView};
-pub use ggml_type::GgmlType;
+pub use ggml_type::{GgmlType, GRIST_PRIVATE_IDS};
 pub use reader::{
     parse_header, Header, TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS,
 };

@@ -40,6 +40,7 @@ pub trait BlockFormat: bytemuck::Pod + Send + Sync {
 }
 
 mod float;
+pub mod interleaved;
 mod iq4_nl;
 mod iq4_xs;
 mod q2_k;
@@ -96,6 +97,24 @@ pub enum FormatError {
         /// Values in the second (activation) row.
         right: usize,
     },
+    /// Data of an interleaved type ([`interleaved`]) that is not whole groups of rows.
+    PartialGroup {
+        /// The interleaved type.
+        ty: GgmlType,
+        /// Rows per group of `ty`.
+        group_rows: usize,
+        /// Bytes per row.
+        row_bytes: usize,
+        /// Bytes given.
+        bytes: usize,
+    },
+    /// A row index past the end of a matrix.
+    RowOutOfRange {
+        /// The row asked for.
+        row: usize,
+        /// Rows the matrix has.
+        rows: usize,
+    },
     /// A byte buffer is not aligned for the type's block struct.
     Misaligned {
         /// The type of the byte buffer.
@@ -129,6 +148,19 @@ impl fmt::Display for FormatError {
             ),
             FormatError::LengthMismatch { left, right } => {
                 write!(f, "row lengths differ: {left} values vs {right} values")
+            }
+            FormatError::PartialGroup {
+                ty,
+                group_rows,
+                row_bytes,
+                bytes,
+            } => write!(
+                f,
+                "{ty} data of {bytes} bytes is not whole groups of {group_rows} rows of \
+                 {row_bytes} bytes"
+            ),
+            FormatError::RowOutOfRange { row, rows } => {
+                write!(f, "row {row} is out of range (the matrix has {rows} rows)")
             }
             FormatError::Misaligned { ty, align } => {
                 write!(f, "{ty} buffer is not aligned to {align} bytes")

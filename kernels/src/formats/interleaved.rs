@@ -1,0 +1,264 @@
+//! Interleaved layouts (grist-private): the blocks of 16 consecutive rows of a matrix stored
+//! column by column, so that one 512-bit register holds the same bytes of 16 rows and one
+//! `vpdpbusd` lane accumulates one row. Token generation then needs no horizontal reduction
+//! and reads every loaded byte once (docs/KERNELS.md, "Q4_K_R16").
+//!
+//! **Q4_K_R16.** A matrix of `rows` (a multiple of 16) Q4_K rows is `rows / 16` groups, each
+//! `blocks` super-block columns of [`Q4_K_R16_COLUMN`] = 2304 bytes = 16 Q4_K blocks, so the
+//! file and the kernel read exactly as many bytes as plain Q4_K. One column, row `r` of the
+//! group at lane `r`:
+//!
+//! ```text
+//! offset  0: d     [16 × f16]      row r at 2r
+//! offset 32: dmin  [16 × f16]      row r at 32 + 2r
+//! offset 64: scales, 3 registers   register k, row r: scales[4k .. 4k + 4] at 64 + 64k + 4r
+//! offset 256: codes, 32 registers  register 4t + j, row r: qs[32j + 4t .. 32j + 4t + 4]
+//!                                   at 256 + 64(4t + j) + 4r
+//! ```
+//!
+//! Code register `4t + j` holds values `4t .. 4t + 4` of sub-block `2j` (low nibbles) and of
+//! sub-block `2j + 1` (high nibbles): the order the AVX-512 kernel reads them in, so a column
+//! streams line after line and the hardware prefetchers keep up (docs/PERFORMANCE.md,
+//! "Round 12").
+//!
+//! A 16-row-aligned range of rows `r0 .. r0 + 16k` is the contiguous byte range
+//! `r0 × row_bytes .. (r0 + 16k) × row_bytes`, as for a plain matrix, so the matmul driver cuts
+//! token generation's rows the same way for both (in multiples of 16). The paths without an
+//! interleaved kernel (prompt processing, other ISAs) [`deinterleave`] a work item's rows
+//! first and run the base type's kernels on them.
+
+use grist_gguf::GgmlType;
+
+use super::FormatError;
+
+/// Rows per group of [`GgmlType::Q4_K_R16`].
+pub const Q4_K_R16_ROWS: usize = 16;
+/// Bytes of one super-block column of a Q4_K_R16 group (16 Q4_K blocks).
+pub const Q4_K_R16_COLUMN: usize = Q4_K_R16_ROWS * Q4_K_BLOCK;
+/// Bytes of one Q4_K block.
+const Q4_K_BLOCK: usize = 144;
+
+/// Where byte `p` of a Q4_K block (`[d: 2][dmin: 2][scales: 12][qs: 128]`) of group row `r`
+/// goes in the column (see the module docs).
+const fn q4_k_column_offset(p: usize, r: usize) -> usize {
+    if p < 2 {
+        2 * r + p
+    } else if p < 4 {
+        32 + 2 * r + (p - 2)
+    } else if p < 16 {
+        let (k, i) = ((p - 4) / 4, (p - 4) % 4);
+        64 + 64 * k + 4 * r + i
+    } else {
+        let q = p - 16;
+        let (j, t, i) = (q / 32, (q % 32) / 4, q % 4);
+        256 + 64 * (4 * t + j) + 4 * r + i
+    }
+}
+
+/// [`q4_k_column_offset`] for every (row, byte): the permutation between 16 plain blocks
+/// (row after row) and one column.
+const Q4_K_OFFSETS: [[u16; Q4_K_BLOCK]; Q4_K_R16_ROWS] = {
+    let mut t = [[0u16; Q4_K_BLOCK]; Q4_K_R16_ROWS];
+    let mut r = 0;
+    while r < Q4_K_R16_ROWS {
+        let mut p = 0;
+        while p < Q4_K_BLOCK {
+            t[r][p] = q4_k_column_offset(p, r) as u16;
+            p += 1;
+        }
+        r += 1;
+    }
+    t
+};
+
+/// Checks that `bytes` holds whole groups of `ty` rows of `row_bytes` bytes (whole blocks);
+/// returns the rows per group.
+fn check(ty: GgmlType, bytes: usize, row_bytes: usize) -> Result<usize, FormatError> {
+    let Some((_, group_rows)) = ty.interleaved() else {
+        return Err(FormatError::Unsupported(ty));
+    };
+    let group = group_rows * row_bytes;
+    if row_bytes == 0 || !row_bytes.is_multiple_of(ty.block_bytes()) || !bytes.is_multiple_of(group)
+    {
+        return Err(FormatError::PartialGroup {
+            ty,
+            group_rows,
+            row_bytes,
+            bytes,
+        });
+    }
+    Ok(group_rows)
+}
+
+/// Interleaves plain rows into `ty`'s layout: `plain` holds `k × 16` rows of the base type
+/// (`row_bytes` each, row after row); `out` (the same length) receives the `k` groups.
+pub fn interleave(
+    ty: GgmlType,
+    plain: &[u8],
+    row_bytes: usize,
+    out: &mut [u8],
+) -> Result<(), FormatError> {
+    permute(ty, plain, row_bytes, out, true)
+}
+
+/// The inverse of [`interleave`]: `src` holds `k` groups of `ty`; `out` (the same length)
+/// receives their `k × 16` rows in the base type's plain layout.
+pub fn deinterleave(
+    ty: GgmlType,
+    src: &[u8],
+    row_bytes: usize,
+    out: &mut [u8],
+) -> Result<(), FormatError> {
+    permute(ty, src, row_bytes, out, false)
+}
+
+/// Moves every byte between the plain and the interleaved layout (`to_interleaved` says
+/// which way).
+fn permute(
+    ty: GgmlType,
+    src: &[u8],
+    row_bytes: usize,
+    out: &mut [u8],
+    to_interleaved: bool,
+) -> Result<(), FormatError> {
+    let group_rows = check(ty, src.len(), row_bytes)?;
+    if out.len() != src.len() {
+        return Err(FormatError::LengthMismatch {
+            left: src.len(),
+            right: out.len(),
+        });
+    }
+    let blocks = row_bytes / Q4_K_BLOCK;
+    let group = group_rows * row_bytes;
+    for (g_src, g_out) in src.chunks_exact(group).zip(out.chunks_exact_mut(group)) {
+        for b in 0..blocks {
+            let column = b * Q4_K_R16_COLUMN;
+            for (r, offsets) in Q4_K_OFFSETS.iter().enumerate() {
+                let block = r * row_bytes + b * Q4_K_BLOCK;
+                for (p, &o) in offsets.iter().enumerate() {
+                    if to_interleaved {
+                        g_out[column + o as usize] = g_src[block + p];
+                    } else {
+                        g_out[block + p] = g_src[column + o as usize];
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies row `r` of an interleaved matrix `src` (whole groups of `ty`, rows of
+/// `row_bytes`) into `out` (`row_bytes`) in the base type's layout: an embedding lookup.
+pub fn extract_row(
+    ty: GgmlType,
+    src: &[u8],
+    row_bytes: usize,
+    r: usize,
+    out: &mut [u8],
+) -> Result<(), FormatError> {
+    let group_rows = check(ty, src.len(), row_bytes)?;
+    let group = group_rows * row_bytes;
+    if r >= src.len() / row_bytes {
+        return Err(FormatError::RowOutOfRange {
+            row: r,
+            rows: src.len() / row_bytes,
+        });
+    }
+    if out.len() != row_bytes {
+        return Err(FormatError::LengthMismatch {
+            left: row_bytes,
+            right: out.len(),
+        });
+    }
+    let g = &src[(r / group_rows) * group..][..group];
+    let offsets = &Q4_K_OFFSETS[r % group_rows];
+    for (b, block) in out.chunks_exact_mut(Q4_K_BLOCK).enumerate() {
+        let column = &g[b * Q4_K_R16_COLUMN..][..Q4_K_R16_COLUMN];
+        for (byte, &o) in block.iter_mut().zip(offsets) {
+            *byte = column[o as usize];
+        }
+    }
+    Ok(())
+}
+
+/// The scalar reference of a token-generation product with interleaved weights:
+/// `out[i] = row i · act` for the `out.len()` rows (whole groups) in `w`, each the base
+/// type's reference `vec_dot` of the de-interleaved row. Every interleaved kernel is tested
+/// against it.
+pub fn gemv_reference(
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    act: &[u8],
+    out: &mut [f32],
+) -> Result<(), FormatError> {
+    let (base, _) = ty.interleaved().ok_or(FormatError::Unsupported(ty))?;
+    let mut plain = vec![0u8; w.len()];
+    deinterleave(ty, w, row_bytes, &mut plain)?;
+    if out.len() * row_bytes != w.len() {
+        return Err(FormatError::LengthMismatch {
+            left: w.len() / row_bytes.max(1),
+            right: out.len(),
+        });
+    }
+    let n = row_bytes / base.block_bytes() * base.block_elems();
+    for (o, row) in out.iter_mut().zip(plain.chunks_exact(row_bytes)) {
+        *o = super::vec_dot_row(base, n, row, act)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_column_map_is_a_permutation() {
+        let mut seen = [false; Q4_K_R16_COLUMN];
+        for r in 0..Q4_K_R16_ROWS {
+            for p in 0..Q4_K_BLOCK {
+                let o = Q4_K_OFFSETS[r][p] as usize;
+                assert!(!seen[o], "offset {o} hit twice");
+                seen[o] = true;
+            }
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn interleave_round_trips_and_rows_extract() {
+        let row_bytes = 3 * Q4_K_BLOCK;
+        let plain: Vec<u8> = (0..32 * row_bytes).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut inter = vec![0u8; plain.len()];
+        interleave(GgmlType::Q4_K_R16, &plain, row_bytes, &mut inter).unwrap();
+        assert_ne!(inter, plain);
+        let mut back = vec![0u8; plain.len()];
+        deinterleave(GgmlType::Q4_K_R16, &inter, row_bytes, &mut back).unwrap();
+        assert_eq!(back, plain);
+        let mut row = vec![0u8; row_bytes];
+        for r in 0..32 {
+            extract_row(GgmlType::Q4_K_R16, &inter, row_bytes, r, &mut row).unwrap();
+            assert_eq!(row, plain[r * row_bytes..][..row_bytes], "row {r}");
+        }
+        // d of row 5, block 1 sits at column 1, bytes 10..12.
+        assert_eq!(
+            inter[Q4_K_R16_COLUMN + 10..Q4_K_R16_COLUMN + 12],
+            plain[5 * row_bytes + Q4_K_BLOCK..][..2]
+        );
+    }
+
+    #[test]
+    fn partial_groups_and_plain_types_are_refused() {
+        let row_bytes = Q4_K_BLOCK;
+        let mut out = vec![0u8; 15 * row_bytes];
+        let src = vec![0u8; 15 * row_bytes];
+        assert!(interleave(GgmlType::Q4_K_R16, &src, row_bytes, &mut out).is_err());
+        let src = vec![0u8; 16 * row_bytes];
+        let mut out = vec![0u8; 16 * row_bytes];
+        assert!(interleave(GgmlType::Q4_K, &src, row_bytes, &mut out).is_err());
+        assert!(interleave(GgmlType::Q4_K_R16, &src, row_bytes + 1, &mut out).is_err());
+        let mut row = vec![0u8; row_bytes];
+        assert!(extract_row(GgmlType::Q4_K_R16, &src, row_bytes, 16, &mut row).is_err());
+    }
+}
