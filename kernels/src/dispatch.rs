@@ -366,6 +366,13 @@ pub struct KernelEntry {
     pub vec_dot: VecDotFn,
     /// Optional many-rows product for token generation (`n = 1`), see [`GemvFn`]. `None` =
     /// the matrix-vector driver calls [`KernelEntry::vec_dot`] per row.
+    ///
+    /// For an interleaved type ([`GgmlType::interleaved`], e.g. Q4_K_R16) this is the one
+    /// field that reads the interleaved bytes (16-row-aligned ranges of rows, which are
+    /// contiguous); it must equal the base type's `vec_dot` on the de-interleaved rows up
+    /// to float rounding (tested in `kernels/tests/interleaved.rs`). Every other field of
+    /// such an entry is the base type's and takes de-interleaved rows: the matmul driver
+    /// de-interleaves a work item's rows before calling them.
     pub gemv: Option<GemvFn>,
     /// Optional batched dot product: one weight row against several consecutive activation
     /// rows (reusing the weight row's unpacked blocks across them, for prompt processing).
@@ -388,8 +395,8 @@ impl fmt::Debug for KernelEntry {
     }
 }
 
-/// Number of slots in the per-type table: one per GGUF type id (ids go up to 42).
-const TYPE_SLOTS: usize = 64;
+/// Number of slots in the per-type table: one per type, indexed by [`GgmlType::index`].
+const TYPE_SLOTS: usize = GgmlType::COUNT;
 
 /// A complete set of kernels for one ISA: per weight type a [`KernelEntry`], plus the f32
 /// operations of [`crate::ops`]. Obtained from [`select`] or [`kernels`]; SIMD modules modify
@@ -428,7 +435,7 @@ impl Kernels {
 
     /// The kernels for weights of type `ty`, or `None` if grist cannot multiply that type.
     pub fn entry(&self, ty: GgmlType) -> Option<&KernelEntry> {
-        self.entries.get(ty.id() as usize).and_then(Option::as_ref)
+        self.entries.get(ty.index()).and_then(Option::as_ref)
     }
 
     /// The quantizer to `act_type` (the one every entry with that activation type uses), or
@@ -451,15 +458,12 @@ impl Kernels {
     /// Applies `change` to the entry of weight type `ty`; `false` (and nothing changed) if the
     /// table has no entry for `ty`. The shared body of the `set_*` installers.
     fn modify_entry(&mut self, ty: GgmlType, change: impl FnOnce(&mut KernelEntry)) -> bool {
-        self.entries[ty.id() as usize]
-            .as_mut()
-            .map(change)
-            .is_some()
+        self.entries[ty.index()].as_mut().map(change).is_some()
     }
 
     /// Sets the full entry for weight type `ty` (used while building a table).
     pub fn set_entry(&mut self, ty: GgmlType, entry: KernelEntry) {
-        self.entries[ty.id() as usize] = Some(entry);
+        self.entries[ty.index()] = Some(entry);
     }
 
     /// Replaces the dot product for weights of type `ty`. The activation type stays the same,
@@ -552,7 +556,21 @@ impl Kernels {
             ops: crate::ops::OpKernels::scalar(),
         };
         install_scalar_formats(&mut table);
+        table.derive_interleaved();
         table
+    }
+
+    /// Makes each interleaved type's entry its base type's entry (the kernels the driver
+    /// runs on de-interleaved rows), keeping the interleaved type's own token-generation
+    /// kernel if a SIMD module installed one. Runs after every installer.
+    fn derive_interleaved(&mut self) {
+        for ty in GgmlType::all() {
+            let Some((base, _)) = ty.interleaved() else {
+                continue;
+            };
+            let native = self.entry(ty).and_then(|e| e.gemv);
+            self.entries[ty.index()] = self.entry(base).map(|&e| KernelEntry { gemv: native, ..e });
+        }
     }
 
     /// Builds the table for `isa`. The caller has checked that the CPU supports `isa`.
@@ -574,6 +592,7 @@ impl Kernels {
             #[allow(unreachable_patterns)]
             _ => {}
         }
+        table.derive_interleaved();
         table
     }
 }

@@ -21,6 +21,8 @@ fn tables_with_gemv() -> Vec<(&'static Kernels, Vec<GgmlType>)> {
         let types: Vec<GgmlType> = table
             .supported_types()
             .into_iter()
+            // Interleaved layouts' kernels are tested in `interleaved.rs`.
+            .filter(|&ty| ty.interleaved().is_none())
             .filter(|&ty| table.entry(ty).is_some_and(|e| e.gemv.is_some()))
             .collect();
         if !types.is_empty() {

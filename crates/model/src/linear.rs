@@ -170,11 +170,14 @@ fn weight_bytes(model: &Model, w: &Matrix) -> u64 {
     model.matrix_bytes(w).len() as u64
 }
 
-/// Dequantizes row `r` of matrix `w` into `out` (`[w.cols]`): an embedding lookup.
+/// Dequantizes row `r` of matrix `w` into `out` (`[w.cols]`): an embedding lookup. A row of
+/// an interleaved matrix (`grist repack`) is gathered into the base type's layout first.
 pub fn dequantize_row(model: &Model, w: &Matrix, r: usize, out: &mut [f32]) {
-    let src = &model.matrix_bytes(w)[r * w.row_bytes..(r + 1) * w.row_bytes];
-    grist_kernels::formats::dequantize_row(w.ty, src, out)
-        .unwrap_or_else(|e| panic!("matrix {} was validated at load: {e}", w.name));
+    let ty = w.ty.interleaved().map_or(w.ty, |(base, _)| base);
+    qmatrix(model, w).row_plain(r, |src| {
+        grist_kernels::formats::dequantize_row(ty, src, out)
+            .unwrap_or_else(|e| panic!("matrix {} was validated at load: {e}", w.name))
+    });
 }
 
 #[cfg(test)]

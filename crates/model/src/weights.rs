@@ -169,6 +169,15 @@ impl<'f> WeightLoader<'f> {
                 found: dims.to_vec(),
             });
         }
+        if let Some((_, group_rows)) = ty.interleaved() {
+            if !rows.is_multiple_of(group_rows) {
+                return Err(ModelError::TensorShape {
+                    tensor: format!("{name} ({ty} needs a multiple of {group_rows} rows)"),
+                    expected: vec![cols as u64, rows.next_multiple_of(group_rows) as u64],
+                    found: dims.to_vec(),
+                });
+            }
+        }
         let row_bytes = cols / ty.block_elems() * ty.block_bytes();
         let len = t.data.len();
         debug_assert_eq!(len, row_bytes * rows);

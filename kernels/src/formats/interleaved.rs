@@ -229,7 +229,9 @@ mod tests {
     #[test]
     fn interleave_round_trips_and_rows_extract() {
         let row_bytes = 3 * Q4_K_BLOCK;
-        let plain: Vec<u8> = (0..32 * row_bytes).map(|i| (i * 7 + i / 251) as u8).collect();
+        let plain: Vec<u8> = (0..32 * row_bytes)
+            .map(|i| (i * 7 + i / 251) as u8)
+            .collect();
         let mut inter = vec![0u8; plain.len()];
         interleave(GgmlType::Q4_K_R16, &plain, row_bytes, &mut inter).unwrap();
         assert_ne!(inter, plain);

@@ -200,6 +200,9 @@ pub const WEIGHT_TYPES: [GgmlType; 15] = [
 /// (ggml's `vec_dot_type`), or `None` if grist does not support `ty`.
 pub fn activation_type(ty: GgmlType) -> Option<GgmlType> {
     use GgmlType::*;
+    if let Some((base, _)) = ty.interleaved() {
+        return activation_type(base); // an interleaved layout multiplies as its base type
+    }
     Some(match ty {
         F32 => F32,
         F16 => F16,

@@ -136,14 +136,9 @@ impl GatedPair<'_, '_> {
             let [g, u] = &mut *guard;
             let unpack = |(w, fmt): (&QMatrix<'_>, &PanelFormat), buf| {
                 let rb = w.row_bytes;
-                crate::panel::unpack_rows(
-                    fmt,
-                    &w.data[r0 * rb..(r0 + nr) * rb],
-                    rb,
-                    nr,
-                    w.cols,
-                    buf,
-                )
+                w.rows_plain(r0, nr, |rows| {
+                    crate::panel::unpack_rows(fmt, rows, rb, nr, w.cols, buf)
+                })
             };
             let gate_panel = unpack(self.gate, &mut g.weights);
             let up_panel = unpack(self.up, &mut u.weights);

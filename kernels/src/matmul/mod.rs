@@ -46,6 +46,12 @@ pub use gated::{matmul_prequantized_gated, matmul_prequantized_gated_with, GluFn
 /// Fewest weight rows per parallel task for token generation (`n = 1`), so tiny matrices
 /// are not split below the cost of a task.
 const ROWS_PER_TASK_GEMV: usize = 32;
+/// Groups of an interleaved matrix de-interleaved at a time when the table has no
+/// interleaved token-generation kernel (scalar, AVX2, NEON).
+const INTERLEAVED_GEMV_GROUPS: usize = 4;
+/// Rows every token-generation task boundary falls on (one 64-byte line of f32 outputs, and
+/// a whole group of every interleaved type).
+const GEMV_ROW_ALIGN: usize = 16;
 /// Parallel tasks per thread for token generation (`n = 1`): the rows are cut into
 /// `threads × GEMV_TASKS_PER_THREAD` contiguous ranges, which the threads of [`crate::pool`]
 /// claim in turn (docs/PERFORMANCE.md, "Persistent worker pool").
@@ -111,6 +117,16 @@ pub enum MatmulError {
         /// The type the scratch holds (`None` = nothing quantized yet).
         actual: Option<GgmlType>,
     },
+    /// An interleaved matrix ([`GgmlType::interleaved`]) whose row count is not a whole
+    /// number of its groups.
+    PartialGroup {
+        /// The interleaved type.
+        ty: GgmlType,
+        /// The matrix's rows.
+        rows: usize,
+        /// Rows per group of `ty`.
+        group_rows: usize,
+    },
     /// A size computation overflowed `usize`.
     Overflow,
 }
@@ -147,6 +163,14 @@ impl fmt::Display for MatmulError {
                 ),
                 None => write!(f, "no activations quantized (the weights need {expected})"),
             },
+            MatmulError::PartialGroup {
+                ty,
+                rows,
+                group_rows,
+            } => write!(
+                f,
+                "a {ty} matrix needs a multiple of {group_rows} rows, this one has {rows}"
+            ),
             MatmulError::Overflow => f.write_str("matrix size overflows"),
         }
     }
@@ -170,7 +194,9 @@ fn row_bytes(ty: GgmlType, cols: usize) -> Result<usize, MatmulError> {
 }
 
 /// A weight matrix `[rows, cols]` of any supported type, borrowing its bytes (typically a
-/// memory-mapped GGUF tensor): row `r` is bytes `r * row_bytes .. (r + 1) * row_bytes`.
+/// memory-mapped GGUF tensor): row `r` is bytes `r * row_bytes .. (r + 1) * row_bytes`, except
+/// in an interleaved type ([`GgmlType::interleaved`]), where only whole groups of rows are
+/// contiguous (rows `16k .. 16(k + 1)` are bytes `16k × row_bytes .. 16(k + 1) × row_bytes`).
 #[derive(Clone, Copy, Debug)]
 pub struct QMatrix<'a> {
     ty: GgmlType,
@@ -193,6 +219,15 @@ impl<'a> QMatrix<'a> {
             return Err(MatmulError::Unsupported(ty));
         }
         let row_bytes = row_bytes(ty, cols)?;
+        if let Some((_, group_rows)) = ty.interleaved() {
+            if !rows.is_multiple_of(group_rows) {
+                return Err(MatmulError::PartialGroup {
+                    ty,
+                    rows,
+                    group_rows,
+                });
+            }
+        }
         let expected = rows.checked_mul(row_bytes).ok_or(MatmulError::Overflow)?;
         if data.len() != expected {
             return Err(MatmulError::DataSize {
@@ -234,15 +269,75 @@ impl<'a> QMatrix<'a> {
         self.data
     }
 
-    /// The bytes of row `r` (panics if `r >= rows`).
+    /// The bytes of row `r` (panics if `r >= rows`, or if the type is interleaved: its rows
+    /// are not contiguous, see [`QMatrix::rows_plain`]).
     pub fn row(&self, r: usize) -> &'a [u8] {
+        assert!(
+            self.ty.interleaved().is_none(),
+            "row {r} of an interleaved {} matrix is not contiguous",
+            self.ty
+        );
         &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Rows per group of an interleaved type (1 for the plain layouts): work on this matrix
+    /// is cut at multiples of it.
+    pub fn group_rows(&self) -> usize {
+        self.ty.interleaved().map_or(1, |(_, rows)| rows)
+    }
+
+    /// Calls `f` with rows `r0 .. r0 + nr` in the plain layout of the base type, row after
+    /// row (`[nr, row_bytes]` bytes): the matrix's own bytes, or for an interleaved type a
+    /// de-interleaved copy in a per-thread buffer (`r0` and `nr` must then be whole groups,
+    /// or `nr` reach the last row). What every kernel except an interleaved gemv reads.
+    pub fn rows_plain<R>(&self, r0: usize, nr: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        let rb = self.row_bytes;
+        let bytes = &self.data[r0 * rb..(r0 + nr) * rb];
+        if self.ty.interleaved().is_none() {
+            return f(bytes);
+        }
+        with_plain_buffer(bytes.len(), |plain| {
+            crate::formats::interleaved::deinterleave(self.ty, bytes, rb, plain)
+                .unwrap_or_else(|e| panic!("rows {r0}+{nr} of a {} matrix: {e}", self.ty));
+            f(plain)
+        })
+    }
+
+    /// Calls `f` with row `r` in the plain layout of the base type (`row_bytes` bytes): an
+    /// embedding lookup. For an interleaved type, a copy gathered into a per-thread buffer.
+    pub fn row_plain<R>(&self, r: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        if self.ty.interleaved().is_none() {
+            return f(self.row(r));
+        }
+        with_plain_buffer(self.row_bytes, |plain| {
+            crate::formats::interleaved::extract_row(self.ty, self.data, self.row_bytes, r, plain)
+                .unwrap_or_else(|e| panic!("row {r} of a {} matrix: {e}", self.ty));
+            f(plain)
+        })
     }
 
     /// The activation type these weights multiply with (ggml's `vec_dot_type`).
     pub fn act_type(&self) -> GgmlType {
         crate::formats::activation_type(self.ty).unwrap_or(GgmlType::F32)
     }
+}
+
+/// Calls `f` with a per-thread buffer of `len` bytes (8-byte aligned, for the block casts of
+/// the kernels), grown on first use and never shrunk: where [`QMatrix::rows_plain`] and
+/// [`QMatrix::row_plain`] put de-interleaved rows, so the hot path does not allocate.
+fn with_plain_buffer<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    thread_local! {
+        static PLAIN_ROWS: std::cell::RefCell<Vec<u64>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    PLAIN_ROWS.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        let words = len.div_ceil(8);
+        if buf.len() < words {
+            buf.resize(words, 0);
+        }
+        f(&mut bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..len])
+    })
 }
 
 /// Quantized activations `[n, cols]` of one activation type, in a buffer that is allocated
@@ -502,7 +597,10 @@ fn check_job<'t>(
 /// One matrix of a fused matmul, checked: its kernels, its weights, and where its output goes.
 #[derive(Clone, Copy)]
 struct FusedJob<'w> {
+    /// The kernels for rows in the plain layout (an interleaved type's base type's).
     entry: KernelEntry,
+    /// An interleaved type's own token-generation kernel, reading the interleaved bytes.
+    native_gemv: Option<crate::dispatch::GemvFn>,
     w: QMatrix<'w>,
     out: DisjointOut, // [n, w.rows]
 }
@@ -533,8 +631,18 @@ pub fn matmul_prequantized_many_with(
             y.fill(0.0);
             continue;
         }
+        // An interleaved type runs its base type's kernels on de-interleaved rows, except
+        // for its own token-generation kernel (see `KernelEntry::gemv`).
+        let (entry, native_gemv) = match w.ty.interleaved() {
+            Some((base, _)) => (
+                *table.entry(base).ok_or(MatmulError::Unsupported(base))?,
+                entry.gemv,
+            ),
+            None => (*entry, None),
+        };
         fused[n_fused] = Some(FusedJob {
-            entry: *entry,
+            entry,
+            native_gemv,
             w: *w,
             out: DisjointOut {
                 ptr: y.as_mut_ptr(),
@@ -610,7 +718,9 @@ pub fn matmul_prequantized_many_with(
         let (nr, nt) = (ROWS_PER_TASK_GEMM.min(w.rows - r0), tb.min(n - t0));
         let mut local = [0.0f32; ROWS_PER_TASK_GEMM * MAX_TOKENS_PER_TASK];
         let local = &mut local[..nr * nt]; // [nt, nr]
-        gemm_block(&job.entry, w, r0, nr, scratch, t0, nt, local);
+        w.rows_plain(r0, nr, |w_rows| {
+            gemm_block(&job.entry, w_rows, w.row_bytes, scratch, t0, nt, local)
+        });
         for (t, vals) in local.chunks_exact(nr).enumerate() {
             // SAFETY: item (block, t0) is the only one writing rows r0..r0+nr of output rows
             // t0..t0+nt of matrix i: the items' rectangles tile each `y` without overlap.
@@ -675,14 +785,9 @@ fn panel_item(
         let mut guard = cell.borrow_mut();
         let PanelScratch { weights, out } = &mut *guard;
         let rb = w.row_bytes;
-        let wp = crate::panel::unpack_rows(
-            fmt,
-            &w.data[r0 * rb..(r0 + nr) * rb],
-            rb,
-            nr,
-            w.cols,
-            weights,
-        );
+        let wp = w.rows_plain(r0, nr, |rows| {
+            crate::panel::unpack_rows(fmt, rows, rb, nr, w.cols, weights)
+        });
         if out.len() < nr * gb * GROUP {
             out.resize(nr * gb * GROUP, 0.0);
         }
@@ -710,7 +815,7 @@ fn panel_item(
 /// product), as in a separate call.
 fn gemv_many(fused: &[FusedJob<'_>], scratch: &ActivationScratch) {
     let act = scratch.row(0);
-    let total: usize = fused.iter().map(|j| j.w.rows).sum();
+    let total: usize = fused.iter().map(|j| padded_rows(j.w.rows)).sum();
     let split = GemvSplit::new(total, rayon::current_num_threads());
     let run = |task: usize| {
         for_each_part(
@@ -731,21 +836,29 @@ fn gemv_many(fused: &[FusedJob<'_>], scratch: &ActivationScratch) {
 }
 
 /// How [`gemv_many`] cuts the `total` rows of a fused group (its matrices' rows, back to
-/// back) into tasks: [`gemv_tasks`] of them, `rows_per_task` rows each (the last ones may be
-/// shorter or empty). [`prefetch_gemv`] cuts the same way, so a worker prefetches exactly
-/// the rows it will be given.
+/// back, each matrix's count rounded up to [`GEMV_ROW_ALIGN`] by [`padded_rows`]) into
+/// tasks: [`gemv_tasks`] of them, `rows_per_task` rows each (the last ones may be shorter or
+/// empty). Every matrix thus starts, and every task boundary falls, on a multiple of 16
+/// rows: one line of outputs, and a whole group of an interleaved matrix. [`prefetch_gemv`]
+/// cuts the same way, so a worker prefetches exactly the rows it will be given.
 #[derive(Clone, Copy)]
 struct GemvSplit {
     total: usize,
     n_tasks: usize,
-    /// A multiple of 16 rows (one 64-byte cache line of outputs).
+    /// A multiple of [`GEMV_ROW_ALIGN`] rows.
     rows_per_task: usize,
+}
+
+/// A matrix's row count as it takes room in a [`GemvSplit`]: rounded up to
+/// [`GEMV_ROW_ALIGN`] (the padding rows belong to no matrix and are skipped).
+fn padded_rows(rows: usize) -> usize {
+    rows.next_multiple_of(GEMV_ROW_ALIGN)
 }
 
 impl GemvSplit {
     fn new(total: usize, threads: usize) -> GemvSplit {
         let n_tasks = gemv_tasks(total, threads);
-        let rows_per_task = total.div_ceil(n_tasks).next_multiple_of(16);
+        let rows_per_task = total.div_ceil(n_tasks).next_multiple_of(GEMV_ROW_ALIGN);
         GemvSplit {
             total,
             n_tasks,
@@ -766,7 +879,8 @@ impl GemvSplit {
 }
 
 /// Calls `f(i, local)` for each matrix `i` of a fused group (`rows`: their row counts, the
-/// rows back to back) that the concatenated rows `span` touch, `local` being its rows there.
+/// rows back to back, each taking [`padded_rows`] of room) that the concatenated rows `span`
+/// touch, `local` being its rows there.
 fn for_each_part(
     rows: impl Iterator<Item = usize>,
     span: Range<usize>,
@@ -778,7 +892,7 @@ fn for_each_part(
         if r0 < r1 {
             f(i, r0 - base..r1 - base);
         }
-        base += n;
+        base += padded_rows(n);
     }
 }
 
@@ -801,7 +915,7 @@ type PrefetchRanges<'a> = [(usize, &'a [u8]); crate::pool::MAX_PREFETCH_RANGES];
 /// The `(segment, bytes)` ranges of [`prefetch_gemv`] on `threads` threads (the first `k`
 /// of the array): for each worker segment `1..threads`, the weight rows of its tasks.
 fn gemv_prefetch_ranges<'a>(ws: &[QMatrix<'a>], threads: usize) -> (PrefetchRanges<'a>, usize) {
-    let split = GemvSplit::new(ws.iter().map(|w| w.rows).sum(), threads);
+    let split = GemvSplit::new(ws.iter().map(|w| padded_rows(w.rows)).sum(), threads);
     let mut ranges: PrefetchRanges<'a> = [(0, &[][..]); crate::pool::MAX_PREFETCH_RANGES];
     let mut k = 0;
     for segment in 1..threads {
@@ -821,17 +935,55 @@ fn gemv_prefetch_ranges<'a>(ws: &[QMatrix<'a>], threads: usize) -> (PrefetchRang
     (ranges, k)
 }
 
-/// `out[i] = W[r0 + i] · act` for one matrix (`out`: `[rows]`, a run of its output).
+/// `out[i] = W[r0 + i] · act` for one matrix (`out`: `[rows]`, a run of its output; for an
+/// interleaved matrix `r0` and the length are whole groups, see [`GemvSplit`]).
 fn gemv_rows(job: &FusedJob<'_>, r0: usize, act: &[u8], act_row_bytes: usize, out: &mut [f32]) {
     let w = &job.w;
-    if let Some(gemm) = job.entry.gemm.filter(|_| GEMV_USES_TILES) {
+    if w.ty.interleaved().is_some() {
+        let rb = w.row_bytes;
+        if let Some(gemv) = job.native_gemv {
+            // The interleaved kernel reads the groups as they are stored.
+            gemv(&w.data[r0 * rb..(r0 + out.len()) * rb], rb, act, out);
+            return;
+        }
+        // No interleaved kernel in this table: the base type's product on de-interleaved
+        // copies, a few groups at a time (per-thread buffer).
+        let step = INTERLEAVED_GEMV_GROUPS * w.group_rows();
+        for (c, o) in out.chunks_mut(step).enumerate() {
+            let s = r0 + c * step;
+            w.rows_plain(s, o.len(), |rows| {
+                gemv_plain(&job.entry, rows, rb, act, act_row_bytes, o)
+            });
+        }
+        return;
+    }
+    let rb = w.row_bytes;
+    gemv_plain(
+        &job.entry,
+        &w.data[r0 * rb..(r0 + out.len()) * rb],
+        rb,
+        act,
+        act_row_bytes,
+        out,
+    );
+}
+
+/// `out[i] = w_rows[i] · act` for `out.len()` plain rows of `rb` bytes.
+fn gemv_plain(
+    entry: &KernelEntry,
+    w_rows: &[u8],
+    rb: usize,
+    act: &[u8],
+    act_row_bytes: usize,
+    out: &mut [f32],
+) {
+    if let Some(gemm) = entry.gemm.filter(|_| GEMV_USES_TILES) {
         // The tiled product with one activation row: several weight rows share each
         // activation load, and the result has the bits a batch would give this token.
-        let rb = w.row_bytes;
         for (c, o) in out.chunks_mut(ROWS_PER_TASK_GEMV).enumerate() {
-            let s = r0 + c * ROWS_PER_TASK_GEMV;
+            let s = c * ROWS_PER_TASK_GEMV;
             gemm(
-                &w.data[s * rb..(s + o.len()) * rb],
+                &w_rows[s * rb..(s + o.len()) * rb],
                 rb,
                 act,
                 act_row_bytes,
@@ -840,14 +992,12 @@ fn gemv_rows(job: &FusedJob<'_>, r0: usize, act: &[u8], act_row_bytes: usize, ou
         }
         return;
     }
-    if let Some(gemv) = job.entry.gemv {
-        let rb = w.row_bytes;
-        gemv(&w.data[r0 * rb..(r0 + out.len()) * rb], rb, act, out);
+    if let Some(gemv) = entry.gemv {
+        gemv(w_rows, rb, act, out);
         return;
     }
-    let vec_dot = job.entry.vec_dot;
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = vec_dot(w.row(r0 + i), act);
+    for (o, row) in out.iter_mut().zip(w_rows.chunks_exact(rb)) {
+        *o = (entry.vec_dot)(row, act);
     }
 }
 
@@ -897,35 +1047,28 @@ impl DisjointOut {
     }
 }
 
-/// One prompt-processing work item: weight rows `r0 .. r0 + nr` times activation rows
-/// `t0 .. t0 + nt`, into `out[t · nr + r]` (`[nt, nr]`). Uses the table's tiled product when
-/// it has one, else the batched (groups of up to [`MAX_ACT_ROWS_PER_CALL`]) or single-row dot
-/// product; each returns the bits of `vec_dot`, so the cut into items does not matter.
-#[allow(clippy::too_many_arguments)]
+/// One prompt-processing work item: the `nr` weight rows `w_rows` (plain layout, `rb` bytes
+/// each) times activation rows `t0 .. t0 + nt`, into `out[t · nr + r]` (`[nt, nr]`). Uses the
+/// table's tiled product when it has one, else the batched (groups of up to
+/// [`MAX_ACT_ROWS_PER_CALL`]) or single-row dot product; each returns the bits of `vec_dot`,
+/// so the cut into items does not matter.
 fn gemm_block(
     entry: &KernelEntry,
-    w: &QMatrix<'_>,
-    r0: usize,
-    nr: usize,
+    w_rows: &[u8],
+    rb: usize,
     scratch: &ActivationScratch,
     t0: usize,
     nt: usize,
     out: &mut [f32],
 ) {
-    let w_rows = &w.data[r0 * w.row_bytes..(r0 + nr) * w.row_bytes];
+    let nr = w_rows.len() / rb;
     if let Some(gemm) = entry.gemm {
-        gemm(
-            w_rows,
-            w.row_bytes,
-            scratch.rows(t0, nt),
-            scratch.row_bytes,
-            out,
-        );
+        gemm(w_rows, rb, scratch.rows(t0, nt), scratch.row_bytes, out);
         return;
     }
     let mut group = [0.0f32; MAX_ACT_ROWS_PER_CALL];
     for i in 0..nr {
-        let w_row = w.row(r0 + i);
+        let w_row = &w_rows[i * rb..(i + 1) * rb];
         match entry.vec_dot_rows {
             Some(rows_fn) => {
                 for g0 in (0..nt).step_by(MAX_ACT_ROWS_PER_CALL) {
@@ -1169,9 +1312,12 @@ mod tests {
             for n in 1..=ws.len() {
                 let group = &ws[..n];
                 let total: usize = group.iter().map(|w| w.rows).sum();
+                let padded_total: usize = group.iter().map(|w| padded_rows(w.rows)).sum();
                 let (ranges, k) = gemv_prefetch_ranges(group, threads);
-                // Map each range back to concatenated rows.
+                // Map each range back to concatenated rows (and the first one's start to the
+                // split's coordinates, where every matrix takes `padded_rows`).
                 let mut rows = Vec::new();
+                let mut caller_end_padded = padded_total;
                 for &(segment, bytes) in &ranges[..k] {
                     assert!((1..threads).contains(&segment), "segment {segment}");
                     let (i, w) = group
@@ -1182,6 +1328,11 @@ mod tests {
                     let off = bytes.as_ptr() as usize - w.data.as_ptr() as usize;
                     assert_eq!((off % rb, bytes.len() % rb), (0, 0), "whole rows");
                     let base: usize = group[..i].iter().map(|w| w.rows).sum();
+                    if rows.is_empty() {
+                        let padded_base: usize =
+                            group[..i].iter().map(|w| padded_rows(w.rows)).sum();
+                        caller_end_padded = padded_base + off / rb;
+                    }
                     rows.push((segment, base + off / rb, base + (off + bytes.len()) / rb));
                 }
                 let what = format!("{threads} threads, {n} matrices, {total} rows");
@@ -1190,7 +1341,7 @@ mod tests {
                     assert_eq!(k, 0, "{what}: one thread prefetches nothing");
                 } else {
                     assert!(
-                        caller_end >= total / threads,
+                        caller_end_padded >= padded_total / threads,
                         "{what}: caller's share too small"
                     );
                 }

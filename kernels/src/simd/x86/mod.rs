@@ -18,6 +18,7 @@ use crate::dispatch::Kernels;
 pub mod avx2;
 pub mod avx512;
 pub mod gemm_avx512;
+pub mod interleaved_avx512;
 pub mod panel_avx512;
 
 /// Overrides the table entries the AVX2 kernels accelerate.
@@ -30,6 +31,7 @@ pub(crate) fn install_avx512(table: &mut Kernels) {
     avx512::install(table);
     gemm_avx512::install(table);
     panel_avx512::install(table);
+    interleaved_avx512::install(table);
 }
 
 pub(crate) use super::{blocks_of, with_blocks_mut};

@@ -1,0 +1,326 @@
+//! Interleaved weights (Q4_K_R16, `grist_kernels::formats::interleaved`):
+//! - every table's interleaved token-generation kernel against the scalar reference
+//!   (`gemv_reference`: the Q4_K reference `vec_dot` of each de-interleaved row), on quantized
+//!   random rows, raw random codes and scales, and extreme codes/scales/activations, for row
+//!   lengths on both sides of the kernel's 64-super-block passes;
+//! - the matmul driver: an interleaved matrix gives the plain Q4_K matrix's results, bit for
+//!   bit wherever the same kernels run (prompt processing, the fused gate/up product, and
+//!   token generation on tables without an interleaved kernel), up to float rounding where
+//!   the interleaved kernel runs; in a fused group after a matrix whose rows are not a
+//!   multiple of 16; for 1–3 threads;
+//! - a matrix that is not whole groups is refused.
+
+mod common;
+
+use common::{same, weights, Rng};
+use grist_gguf::GgmlType;
+use grist_kernels::blocks::{BlockQ8_K, QK_K};
+use grist_kernels::dispatch::{select, Isa, Kernels};
+use grist_kernels::formats::{self, interleaved};
+use grist_kernels::matmul::{
+    self, matmul_prequantized_gated_with, matmul_prequantized_many_with, quantize_activations_with,
+    ActivationScratch, MatmulError, QMatrix,
+};
+
+const R16: GgmlType = GgmlType::Q4_K_R16;
+const Q4_K: GgmlType = GgmlType::Q4_K;
+
+/// Every table this CPU can run.
+fn tables() -> Vec<&'static Kernels> {
+    Isa::ALL
+        .into_iter()
+        .filter_map(|isa| select(isa).ok())
+        .collect()
+}
+
+/// `plain` (`rows` Q4_K rows) interleaved.
+fn interleave(plain: &[u8], rb: usize) -> Vec<u8> {
+    let mut out = vec![0u8; plain.len()];
+    interleaved::interleave(R16, plain, rb, &mut out).unwrap();
+    out
+}
+
+/// Q4_K rows of three kinds: quantized random values (`kind` 0), raw random codes and
+/// scales with finite random super-scales (1), or every code 15 and every scale and min 63
+/// with large super-scales (2).
+fn q4_k_rows(rng: &mut Rng, rows: usize, blocks: usize, kind: usize) -> Vec<u8> {
+    let cols = blocks * QK_K;
+    let mut w = weights(rng, Q4_K, rows, cols, kind != 0);
+    if kind != 0 {
+        for block in w.chunks_exact_mut(144) {
+            let (d, dmin) = if kind == 1 {
+                (rng.f32() * 0.01, rng.f32().abs() * 0.01)
+            } else {
+                (60000.0, 60000.0)
+            };
+            block[0..2].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+            block[2..4].copy_from_slice(&half::f16::from_f32(dmin).to_bits().to_le_bytes());
+            if kind == 2 {
+                block[4..144].fill(0xFF);
+            }
+        }
+    }
+    w
+}
+
+/// A Q8_K activation row: quantized random values (`extreme` false), or codes of ±127 and
+/// -128 only, so sub-block sums reach −4096 and +4064 (the ends of the kernel's split of
+/// them into two bytes); the sums always match the codes.
+fn q8_k_row(rng: &mut Rng, blocks: usize, extreme: bool) -> Vec<u8> {
+    let mut row: Vec<BlockQ8_K> = vec![bytemuck::Zeroable::zeroed(); blocks];
+    if !extreme {
+        let x = rng.vec(blocks * QK_K, 3.0);
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut row);
+        formats::quantize_row(GgmlType::Q8_K, &x, bytes).unwrap();
+        return bytemuck::cast_slice(&row).to_vec();
+    }
+    for (b, y) in row.iter_mut().enumerate() {
+        y.d = 1.0 / 127.0;
+        for (i, q) in y.qs.iter_mut().enumerate() {
+            *q = match (b + i / 32) % 3 {
+                0 => -128,
+                1 => 127,
+                _ => [-128, 127, -127][rng.u64() as usize % 3],
+            };
+        }
+        for j in 0..QK_K / 16 {
+            y.bsums[j] = y.qs[16 * j..16 * j + 16].iter().map(|&q| q as i16).sum();
+        }
+    }
+    bytemuck::cast_slice(&row).to_vec()
+}
+
+/// `Σ (|d·sc·q| + |dmin·m|) · |x|` over one Q4_K row and the values `x` it multiplies: the
+/// size of the two float terms (scaled codes, minimums) whose difference a super-block
+/// contributes, which bounds the rounding of any order of summing them.
+fn magnitude(row: &[u8], x: &[f32]) -> f32 {
+    let mut total = 0.0f32;
+    for (b, block) in row.chunks_exact(144).enumerate() {
+        let f = |i: usize| half::f16::from_bits(u16::from_le_bytes([block[i], block[i + 1]]));
+        let (d, dmin) = (f(0).to_f32().abs(), f(2).to_f32().abs());
+        let (sc, m) = formats::scales_mins(block[4..16].try_into().unwrap());
+        for (i, &xv) in x[b * QK_K..(b + 1) * QK_K].iter().enumerate() {
+            let s = i / 32; // sub-block
+            let byte = block[16 + 32 * (s / 2) + i % 32];
+            let q = if s % 2 == 0 { byte & 15 } else { byte >> 4 };
+            total += (d * sc[s] as f32 * q as f32 + dmin * m[s] as f32) * xv.abs();
+        }
+    }
+    total
+}
+
+/// A Q8_K row's values (`d · q`).
+fn q8_k_values(a: &[u8]) -> Vec<f32> {
+    let mut x = vec![0.0f32; a.len() / 292 * QK_K];
+    formats::dequantize_row(GgmlType::Q8_K, a, &mut x).unwrap();
+    x
+}
+
+#[test]
+fn interleaved_gemv_matches_the_scalar_reference() {
+    let mut rng = Rng(0x51d4_0e77_2a9c_b613);
+    let mut tested = 0;
+    for table in tables() {
+        let Some(gemv) = table.entry(R16).unwrap().gemv else {
+            continue;
+        };
+        // Both sides of one super-block, of typical widths, and of the 64-super-block pass.
+        for blocks in [1, 2, 3, 10, 38, 63, 64, 65, 130] {
+            let rb = blocks * 144;
+            for rows in [16, 48] {
+                for kind in 0..3 {
+                    for extreme in [false, true] {
+                        let plain = q4_k_rows(&mut rng, rows, blocks, kind);
+                        let w = interleave(&plain, rb);
+                        let a = q8_k_row(&mut rng, blocks, extreme);
+                        let mut want = vec![0.0f32; rows];
+                        interleaved::gemv_reference(R16, &w, rb, &a, &mut want).unwrap();
+                        let mut got = vec![f32::NAN; rows];
+                        gemv(&w, rb, &a, &mut got);
+                        let x = q8_k_values(&a);
+                        for r in 0..rows {
+                            // The integer sums are exact; only the float arithmetic per
+                            // super-block and across them differs.
+                            let tol = 1e-5 * magnitude(&plain[r * rb..(r + 1) * rb], &x) + 1e-30;
+                            assert!(
+                                (got[r] - want[r]).abs() <= tol,
+                                "{}: {blocks} blocks, {rows} rows, kind {kind}, extreme {extreme}: \
+                                 row {r} kernel {} vs reference {} (tolerance {tol})",
+                                table.isa().name(),
+                                got[r],
+                                want[r]
+                            );
+                        }
+                        tested += 1;
+                    }
+                }
+            }
+        }
+    }
+    if tested == 0 {
+        eprintln!("SKIPPED: no table on this CPU has an interleaved kernel");
+    }
+}
+
+/// Runs `f` on a rayon pool of `threads` threads.
+fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// `y = x · Wᵀ` for each of `ws` in one fused call (`x`: `[n, cols]`).
+fn products(table: &Kernels, ws: &[QMatrix<'_>], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+    let cols = ws[0].cols();
+    let mut scratch = ActivationScratch::new();
+    quantize_activations_with(table, ws[0].act_type(), x, n, cols, &mut scratch).unwrap();
+    let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.rows()]).collect();
+    let mut jobs: Vec<(QMatrix<'_>, &mut [f32])> = ws
+        .iter()
+        .zip(ys.iter_mut())
+        .map(|(w, y)| (*w, &mut y[..]))
+        .collect();
+    matmul_prequantized_many_with(table, &mut jobs, &scratch).unwrap();
+    ys
+}
+
+#[test]
+fn the_driver_runs_interleaved_matrices_like_plain_ones() {
+    let mut rng = Rng(0x0c3b_9f42_7ae1_6d58);
+    for table in tables() {
+        let native = table.entry(R16).unwrap().gemv.is_some();
+        for (rows, blocks) in [(16, 1), (48, 10), (320, 10), (1040, 3)] {
+            let rb = blocks * 144;
+            let cols = blocks * QK_K;
+            let plain = q4_k_rows(&mut rng, rows, blocks, 0);
+            let inter = interleave(&plain, rb);
+            let wp = QMatrix::new(Q4_K, &plain, rows, cols).unwrap();
+            let wi = QMatrix::new(R16, &inter, rows, cols).unwrap();
+            for n in [1, 2, 7, 33, 80] {
+                let x = rng.vec(n * cols, 2.0);
+                let want = with_threads(2, || products(table, &[wp], &x, n)).remove(0);
+                for threads in 1..=3 {
+                    let got = with_threads(threads, || products(table, &[wi], &x, n)).remove(0);
+                    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                        let ok = if n == 1 && native {
+                            let row = &plain[(i % rows) * rb..][..rb];
+                            (g - w).abs() <= 1e-5 * magnitude(row, &x) + 1e-30
+                        } else {
+                            same(g, w)
+                        };
+                        assert!(
+                            ok,
+                            "{} {rows}×{cols}, n {n}, {threads} threads: output {i} \
+                             interleaved {g} vs plain {w}",
+                            table.isa().name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn interleaved_rows_after_an_unaligned_matrix_in_a_fused_group() {
+    // Token generation cuts a fused group's concatenated rows into tasks; a first matrix of
+    // 40 rows must not shift the interleaved one's cut off its 16-row groups.
+    let mut rng = Rng(0x7d21_3c95_e806_4fa1);
+    let blocks = 4;
+    let cols = blocks * QK_K;
+    let rb = blocks * 144;
+    let q6 = weights(&mut rng, GgmlType::Q6_K, 40, cols, false);
+    let plain = q4_k_rows(&mut rng, 96, blocks, 0);
+    let inter = interleave(&plain, rb);
+    let w6 = QMatrix::new(GgmlType::Q6_K, &q6, 40, cols).unwrap();
+    let wp = QMatrix::new(Q4_K, &plain, 96, cols).unwrap();
+    let wi = QMatrix::new(R16, &inter, 96, cols).unwrap();
+    for table in tables() {
+        let native = table.entry(R16).unwrap().gemv.is_some();
+        let x = rng.vec(cols, 1.0);
+        for threads in 1..=3 {
+            let want = with_threads(threads, || products(table, &[w6, wp, w6], &x, 1));
+            let got = with_threads(threads, || products(table, &[w6, wi, w6], &x, 1));
+            for m in [0, 2] {
+                assert!(got[m].iter().zip(&want[m]).all(|(&g, &w)| same(g, w)));
+            }
+            for (i, (&g, &w)) in got[1].iter().zip(&want[1]).enumerate() {
+                let ok = if native {
+                    (g - w).abs() <= 1e-5 * magnitude(&plain[i * rb..][..rb], &x) + 1e-30
+                } else {
+                    same(g, w)
+                };
+                assert!(ok, "{} row {i}: {g} vs {w}", table.isa().name());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_fused_gate_up_product_reads_interleaved_matrices() {
+    let mut rng = Rng(0x2b6e_8d01_f37c_a945);
+    let (rows, blocks, n) = (144, 3, 37);
+    let cols = blocks * QK_K;
+    let rb = blocks * 144;
+    let (gate, up) = (
+        q4_k_rows(&mut rng, rows, blocks, 0),
+        q4_k_rows(&mut rng, rows, blocks, 0),
+    );
+    let (gate_i, up_i) = (interleave(&gate, rb), interleave(&up, rb));
+    let x = rng.vec(n * cols, 1.0);
+    for table in tables() {
+        let run = |g: &[u8], u: &[u8], ty: GgmlType| {
+            let (g, u) = (
+                QMatrix::new(ty, g, rows, cols).unwrap(),
+                QMatrix::new(ty, u, rows, cols).unwrap(),
+            );
+            let mut scratch = ActivationScratch::new();
+            quantize_activations_with(table, g.act_type(), &x, n, cols, &mut scratch).unwrap();
+            let mut out = vec![f32::NAN; n * rows];
+            let fused = matmul_prequantized_gated_with(
+                table,
+                &g,
+                &u,
+                grist_kernels::ops::swiglu,
+                &scratch,
+                &mut out,
+            )
+            .unwrap();
+            (fused, out)
+        };
+        let (fused_p, want) = run(&gate, &up, Q4_K);
+        let (fused_i, got) = run(&gate_i, &up_i, R16);
+        assert_eq!(fused_p, fused_i, "{}", table.isa().name());
+        if fused_p {
+            assert!(
+                got.iter().zip(&want).all(|(&g, &w)| same(g, w)),
+                "{}: the fused product differs",
+                table.isa().name()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_matrix_that_is_not_whole_groups_is_refused() {
+    let rb = 144;
+    let data = vec![0u8; 24 * rb];
+    let err = QMatrix::new(R16, &data, 24, QK_K).unwrap_err();
+    assert_eq!(
+        err,
+        MatmulError::PartialGroup {
+            ty: R16,
+            rows: 24,
+            group_rows: 16
+        }
+    );
+    assert!(err.to_string().contains("multiple of 16 rows"), "{err}");
+    let m = QMatrix::new(R16, &data[..16 * rb], 16, QK_K).unwrap();
+    assert_eq!(m.group_rows(), 16);
+    assert_eq!(m.act_type(), GgmlType::Q8_K);
+    // Rows of an interleaved matrix are not contiguous: `row` refuses.
+    assert!(std::panic::catch_unwind(|| m.row(3).len()).is_err());
+    let _ = matmul::MAX_FUSED_MATRICES;
+}
