@@ -12,6 +12,7 @@ mod error;
 mod inspect;
 mod logits;
 mod perplexity;
+mod repack;
 mod run;
 mod synth;
 mod tokenize;
@@ -44,6 +45,9 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Write a GGUF with a real model's shape and random weights (for speed tests).
     Synth(synth::Args),
+    /// Rewrite a GGUF's Q4_K matrices in grist's interleaved layout (faster token generation,
+    /// memory-mapped as is).
+    Repack(repack::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Synth(args) => synth::run(args),
+        Command::Repack(args) => repack::run(args),
         Command::Logits(args) => logits::run(args),
         Command::Perplexity(args) => perplexity::run(args),
     };

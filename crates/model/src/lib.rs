@@ -5,6 +5,10 @@
 //! Session::new(&model, n_ctx)  KV cache + scratch buffers, allocated once
 //! session.eval(&tokens, all)   forward pass over a batch → logits [n_out, n_vocab]
 //! ```
+//!
+//! Offline tools write GGUF files: [`synth`] (a real model's shape, random weights) and
+//! [`repack`] (Q4_K matrices rewritten in the interleaved Q4_K_R16 layout, which grist
+//! memory-maps as is).
 
 #![warn(missing_docs)]
 
@@ -16,6 +20,7 @@ pub mod hparams;
 pub mod linear;
 pub mod model;
 pub mod profile;
+pub mod repack;
 pub mod sampler;
 pub mod session;
 pub mod synth;

@@ -1,0 +1,192 @@
+//! `grist repack` run as a program: the summary of a successful run (and of Q4_K tensors
+//! left as they are), the repacked file as `grist inspect` shows it, and clean failures
+//! (message, non-zero status, no panic) for a missing input, a non-GGUF input, an output that
+//! is the input and a missing `-o`. (`grist_model::repack`'s tests check the file's contents
+//! byte by byte.)
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn grist(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_grist"))
+        .args(args)
+        .output()
+        .expect("run grist")
+}
+
+/// A fresh, empty scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("grist-repack-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Asserts a clean failure: non-zero status, nothing on stdout, stderr containing every
+/// needle and no panic. Returns stderr.
+fn assert_fails(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "succeeded: {err}");
+    assert!(out.stdout.is_empty(), "stdout on error");
+    assert!(!err.contains("panicked"), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    err
+}
+
+#[test]
+fn repack_prints_a_summary_and_inspect_shows_the_layout() {
+    let dir = scratch("ok");
+    let input = workspace().join("tests/fixtures/models/tiny-qwen3-q4_k_m.gguf");
+    let output = dir.join("out.gguf");
+    let out = grist(&[
+        "repack",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "-t",
+        "2",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(out.stdout.is_empty(), "the summary goes to stderr");
+    // tiny-qwen3 Q4_K_M: 12 Q4_K matrices, 12 other tensors (F32 norms, Q6_K).
+    for needle in [
+        "repack: 100% (24 / 24 tensors)",
+        "12 tensors repacked to Q4_K_R16",
+        "12 copied as they are",
+        &format!("{} bytes in", std::fs::metadata(&output).unwrap().len()),
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(
+        !err.contains("kept as Q4_K") && !err.contains("warning"),
+        "{err}"
+    );
+
+    let out = grist(&["inspect", output.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in ["alignment 64", "grist.repack", "\"Q4_K_R16\"", "Q4_K_R16"] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+
+    // Repacking the output again has nothing to do, and says so.
+    let again = dir.join("again.gguf");
+    let out = grist(&[
+        "repack",
+        output.to_str().unwrap(),
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("0 tensors repacked") && err.contains("warning: no Q4_K matrix"));
+
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn q4_k_left_as_is_is_named() {
+    let dir = scratch("kept");
+    let input = dir.join("in.gguf");
+    let q4_k = |rows: usize| vec![0x5au8; rows * 144]; // [rows, 256 values]
+    let mut w = grist_gguf::GgufWriter::new();
+    w.add("general.architecture", "llama").unwrap();
+    w.add_tensor("rows16", grist_gguf::GgmlType::Q4_K, &[256, 16], q4_k(16))
+        .unwrap();
+    w.add_tensor("rows24", grist_gguf::GgmlType::Q4_K, &[256, 24], q4_k(24))
+        .unwrap();
+    w.write_to_path(&input).unwrap();
+    let output = dir.join("out.gguf");
+    let out = grist(&[
+        "repack",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("1 tensors repacked") && err.contains("1 copied"),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 Q4_K tensors kept as Q4_K (not 2-D, or rows not a multiple of 16): rows24"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_inputs_and_outputs_fail_cleanly() {
+    let dir = scratch("errors");
+    let model = dir.join("model.gguf");
+    std::fs::copy(
+        workspace().join("tests/fixtures/models/tiny-qwen3-q4_k_m.gguf"),
+        &model,
+    )
+    .unwrap();
+    let before = std::fs::read(&model).unwrap();
+    let m = model.to_str().unwrap();
+    let output = dir.join("out.gguf");
+    let o = output.to_str().unwrap();
+
+    let missing = dir.join("missing.gguf");
+    let e = assert_fails(
+        &grist(&["repack", missing.to_str().unwrap(), "-o", o]),
+        &["missing.gguf", "No such file"],
+    );
+    let last = e.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains("missing.gguf"),
+        "{e}"
+    );
+
+    let text = dir.join("text.gguf");
+    std::fs::write(&text, "hello, world\n").unwrap();
+    assert_fails(
+        &grist(&["repack", text.to_str().unwrap(), "-o", o]),
+        &["error: ", "text.gguf", "not a GGUF file"],
+    );
+
+    assert_fails(
+        &grist(&["repack", m, "-o", m]),
+        &["error: ", "is the input file"],
+    );
+    let spelled = dir
+        .join("../")
+        .join(dir.file_name().unwrap())
+        .join("model.gguf");
+    assert_fails(
+        &grist(&["repack", m, "-o", spelled.to_str().unwrap()]),
+        &["is the input file"],
+    );
+    assert!(
+        std::fs::read(&model).unwrap() == before,
+        "the input changed"
+    );
+
+    // clap's usage error: exit status 2.
+    let out = grist(&["repack", m]);
+    assert_fails(&out, &["--output", "required"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // Nothing written: no output, no temporary file.
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["model.gguf", "text.gguf"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

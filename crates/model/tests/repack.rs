@@ -1,0 +1,266 @@
+//! `grist_model::repack`: the fixture models and a hand-built GGUF are repacked and read
+//! back. Metadata is the input's plus the alignment and `grist.repack`; tensor names, order
+//! and shapes are unchanged; every repackable Q4_K matrix is Q4_K_R16 and de-interleaves to
+//! the original bytes exactly; every other tensor is byte-identical; every tensor starts on a
+//! 64-byte line. Bad paths are refused without touching the input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use grist_gguf::{GgmlType, GgufFile, GgufWriter, Value};
+use grist_kernels::formats::interleaved::deinterleave;
+use grist_model::repack::{
+    is_repackable, repack_file, repack_file_with_progress, RepackOptions, RepackReport,
+};
+
+/// A fresh directory in cargo's per-test scratch directory.
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("repack")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn fixture(name: &str) -> PathBuf {
+    common::fixture_model(name).unwrap_or_else(|| panic!("fixture {name}.gguf is missing"))
+}
+
+/// Checks `output` against `input` as the module documentation promises; returns the names
+/// of the tensors that were repacked.
+fn check_repacked(input: &Path, output: &Path, report: &RepackReport) -> Vec<String> {
+    let src = GgufFile::open(input).unwrap();
+    let out = GgufFile::open(output).unwrap();
+
+    // Metadata: the input's, in order, with general.alignment = 64 (in place or appended)
+    // and grist.repack appended.
+    let mut expected = src.metadata().to_vec();
+    match expected.iter_mut().find(|(k, _)| k == "general.alignment") {
+        Some((_, v)) => *v = Value::U32(64),
+        None => expected.push(("general.alignment".into(), Value::U32(64))),
+    }
+    expected.push(("grist.repack".into(), Value::from("Q4_K_R16")));
+    assert_eq!(out.metadata(), &expected[..]);
+    assert_eq!(out.alignment(), 64);
+    assert_eq!(out.get_str("grist.repack").unwrap(), "Q4_K_R16");
+
+    // Tensors: same names, order and shapes; 64-byte aligned in the file.
+    assert_eq!(out.tensors().len(), src.tensors().len());
+    assert_eq!(out.data_offset() % 64, 0);
+    let mut repacked = Vec::new();
+    let (mut bytes_repacked, mut bytes_copied) = (0, 0);
+    for (s, o) in src.tensors().iter().zip(out.tensors()) {
+        assert_eq!(o.name, s.name);
+        assert_eq!(o.dims, s.dims, "{}", s.name);
+        assert_eq!(o.n_bytes, s.n_bytes, "{}", s.name);
+        assert_eq!(o.offset % 64, 0, "{} at {}", s.name, o.offset);
+        let (s_data, o_data) = (src.tensor_data(s), out.tensor_data(o));
+        let eligible = s.ty == GgmlType::Q4_K && s.dims.len() == 2 && s.dims[1] % 16 == 0;
+        if eligible {
+            assert_eq!(o.ty, GgmlType::Q4_K_R16, "{}", s.name);
+            assert_ne!(o_data, s_data, "{}: bytes were not reordered", s.name);
+            let row_bytes = s_data.len() / s.dims[1] as usize;
+            let mut plain = vec![0u8; o_data.len()]; // [rows, row_bytes]
+            deinterleave(GgmlType::Q4_K_R16, o_data, row_bytes, &mut plain).unwrap();
+            assert!(plain == s_data, "{}: de-interleaves to other bytes", s.name);
+            repacked.push(s.name.clone());
+            bytes_repacked += s.n_bytes;
+        } else {
+            assert_eq!(o.ty, s.ty, "{}", s.name);
+            assert!(o_data == s_data, "{}: copied bytes differ", s.name);
+            bytes_copied += s.n_bytes;
+        }
+    }
+
+    assert_eq!(report.n_repacked, repacked.len());
+    assert_eq!(report.n_copied, src.tensors().len() - repacked.len());
+    assert_eq!(report.bytes_repacked, bytes_repacked);
+    assert_eq!(report.bytes_copied, bytes_copied);
+    assert_eq!(report.file_bytes, out.file_size());
+    repacked
+}
+
+/// No temporary file is left next to the output.
+fn only_files(dir: &Path, names: &[&str]) {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    assert_eq!(found, names);
+}
+
+#[test]
+fn fixtures_repack_losslessly() {
+    // Q4_K_M: every Q4_K matrix has a multiple of 16 rows; token_embd is Q6_K in qwen3
+    // (tied) and Q4_K in llama; layer 1's attn_v and ffn_down are Q6_K.
+    for (name, n_repacked) in [("tiny-qwen3-q4_k_m", 12), ("tiny-llama-q4_k_m", 13)] {
+        let input = fixture(name);
+        let dir = scratch(name);
+        let output = dir.join("out.gguf");
+        let mut seen = Vec::new();
+        let report =
+            repack_file_with_progress(&input, &output, &RepackOptions::default(), &mut |p| {
+                assert_eq!(p.index, seen.len());
+                seen.push((p.name.to_string(), p.repacked));
+            })
+            .unwrap();
+        let repacked = check_repacked(&input, &output, &report);
+        assert_eq!(repacked.len(), n_repacked, "{name}: {repacked:?}");
+        assert!(report.kept_q4_k.is_empty(), "{:?}", report.kept_q4_k);
+        assert!(repacked.contains(&"blk.0.ffn_down.weight".to_string()));
+        assert_eq!(
+            repacked.contains(&"token_embd.weight".to_string()),
+            name.contains("llama")
+        );
+        let progress_repacked: Vec<&String> =
+            seen.iter().filter(|(_, r)| *r).map(|(n, _)| n).collect();
+        assert_eq!(progress_repacked, repacked.iter().collect::<Vec<_>>());
+        only_files(&dir, &["out.gguf"]);
+
+        // One 16-row group per chunk writes the same file as the default chunking.
+        let small = dir.join("small-chunks.gguf");
+        repack_file(&input, &small, &RepackOptions { chunk_bytes: 1 }).unwrap();
+        assert!(
+            std::fs::read(&small).unwrap() == std::fs::read(&output).unwrap(),
+            "{name}: chunking changed the output"
+        );
+
+        // Repacking a repacked file copies its Q4_K_R16 tensors as they are.
+        let again = dir.join("again.gguf");
+        let report = repack_file(&output, &again, &RepackOptions::default()).unwrap();
+        assert_eq!(report.n_repacked, 0);
+        assert!(
+            std::fs::read(&again).unwrap() == std::fs::read(&output).unwrap(),
+            "{name}: a second repack changed the file"
+        );
+    }
+}
+
+/// Q4_K bytes whose blocks are all different (the permutation is visible in every byte).
+fn q4_k_bytes(rows: usize, cols: usize, seed: usize) -> Vec<u8> {
+    let n = rows * cols / 256 * 144;
+    (0..n).map(|i| (i * 31 + i / 253 + seed) as u8).collect()
+}
+
+#[test]
+fn only_2d_q4_k_with_whole_groups_is_repacked() {
+    let dir = scratch("built");
+    let input = dir.join("in.gguf");
+    let mut w = GgufWriter::new();
+    w.add("general.architecture", "llama").unwrap();
+    w.add("general.alignment", Value::U32(32)).unwrap();
+    w.add("general.name", "repack test").unwrap();
+    let norm: Vec<u8> = (0..64u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let tensors: Vec<(&str, GgmlType, Vec<u64>, Vec<u8>)> = vec![
+        ("norm", GgmlType::F32, vec![64], norm),
+        (
+            "rows24",
+            GgmlType::Q4_K,
+            vec![512, 24],
+            q4_k_bytes(24, 512, 1),
+        ),
+        (
+            "rows32",
+            GgmlType::Q4_K,
+            vec![512, 32],
+            q4_k_bytes(32, 512, 2),
+        ),
+        (
+            "three_d",
+            GgmlType::Q4_K,
+            vec![256, 16, 2],
+            q4_k_bytes(32, 256, 3),
+        ),
+        ("vector", GgmlType::Q4_K, vec![256], q4_k_bytes(1, 256, 4)),
+        (
+            "r16",
+            GgmlType::Q4_K_R16,
+            vec![256, 16],
+            q4_k_bytes(16, 256, 5),
+        ),
+        ("q6", GgmlType::Q6_K, vec![256, 16], vec![7u8; 16 * 210]),
+    ];
+    for (name, ty, dims, data) in &tensors {
+        w.add_tensor(name, *ty, dims, data.clone()).unwrap();
+    }
+    w.write_to_path(&input).unwrap();
+    let before = std::fs::read(&input).unwrap();
+
+    let output = dir.join("out.gguf");
+    let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
+    assert_eq!(check_repacked(&input, &output, &report), ["rows32"]);
+    assert_eq!(report.kept_q4_k, ["rows24", "three_d", "vector"]);
+    let out = GgufFile::open(&output).unwrap();
+    assert_eq!(out.tensor("rows24").unwrap().ty(), GgmlType::Q4_K);
+    assert_eq!(out.tensor("r16").unwrap().ty(), GgmlType::Q4_K_R16);
+    // general.alignment was replaced where it stood.
+    assert_eq!(
+        out.metadata()[1],
+        ("general.alignment".into(), Value::U32(64))
+    );
+    assert!(
+        std::fs::read(&input).unwrap() == before,
+        "the input changed"
+    );
+    for t in out.tensors() {
+        assert!(!is_repackable(t), "{} is left to repack", t.name);
+    }
+}
+
+#[test]
+fn bad_paths_are_refused_and_the_input_is_untouched() {
+    let dir = scratch("errors");
+    let input = dir.join("model.gguf");
+    std::fs::copy(fixture("tiny-qwen3-q4_k_m"), &input).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    let opts = RepackOptions::default();
+    let err = |i: &Path, o: &Path| repack_file(i, o, &opts).unwrap_err().to_string();
+
+    // The output is the input: same path, another spelling, a symlink, a hard link.
+    let e = err(&input, &input);
+    assert!(e.contains("is the input file"), "{e}");
+    let spelled = dir.join("../errors/./model.gguf");
+    let e = err(&input, &spelled);
+    assert!(e.contains("is the input file"), "{e}");
+    #[cfg(unix)]
+    {
+        let link = dir.join("link.gguf");
+        std::os::unix::fs::symlink(&input, &link).unwrap();
+        assert!(err(&input, &link).contains("is the input file"));
+        assert!(err(&link, &input).contains("is the input file"));
+        let hard = dir.join("hard.gguf");
+        std::fs::hard_link(&input, &hard).unwrap();
+        assert!(err(&input, &hard).contains("is the input file"));
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_file(&hard).unwrap();
+    }
+    assert!(
+        std::fs::read(&input).unwrap() == before,
+        "the input changed"
+    );
+
+    // Missing input, non-GGUF input, missing output directory, a directory as output.
+    let out = dir.join("out.gguf");
+    let e = err(&dir.join("missing.gguf"), &out);
+    assert!(e.contains("missing.gguf"), "{e}");
+    let text = dir.join("text.gguf");
+    std::fs::write(&text, "hello, world\n").unwrap();
+    let e = err(&text, &out);
+    assert!(
+        e.contains("text.gguf") && e.contains("not a GGUF file"),
+        "{e}"
+    );
+    let e = err(&input, &dir.join("no-such-dir/out.gguf"));
+    assert!(
+        e.contains("no-such-dir") && e.contains("No such file"),
+        "{e}"
+    );
+    let e = err(&input, &dir);
+    assert!(e.contains("is a directory"), "{e}");
+
+    // Nothing was written.
+    only_files(&dir, &["model.gguf", "text.gguf"]);
+}
