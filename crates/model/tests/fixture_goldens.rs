@@ -1,5 +1,7 @@
 //! Every tiny-fixture golden (tests/fixtures/goldens/*.json), teacher-forced, against
-//! compare.py's criteria in its class: F32/F16 → f32, BF16 → bf16, quantized → quant.
+//! compare.py's criteria in its class: F32/F16 → f32, BF16 → bf16, quantized → quant. The
+//! k-quant fixtures run a second time from a `grist repack`ed copy (interleaved layouts),
+//! which must meet the same goldens.
 
 mod common;
 
@@ -22,7 +24,51 @@ fn check_model(model_name: &str) -> Vec<String> {
         eprintln!("SKIPPED: {model_name}.gguf not found (tests/fixtures/models or ../shared/fixtures/models)");
         return Vec::new();
     };
-    let model = Model::load(&path).unwrap_or_else(|e| panic!("{model_name}: {e}"));
+    check_file(model_name, &path)
+}
+
+/// [`check_model`] on a `grist repack`ed copy of the fixture (written to cargo's scratch
+/// directory): the interleaved layouts must not move any golden result.
+fn check_repacked(model_name: &str) -> Vec<String> {
+    let Some(path) = fixture_model(model_name) else {
+        eprintln!("SKIPPED: {model_name}.gguf not found");
+        return Vec::new();
+    };
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixture-repack");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("{model_name}.gguf"));
+    let report = grist_model::repack::repack_file(&path, &out, &Default::default())
+        .unwrap_or_else(|e| panic!("repacking {model_name}: {e}"));
+    assert!(report.n_repacked > 0, "{model_name}: nothing was repacked");
+    let mut failures = check_file(&format!("{model_name} (repacked)"), &out);
+    // Token by token too: generation (one token per step) runs the interleaved kernels
+    // themselves, where a batch de-interleaves rows for the prompt kernels.
+    let model = Model::load(&out).unwrap();
+    let lim = class_of(model_name);
+    for prompt in ["short", "long"] {
+        let gp = root().join(format!("tests/fixtures/goldens/{model_name}.{prompt}.json"));
+        let g = Golden::load(&gp);
+        let input = g.input();
+        let mut session = grist_model::Session::new(&model, input.len().max(64)).unwrap();
+        let mut logits = Vec::new();
+        for &token in &input {
+            logits.extend_from_slice(session.eval(&[token], true).unwrap());
+        }
+        let res = compare(&g, &logits, model.n_vocab(), &lim);
+        eprintln!("{model_name} (repacked, one token per step).{prompt}: {res}");
+        if !res.problems.is_empty() {
+            failures.push(format!("{model_name} (repacked, stepwise).{prompt}: {res}"));
+        }
+    }
+    std::fs::remove_file(&out).unwrap();
+    failures
+}
+
+/// Checks the model in `path` against the goldens of fixture `model_name` (the name up to
+/// a space).
+fn check_file(label: &str, path: &std::path::Path) -> Vec<String> {
+    let model_name = label.split(' ').next().unwrap();
+    let model = Model::load(path).unwrap_or_else(|e| panic!("{label}: {e}"));
     let lim = class_of(model_name);
     let mut failures = Vec::new();
     for prompt in ["short", "long"] {
@@ -30,9 +76,9 @@ fn check_model(model_name: &str) -> Vec<String> {
         let g = Golden::load(&gp);
         let logits = eval_teacher_forced(&model, &g);
         let out = compare(&g, &logits, model.n_vocab(), &lim);
-        eprintln!("{model_name}.{prompt} [{}]: {out}", lim.name);
+        eprintln!("{label}.{prompt} [{}]: {out}", lim.name);
         if !out.problems.is_empty() {
-            failures.push(format!("{model_name}.{prompt}: {out}"));
+            failures.push(format!("{label}.{prompt}: {out}"));
         }
     }
     failures
@@ -74,4 +120,23 @@ fixture_tests! {
     qwen3_q4_k_m => "tiny-qwen3-q4_k_m",
     gemma3_f32 => "tiny-gemma3-f32",
     gemma3_q4_k_m => "tiny-gemma3-q4_k_m",
+}
+
+macro_rules! repacked_fixture_tests {
+    ($($test:ident => $name:expr,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                let failures = check_repacked($name);
+                assert!(failures.is_empty(), "{}", failures.join("\n"));
+            }
+        )*
+    };
+}
+
+repacked_fixture_tests! {
+    llama_q4_k_m_repacked => "tiny-llama-q4_k_m",
+    qwen2_q4_k_m_repacked => "tiny-qwen2-q4_k_m",
+    qwen3_q4_k_m_repacked => "tiny-qwen3-q4_k_m",
+    gemma3_q4_k_m_repacked => "tiny-gemma3-q4_k_m",
 }
