@@ -183,16 +183,25 @@ impl Report {
             .max()
             .unwrap_or(4)
             .max(4);
+        // The type column fits the longest name present (ggml's reach 7 characters,
+        // grist's interleaved ones 8).
+        let type_w = f
+            .tensors()
+            .iter()
+            .map(|t| t.ty.name().len())
+            .max()
+            .unwrap_or(4)
+            .max(7);
         writeln!(
             o,
-            "  {:name_w$}  {:<7}  {:<22}  {:>12}  {:>12}",
+            "  {:name_w$}  {:<type_w$}  {:<22}  {:>12}  {:>12}",
             "name", "type", "shape", "offset", "bytes"
         )?;
         for t in f.tensors() {
             let shape = format!("{:?}", t.dims);
             writeln!(
                 o,
-                "  {:name_w$}  {:<7}  {:<22}  {:>12}  {:>12}",
+                "  {:name_w$}  {:<type_w$}  {:<22}  {:>12}  {:>12}",
                 t.name,
                 t.ty.name(),
                 shape,
