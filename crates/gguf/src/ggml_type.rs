@@ -89,6 +89,13 @@ pub enum GgmlType {
     Q1_0 = 41,
     /// 64 values: f16 scale, 2-bit codes.
     Q2_0 = 42,
+    /// **grist-private**: Q8_0 with 16 rows interleaved per column of two blocks (the 16
+    /// rows' 32 scales, then their codes stored `+ 128` (`xor 0x80`), so one SIMD lane
+    /// accumulates one row; written by `grist repack`, see
+    /// `grist_kernels::formats::interleaved`). Its table geometry is one column's share of
+    /// a row, 64 values in 68 bytes: the bytes per value of Q8_0, and rows must be whole
+    /// columns. No other engine reads it.
+    Q8_0_R16 = 1008,
     /// **grist-private**: Q4_K with 16 rows interleaved per super-block column (the same
     /// bytes as 16 Q4_K blocks, reordered so one SIMD lane accumulates one row; written by
     /// `grist repack`, see `grist_kernels::formats::interleaved`). No other engine reads it.
@@ -136,6 +143,7 @@ const TABLE: &[(GgmlType, &str, usize, usize)] = &[
     (GgmlType::NVFP4, "NVFP4", 64, 36),
     (GgmlType::Q1_0, "Q1_0", 128, 18),
     (GgmlType::Q2_0, "Q2_0", 64, 18),
+    (GgmlType::Q8_0_R16, "Q8_0_R16", 64, 68),
     (GgmlType::Q4_K_R16, "Q4_K_R16", 256, 144),
 ];
 
@@ -164,6 +172,7 @@ impl GgmlType {
     pub fn interleaved(self) -> Option<(GgmlType, usize)> {
         match self {
             GgmlType::Q4_K_R16 => Some((GgmlType::Q4_K, 16)),
+            GgmlType::Q8_0_R16 => Some((GgmlType::Q8_0, 16)),
             _ => None,
         }
     }
@@ -256,11 +265,14 @@ mod tests {
             assert_eq!(t.index(), i);
             assert!(i < GgmlType::COUNT);
             if let Some((base, rows)) = t.interleaved() {
-                // Same block geometry as the base type, a private id derived from it.
+                // The bytes per value of the base type (a block may span several of the
+                // base's: Q8_0_R16's 64 values are one column of two Q8_0 blocks), a private
+                // id derived from it.
                 assert_eq!(t.id(), GRIST_PRIVATE_IDS + base.id());
+                assert!(t.block_elems().is_multiple_of(base.block_elems()));
                 assert_eq!(
-                    (t.block_elems(), t.block_bytes()),
-                    (base.block_elems(), base.block_bytes())
+                    t.block_bytes() * base.block_elems(),
+                    base.block_bytes() * t.block_elems()
                 );
                 assert!(rows > 1 && base.interleaved().is_none());
             } else {
@@ -269,6 +281,17 @@ mod tests {
         }
         assert_eq!(GgmlType::Q4_K_R16.interleaved(), Some((GgmlType::Q4_K, 16)));
         assert_eq!(GgmlType::from_name("q4_k_r16"), Some(GgmlType::Q4_K_R16));
+        assert_eq!(GgmlType::Q8_0_R16.interleaved(), Some((GgmlType::Q8_0, 16)));
+        assert_eq!(GgmlType::from_name("q8_0_r16"), Some(GgmlType::Q8_0_R16));
+        assert_eq!(GgmlType::from_id(1008), Some(GgmlType::Q8_0_R16));
+        assert_eq!(
+            (GgmlType::from_id(1007), GgmlType::from_id(1009)),
+            (None, None)
+        );
+        assert_eq!(GgmlType::Q8_0_R16.bits_per_weight(), 8.5);
+        // Rows of Q8_0_R16 are whole 64-value columns.
+        assert_eq!(GgmlType::Q8_0_R16.bytes_for(640), Some(680));
+        assert_eq!(GgmlType::Q8_0_R16.bytes_for(96), None);
     }
 
     #[test]

@@ -21,6 +21,27 @@
 //! streams line after line and the hardware prefetchers keep up (docs/PERFORMANCE.md,
 //! "Round 12").
 //!
+//! **Q8_0_R16.** A matrix of `rows` (a multiple of 16) Q8_0 rows of `cols` (a multiple of 64)
+//! values is `rows / 16` groups, each `cols / 64` columns of [`Q8_0_R16_COLUMN`] = 1088 bytes
+//! = two consecutive Q8_0 blocks of 16 rows = 17 cache lines, as many bytes as plain Q8_0.
+//! Column `c` (blocks `2c`, `2c + 1`), row `r` of the group at lane `r`:
+//!
+//! ```text
+//! offset   0: d of block 2c       [16 × f16]  row r at 2r
+//! offset  32: d of block 2c + 1   [16 × f16]  row r at 32 + 2r
+//! offset  64: codes of block 2c, 8 registers      register t, row r: qs[4t .. 4t + 4] ^ 0x80
+//!                                                   at 64 + 64t + 4r
+//! offset 576: codes of block 2c + 1, 8 registers  the same at 576 + 64t + 4r
+//! ```
+//!
+//! Every code register is a whole cache line when the matrix is 64-byte aligned (`grist
+//! repack` aligns tensors to 64). The codes are stored **biased**, `q + 128` (`q ^ 0x80`),
+//! so they are the unsigned operand `vpdpbusd` wants as they are, and the kernel removes the
+//! bias with one `−128 · Σ a` per activation block. This type is therefore not a pure
+//! permutation of the Q8_0 bytes: [`interleave`] adds the bias and [`deinterleave`] /
+//! [`extract_row`] take it off, so the round trip is still exact. The table geometry of
+//! [`GgmlType::Q8_0_R16`] is one column's share of a row (64 values, 68 bytes).
+//!
 //! A 16-row-aligned range of rows `r0 .. r0 + 16k` is the contiguous byte range
 //! `r0 × row_bytes .. (r0 + 16k) × row_bytes`, as for a plain matrix, so the matmul driver cuts
 //! token generation's rows the same way for both (in multiples of 16). The paths without an
@@ -30,6 +51,9 @@
 use grist_gguf::GgmlType;
 
 use super::FormatError;
+
+mod q8_0_r16;
+pub use q8_0_r16::{Q8_0_R16_CODE_BIAS, Q8_0_R16_COLUMN, Q8_0_R16_OFF_CODES, Q8_0_R16_ROWS};
 
 /// Rows per group of [`GgmlType::Q4_K_R16`].
 pub const Q4_K_R16_ROWS: usize = 16;
@@ -92,23 +116,31 @@ fn check(ty: GgmlType, bytes: usize, row_bytes: usize) -> Result<usize, FormatEr
 
 /// Interleaves plain rows into `ty`'s layout: `plain` holds `k × 16` rows of the base type
 /// (`row_bytes` each, row after row); `out` (the same length) receives the `k` groups.
+/// (Q8_0_R16 also adds its code bias, see the module docs.)
 pub fn interleave(
     ty: GgmlType,
     plain: &[u8],
     row_bytes: usize,
     out: &mut [u8],
 ) -> Result<(), FormatError> {
+    if ty == GgmlType::Q8_0_R16 {
+        return q8_0_r16::interleave(plain, row_bytes, out);
+    }
     permute(ty, plain, row_bytes, out, true)
 }
 
 /// The inverse of [`interleave`]: `src` holds `k` groups of `ty`; `out` (the same length)
-/// receives their `k × 16` rows in the base type's plain layout.
+/// receives their `k × 16` rows in the base type's plain layout (for Q8_0_R16, with the code
+/// bias taken off).
 pub fn deinterleave(
     ty: GgmlType,
     src: &[u8],
     row_bytes: usize,
     out: &mut [u8],
 ) -> Result<(), FormatError> {
+    if ty == GgmlType::Q8_0_R16 {
+        return q8_0_r16::deinterleave(src, row_bytes, out);
+    }
     permute(ty, src, row_bytes, out, false)
 }
 
@@ -229,6 +261,10 @@ pub fn extract_row(
         });
     }
     let g = &src[(r / group_rows) * group..][..group];
+    if ty == GgmlType::Q8_0_R16 {
+        q8_0_r16::extract_row(g, r % group_rows, out);
+        return Ok(());
+    }
     let offsets = &Q4_K_OFFSETS[r % group_rows];
     for (b, block) in out.chunks_exact_mut(Q4_K_BLOCK).enumerate() {
         let column = &g[b * Q4_K_R16_COLUMN..][..Q4_K_R16_COLUMN];
