@@ -1,20 +1,23 @@
-//! Interleaved weights (Q4_K_R16, `grist_kernels::formats::interleaved`):
+//! Interleaved weights (Q4_K_R16 and Q8_0_R16, `grist_kernels::formats::interleaved`):
 //! - every table's interleaved token-generation kernel against the scalar reference
 //!   (`gemv_reference`: the Q4_K reference `vec_dot` of each de-interleaved row), on quantized
 //!   random rows, raw random codes and scales, and extreme codes/scales/activations, for row
-//!   lengths on both sides of the kernel's 64-super-block passes;
+//!   lengths on both sides of the kernel's 64-super-block passes; the Q8_0_R16 kernel likewise
+//!   (its outputs are the reference's bits), on both sides of its 256-block passes;
 //! - the matmul driver: an interleaved matrix gives the plain Q4_K matrix's results, bit for
 //!   bit wherever the same kernels run (prompt processing, the fused gate/up product, and
 //!   token generation on tables without an interleaved kernel), up to float rounding where
 //!   the interleaved kernel runs; in a fused group after a matrix whose rows are not a
 //!   multiple of 16; for 1–3 threads;
-//! - a matrix that is not whole groups is refused.
+//! - a matrix that is not whole groups (or, for Q8_0_R16, whole 64-value columns) is refused.
+//!
+//! The Q8_0_R16 tests are the `q8_0_r16_*` functions at the end.
 
 mod common;
 
 use common::{same, weights, Rng};
 use grist_gguf::GgmlType;
-use grist_kernels::blocks::{BlockQ8_K, QK_K};
+use grist_kernels::blocks::{BlockQ8_0, BlockQ8_K, QK, QK_K};
 use grist_kernels::dispatch::{select, Isa, Kernels};
 use grist_kernels::formats::{self, interleaved};
 use grist_kernels::matmul::{
@@ -323,4 +326,279 @@ fn a_matrix_that_is_not_whole_groups_is_refused() {
     // Rows of an interleaved matrix are not contiguous: `row` refuses.
     assert!(std::panic::catch_unwind(|| m.row(3).len()).is_err());
     let _ = matmul::MAX_FUSED_MATRICES;
+}
+
+// ---------------------------------------------------------------------------------------
+// Q8_0_R16.
+// ---------------------------------------------------------------------------------------
+
+const Q8_R16: GgmlType = GgmlType::Q8_0_R16;
+const Q8_0: GgmlType = GgmlType::Q8_0;
+
+/// `plain` (Q8_0 rows of `rb` bytes) interleaved as Q8_0_R16.
+fn interleave_q8_0(plain: &[u8], rb: usize) -> Vec<u8> {
+    let mut out = vec![0u8; plain.len()];
+    interleaved::interleave(Q8_R16, plain, rb, &mut out).unwrap();
+    out
+}
+
+/// Writes `d` as the f16 scale of a Q8_0 block.
+fn set_d(block: &mut [u8], d: f32) {
+    block[0..2].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+}
+
+/// Q8_0 rows of three kinds: quantized random values (`kind` 0), raw random codes with
+/// finite random scales (1), or codes of −128 and 127 only with large scales (2).
+fn q8_0_rows(rng: &mut Rng, rows: usize, blocks: usize, kind: usize) -> Vec<u8> {
+    let mut w = weights(rng, Q8_0, rows, blocks * QK, kind != 0);
+    if kind != 0 {
+        for block in w.chunks_exact_mut(34) {
+            if kind == 1 {
+                set_d(block, rng.f32() * 0.01);
+            } else {
+                set_d(block, 60000.0);
+                for q in &mut block[2..] {
+                    *q = if rng.u64().is_multiple_of(2) {
+                        0x80
+                    } else {
+                        0x7F
+                    };
+                }
+            }
+        }
+    }
+    w
+}
+
+/// A Q8_0 activation row: quantized random values (`extreme` false), or codes of −128 and 127
+/// only (whole blocks of each, and mixed blocks), so `−128 · Σ a` reaches both its ends.
+fn q8_0_act(rng: &mut Rng, blocks: usize, extreme: bool) -> Vec<u8> {
+    let mut row: Vec<BlockQ8_0> = vec![bytemuck::Zeroable::zeroed(); blocks];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut row);
+    if !extreme {
+        let x = rng.vec(blocks * QK, 3.0);
+        formats::quantize_row(Q8_0, &x, bytes).unwrap();
+        return bytes.to_vec();
+    }
+    for (b, y) in row.iter_mut().enumerate() {
+        y.d = half::f16::from_f32(1.0 / 127.0).to_bits();
+        for q in y.qs.iter_mut() {
+            *q = match b % 3 {
+                0 => -128,
+                1 => 127,
+                _ => [-128, 127][rng.u64() as usize % 2],
+            };
+        }
+    }
+    bytemuck::cast_slice(&row).to_vec()
+}
+
+/// `Σ |d · q · x|` over one Q8_0 row and the values `x` it multiplies: bounds the rounding of
+/// any order of summing the row's products.
+fn q8_0_magnitude(row: &[u8], x: &[f32]) -> f32 {
+    let mut total = 0.0f32;
+    for (block, x) in row.chunks_exact(34).zip(x.chunks_exact(QK)) {
+        let d = half::f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32();
+        for (&q, &xv) in block[2..].iter().zip(x) {
+            total += (d * q as i8 as f32 * xv).abs();
+        }
+    }
+    total
+}
+
+/// A Q8_0 row's values (`d · q`).
+fn q8_0_values(a: &[u8]) -> Vec<f32> {
+    let mut x = vec![0.0f32; a.len() / 34 * QK];
+    formats::dequantize_row(Q8_0, a, &mut x).unwrap();
+    x
+}
+
+#[test]
+fn q8_0_r16_gemv_matches_the_scalar_reference() {
+    let mut rng = Rng(0x3f1e_a9c4_5b27_80d6);
+    let mut tested = 0;
+    for table in tables() {
+        let Some(gemv) = table.entry(Q8_R16).unwrap().gemv else {
+            continue;
+        };
+        // One column, typical widths, and both sides of the 256-block pass (and of two).
+        for blocks in [2, 4, 20, 80, 254, 256, 258, 512, 514] {
+            let rb = blocks * 34;
+            for rows in [16, 48] {
+                for kind in 0..3 {
+                    for extreme in [false, true] {
+                        let plain = q8_0_rows(&mut rng, rows, blocks, kind);
+                        let w = interleave_q8_0(&plain, rb);
+                        let a = q8_0_act(&mut rng, blocks, extreme);
+                        let mut want = vec![0.0f32; rows];
+                        interleaved::gemv_reference(Q8_R16, &w, rb, &a, &mut want).unwrap();
+                        let mut got = vec![f32::NAN; rows];
+                        gemv(&w, rb, &a, &mut got);
+                        let x = q8_0_values(&a);
+                        for r in 0..rows {
+                            // The integer block sums are exact, so only float rounding may
+                            // differ (and the kernel does the reference's float operations in
+                            // its order: the same bits, checked too).
+                            let tol = 1e-5 * q8_0_magnitude(&plain[r * rb..(r + 1) * rb], &x);
+                            assert!(
+                                (got[r] - want[r]).abs() <= tol + 1e-30 && same(got[r], want[r]),
+                                "{}: {blocks} blocks, {rows} rows, kind {kind}, extreme {extreme}: \
+                                 row {r} kernel {} vs reference {} (tolerance {tol})",
+                                table.isa().name(),
+                                got[r],
+                                want[r]
+                            );
+                        }
+                        tested += 1;
+                    }
+                }
+            }
+        }
+    }
+    if tested == 0 {
+        eprintln!("SKIPPED: no table on this CPU has a Q8_0_R16 kernel");
+    }
+}
+
+#[test]
+fn q8_0_r16_the_driver_runs_interleaved_matrices_like_plain_ones() {
+    let mut rng = Rng(0x9a04_61df_e2b7_35c8);
+    for table in tables() {
+        let native = table.entry(Q8_R16).unwrap().gemv.is_some();
+        for (rows, blocks) in [(16, 2), (48, 20), (320, 20), (1040, 6)] {
+            let rb = blocks * 34;
+            let cols = blocks * QK;
+            let plain = q8_0_rows(&mut rng, rows, blocks, 0);
+            let inter = interleave_q8_0(&plain, rb);
+            let wp = QMatrix::new(Q8_0, &plain, rows, cols).unwrap();
+            let wi = QMatrix::new(Q8_R16, &inter, rows, cols).unwrap();
+            for n in [1, 2, 7, 33, 80] {
+                let x = rng.vec(n * cols, 2.0);
+                let want = with_threads(2, || products(table, &[wp], &x, n)).remove(0);
+                for threads in 1..=3 {
+                    let got = with_threads(threads, || products(table, &[wi], &x, n)).remove(0);
+                    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                        // Where the interleaved kernel runs, the plain table's Q8_0 product
+                        // sums in another order: float rounding apart.
+                        let ok = if n == 1 && native {
+                            let row = &plain[(i % rows) * rb..][..rb];
+                            (g - w).abs() <= 1e-5 * q8_0_magnitude(row, &x) + 1e-30
+                        } else {
+                            same(g, w)
+                        };
+                        assert!(
+                            ok,
+                            "{} {rows}×{cols}, n {n}, {threads} threads: output {i} \
+                             interleaved {g} vs plain {w}",
+                            table.isa().name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn q8_0_r16_rows_after_an_unaligned_matrix_in_a_fused_group() {
+    // A first matrix of 40 rows (Q4_0: the same Q8_0 activations) must not shift the
+    // interleaved one's cut off its 16-row groups.
+    let mut rng = Rng(0x41c8_27e5_0b9d_f613);
+    let blocks = 10;
+    let cols = blocks * QK;
+    let rb = blocks * 34;
+    let q4 = weights(&mut rng, GgmlType::Q4_0, 40, cols, false);
+    let plain = q8_0_rows(&mut rng, 96, blocks, 0);
+    let inter = interleave_q8_0(&plain, rb);
+    let w4 = QMatrix::new(GgmlType::Q4_0, &q4, 40, cols).unwrap();
+    let wp = QMatrix::new(Q8_0, &plain, 96, cols).unwrap();
+    let wi = QMatrix::new(Q8_R16, &inter, 96, cols).unwrap();
+    for table in tables() {
+        let native = table.entry(Q8_R16).unwrap().gemv.is_some();
+        let x = rng.vec(cols, 1.0);
+        for threads in 1..=3 {
+            let want = with_threads(threads, || products(table, &[w4, wp, w4], &x, 1));
+            let got = with_threads(threads, || products(table, &[w4, wi, w4], &x, 1));
+            for m in [0, 2] {
+                assert!(got[m].iter().zip(&want[m]).all(|(&g, &w)| same(g, w)));
+            }
+            for (i, (&g, &w)) in got[1].iter().zip(&want[1]).enumerate() {
+                let ok = if native {
+                    (g - w).abs() <= 1e-5 * q8_0_magnitude(&plain[i * rb..][..rb], &x) + 1e-30
+                } else {
+                    same(g, w)
+                };
+                assert!(ok, "{} row {i}: {g} vs {w}", table.isa().name());
+            }
+        }
+    }
+}
+
+#[test]
+fn q8_0_r16_the_fused_gate_up_product_reads_interleaved_matrices() {
+    let mut rng = Rng(0x6d93_0c4a_b182_e75f);
+    let (rows, blocks, n) = (144, 8, 37);
+    let cols = blocks * QK;
+    let rb = blocks * 34;
+    let (gate, up) = (
+        q8_0_rows(&mut rng, rows, blocks, 0),
+        q8_0_rows(&mut rng, rows, blocks, 0),
+    );
+    let (gate_i, up_i) = (interleave_q8_0(&gate, rb), interleave_q8_0(&up, rb));
+    let x = rng.vec(n * cols, 1.0);
+    for table in tables() {
+        let run = |g: &[u8], u: &[u8], ty: GgmlType| {
+            let (g, u) = (
+                QMatrix::new(ty, g, rows, cols).unwrap(),
+                QMatrix::new(ty, u, rows, cols).unwrap(),
+            );
+            let mut scratch = ActivationScratch::new();
+            quantize_activations_with(table, g.act_type(), &x, n, cols, &mut scratch).unwrap();
+            let mut out = vec![f32::NAN; n * rows];
+            let fused = matmul_prequantized_gated_with(
+                table,
+                &g,
+                &u,
+                grist_kernels::ops::swiglu,
+                &scratch,
+                &mut out,
+            )
+            .unwrap();
+            (fused, out)
+        };
+        let (fused_p, want) = run(&gate, &up, Q8_0);
+        let (fused_i, got) = run(&gate_i, &up_i, Q8_R16);
+        assert_eq!(fused_p, fused_i, "{}", table.isa().name());
+        if fused_p {
+            assert!(
+                got.iter().zip(&want).all(|(&g, &w)| same(g, w)),
+                "{}: the fused product differs",
+                table.isa().name()
+            );
+        }
+    }
+}
+
+#[test]
+fn q8_0_r16_partial_groups_and_columns_are_refused() {
+    let rb = 2 * 34; // one 64-value column
+    let data = vec![0u8; 24 * rb];
+    let err = QMatrix::new(Q8_R16, &data, 24, 64).unwrap_err();
+    assert_eq!(
+        err,
+        MatmulError::PartialGroup {
+            ty: Q8_R16,
+            rows: 24,
+            group_rows: 16
+        }
+    );
+    // 96 values are three Q8_0 blocks: not whole columns.
+    let data = vec![0u8; 16 * 3 * 34];
+    assert!(QMatrix::new(Q8_R16, &data, 16, 96).is_err());
+    assert!(QMatrix::new(Q8_0, &data, 16, 96).is_ok());
+    let data = vec![0u8; 16 * rb];
+    let m = QMatrix::new(Q8_R16, &data, 16, 64).unwrap();
+    assert_eq!((m.group_rows(), m.row_bytes()), (16, rb));
+    assert_eq!(m.act_type(), Q8_0);
+    assert!(std::panic::catch_unwind(|| m.row(3).len()).is_err());
 }

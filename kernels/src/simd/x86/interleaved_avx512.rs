@@ -1,5 +1,6 @@
 //! AVX-512 VNNI token generation with interleaved Q4_K weights ([`GgmlType::Q4_K_R16`],
-//! layout in [`crate::formats::interleaved`]).
+//! layout in [`crate::formats::interleaved`]), and with interleaved Q8_0 weights
+//! ([`GgmlType::Q8_0_R16`], [`gemv_q8_0_r16`]).
 //!
 //! Lane `r` of every register belongs to row `r` of a 16-row group, so a super-block column
 //! is 32 code registers, each multiplied by one broadcast dword of activations
@@ -18,12 +19,15 @@ use std::arch::x86_64::*;
 use grist_gguf::GgmlType;
 
 use crate::blocks::BlockQ8_K;
+use crate::blocks::{f16_to_f32, BlockQ8_0};
 use crate::dispatch::Kernels;
 use crate::formats::interleaved::{Q4_K_R16_COLUMN, Q4_K_R16_ROWS};
+use crate::formats::interleaved::{Q8_0_R16_COLUMN, Q8_0_R16_OFF_CODES, Q8_0_R16_ROWS};
 
 /// Installs the interleaved kernels.
 pub(crate) fn install(table: &mut Kernels) {
     table.set_gemv(GgmlType::Q4_K_R16, q4_k_r16_gemv_bytes);
+    table.set_gemv(GgmlType::Q8_0_R16, q8_0_r16_gemv_bytes);
 }
 
 /// Byte offset of the three scale registers in a column.
@@ -215,6 +219,117 @@ pub unsafe fn gemv_q4_k_r16(w: &[u8], a: &[BlockQ8_K], out: &mut [f32]) {
                         _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi)),
                     );
                     acc = _mm512_fmadd_ps(row, _mm512_set1_ps(y.d), acc);
+                }
+                _mm512_storeu_ps(out.as_mut_ptr(), acc);
+            }
+        }
+    }
+}
+
+/// Activation blocks of 32 values whose bias terms and scales [`gemv_q8_0_r16`] prepares per
+/// pass (2 KiB of stack; an even number, whole columns); longer rows run in several passes
+/// that add into the outputs.
+const Q8_0_PASS_BLOCKS: usize = 256;
+
+/// [`crate::dispatch::GemvFn`] adapter: `out[i] = row i · act` for the `out.len()` rows (a
+/// multiple of 16, whole groups) of interleaved Q8_0 in `w`.
+fn q8_0_r16_gemv_bytes(w: &[u8], w_row_bytes: usize, act: &[u8], out: &mut [f32]) {
+    assert!(
+        out.len().is_multiple_of(Q8_0_R16_ROWS),
+        "Q8_0_R16 gemv: {} rows is not whole groups of 16",
+        out.len()
+    );
+    assert_eq!(
+        w.len(),
+        w_row_bytes * out.len(),
+        "Q8_0_R16 gemv: weights are not out.len() rows of w_row_bytes"
+    );
+    let a = crate::simd::x86::blocks_of::<BlockQ8_0>(act);
+    assert_eq!(
+        w_row_bytes,
+        a.len() * 34,
+        "Q8_0_R16 gemv: weight and activation rows differ in length"
+    );
+    assert!(
+        a.len().is_multiple_of(2),
+        "Q8_0_R16 gemv: rows of {} blocks are not whole 64-value columns",
+        a.len()
+    );
+    // SAFETY: only reachable through a table that dispatch built after checking the CPU has
+    // AVX-512 F/BW/VL/VNNI (and AVX2/FMA/F16C); the lengths are checked above.
+    unsafe { gemv_q8_0_r16(w, &a, out) }
+}
+
+/// The typed Q8_0_R16 kernel: `out[i] = row i · a`, `w` holding `out.len() / 16` groups of
+/// `a.len() / 2` columns.
+///
+/// Per activation block, its 8 dwords of codes are broadcast against the block's 8 code
+/// registers (`vpdpbusd`, lane `r` = row `r`; the weights are stored `q + 128`, unsigned),
+/// into an `i32` accumulator started at `−128 · Σ a` (prepared once per pass for all the
+/// groups): `Σ (q + 128)·a − 128·Σ a = Σ q·a`, exact. The sum is then converted and scaled as
+/// the reference does, `sumi · (d_w · d_a)` added to an `f32` accumulator block after block,
+/// so each output is the scalar reference `vec_dot`'s bits (the Q8_0 `vec_dot` of this table
+/// sums in another order). One 16-lane store per group.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C. Panics unless `a.len()` is
+/// even, `out.len()` a multiple of 16 and `w.len()` `out.len() / 16 × a.len() / 2 × 1088`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn gemv_q8_0_r16(w: &[u8], a: &[BlockQ8_0], out: &mut [f32]) {
+    let blocks = a.len();
+    assert!(blocks.is_multiple_of(2) && out.len().is_multiple_of(Q8_0_R16_ROWS));
+    let columns = blocks / 2;
+    assert_eq!(
+        w.len(),
+        out.len() / Q8_0_R16_ROWS * columns * Q8_0_R16_COLUMN
+    );
+    if blocks == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let base = w.as_ptr();
+    // Per block of the pass: −128 · Σ codes, and d as f32.
+    let mut bias = [0i32; Q8_0_PASS_BLOCKS];
+    let mut da = [0.0f32; Q8_0_PASS_BLOCKS];
+    for pass in (0..blocks).step_by(Q8_0_PASS_BLOCKS) {
+        let a_pass = &a[pass..blocks.min(pass + Q8_0_PASS_BLOCKS)];
+        for ((bias, da), y) in bias.iter_mut().zip(da.iter_mut()).zip(a_pass) {
+            *bias = -128 * y.qs.iter().map(|&q| q as i32).sum::<i32>();
+            *da = f16_to_f32(y.d);
+        }
+        for (g, out) in out.chunks_exact_mut(Q8_0_R16_ROWS).enumerate() {
+            // SAFETY: every weight load reads inside `w`: column `pass / 2 + c` of group `g`
+            // is the 1088 bytes at `(g × columns + pass / 2 + c) × 1088` (length asserted
+            // above), and the loads end at offset ≤ 64 + 512 + 8 × 64 = 1088 of it; the
+            // activation loads read `qs[4t .. 4t + 4]`, `t < 8`, of a 32-byte array; `out`
+            // is 16 floats; every load and store is unaligned-tolerant; the features are
+            // enabled on this function.
+            unsafe {
+                let mut acc = if pass == 0 {
+                    _mm512_setzero_ps()
+                } else {
+                    _mm512_loadu_ps(out.as_ptr())
+                }; // [16] one lane per row
+                let first = (g * columns + pass / 2) * Q8_0_R16_COLUMN;
+                for (c, pair) in a_pass.chunks_exact(2).enumerate() {
+                    let p = base.add(first + c * Q8_0_R16_COLUMN);
+                    for (h, y) in pair.iter().enumerate() {
+                        let i = 2 * c + h;
+                        let codes = p.add(Q8_0_R16_OFF_CODES + 512 * h);
+                        let yq = y.qs.as_ptr();
+                        // Two chains of four `vpdpbusd`, the bias in the first.
+                        let mut dot = [_mm512_set1_epi32(bias[i]), _mm512_setzero_si512()];
+                        for t in 0..8 {
+                            let q = _mm512_loadu_si512(codes.add(64 * t).cast());
+                            let y4 =
+                                _mm512_set1_epi32(yq.add(4 * t).cast::<i32>().read_unaligned());
+                            dot[t % 2] = _mm512_dpbusd_epi32(dot[t % 2], q, y4);
+                        }
+                        let sumi = _mm512_add_epi32(dot[0], dot[1]);
+                        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32 * h).cast()));
+                        let scale = _mm512_mul_ps(dw, _mm512_set1_ps(da[i]));
+                        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(sumi), scale));
+                    }
                 }
                 _mm512_storeu_ps(out.as_mut_ptr(), acc);
             }
