@@ -1,5 +1,5 @@
-//! `grist repack` run as a program: the summary of a successful run (and of Q4_K tensors
-//! left as they are), the repacked file as `grist inspect` shows it, and clean failures
+//! `grist repack` run as a program: the summary of a successful run (and of Q4_K and Q8_0
+//! tensors left as they are), the repacked file as `grist inspect` shows it, and clean failures
 //! (message, non-zero status, no panic) for a missing input, a non-GGUF input, an output that
 //! is the input and a missing `-o`. (`grist_model::repack`'s tests check the file's contents
 //! byte by byte.)
@@ -58,7 +58,8 @@ fn repack_prints_a_summary_and_inspect_shows_the_layout() {
     // tiny-qwen3 Q4_K_M: 12 Q4_K matrices, 12 other tensors (F32 norms, Q6_K).
     for needle in [
         "repack: 100% (24 / 24 tensors)",
-        "12 tensors repacked to Q4_K_R16",
+        "(Q4_K -> Q4_K_R16, Q8_0 -> Q8_0_R16)",
+        "12 tensors repacked (12 to Q4_K_R16; ",
         "12 copied as they are",
         &format!("{} bytes in", std::fs::metadata(&output).unwrap().len()),
     ] {
@@ -90,7 +91,11 @@ fn repack_prints_a_summary_and_inspect_shows_the_layout() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("0 tensors repacked") && err.contains("warning: no Q4_K matrix"));
+    assert!(
+        err.contains("0 tensors repacked (0.0 MB)")
+            && err.contains("warning: no Q4_K or Q8_0 matrix"),
+        "{err}"
+    );
 
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -123,6 +128,64 @@ fn q4_k_left_as_is_is_named() {
     assert!(
         err.contains("1 Q4_K tensors kept as Q4_K (not 2-D, or rows not a multiple of 16): rows24"),
         "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn q8_0_matrices_are_repacked_and_the_others_named() {
+    let dir = scratch("q8_0");
+    let input = dir.join("in.gguf");
+    let q8_0 = |rows: usize, cols: usize| vec![0x3cu8; rows * cols / 32 * 34];
+    let mut w = grist_gguf::GgufWriter::new();
+    w.add("general.architecture", "llama").unwrap();
+    for (name, cols, rows) in [("whole", 640, 32), ("cols96", 96, 16), ("rows8", 64, 8)] {
+        w.add_tensor(
+            name,
+            grist_gguf::GgmlType::Q8_0,
+            &[cols, rows],
+            q8_0(rows as usize, cols as usize),
+        )
+        .unwrap();
+    }
+    w.add_tensor(
+        "q4_k",
+        grist_gguf::GgmlType::Q4_K,
+        &[256, 16],
+        vec![0x5au8; 16 * 144],
+    )
+    .unwrap();
+    w.write_to_path(&input).unwrap();
+    let output = dir.join("out.gguf");
+    let out = grist(&[
+        "repack",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for needle in [
+        "2 tensors repacked (1 to Q8_0_R16, 1 to Q4_K_R16; ",
+        "2 copied as they are",
+        "2 Q8_0 tensors kept as Q8_0 (not 2-D, rows not a multiple of 16, or of 64 values): \
+         cols96, rows8",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(
+        !err.contains("Q4_K tensors kept") && !err.contains("warning"),
+        "{err}"
+    );
+
+    let out = grist(&["inspect", output.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("\"Q8_0_R16,Q4_K_R16\""), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("whole") && l.contains("Q8_0_R16")),
+        "{text}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

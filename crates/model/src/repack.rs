@@ -1,23 +1,27 @@
-//! Offline repacking: rewrite a GGUF's Q4_K matrices in grist's interleaved layout,
-//! [`GgmlType::Q4_K_R16`], so grist memory-maps the faster layout as is.
+//! Offline repacking: rewrite a GGUF's Q4_K and Q8_0 matrices in grist's interleaved layouts,
+//! [`GgmlType::Q4_K_R16`] and [`GgmlType::Q8_0_R16`], so grist memory-maps the faster layouts
+//! as they are.
 //!
-//! In Q4_K_R16 the blocks of 16 consecutive rows are stored column by column, so one 512-bit
-//! register holds the same bytes of 16 rows and token generation needs no horizontal
+//! In these layouts the blocks of 16 consecutive rows are stored column by column, so one
+//! 512-bit register holds the same bytes of 16 rows and token generation needs no horizontal
 //! reductions (`grist_kernels::formats::interleaved`, docs/PERFORMANCE.md round 12).
 //! Interleaving at load time would cost a second copy of the weights in RAM and start-up
 //! time; [`repack_file`] does it once, offline, and writes a file whose bytes are used
-//! directly. The layout holds the same bytes as Q4_K, only reordered: the file keeps its size
-//! (give or take alignment padding) and [`deinterleave`] restores the original exactly.
+//! directly. A layout holds as many bytes as its base type: Q4_K_R16 the same bytes
+//! reordered, Q8_0_R16 reordered with every code stored `+ 128`. The file keeps its size (give
+//! or take alignment padding) and [`deinterleave`] restores the original exactly.
 //!
 //! ```text
 //! input GGUF (mmap)
-//!   → metadata: every key copied in order, general.alignment = 64, + grist.repack = Q4_K_R16
-//!   → tensor infos: same names, order and shapes; each 2-D Q4_K matrix whose row count is a
-//!     multiple of 16 declared Q4_K_R16, every other tensor keeps its type
+//!   → metadata: every key copied in order, general.alignment = 64, + grist.repack = the
+//!     interleaved types the output holds ("Q4_K_R16", "Q8_0_R16,Q4_K_R16", …)
+//!   → tensor infos: same names, order and shapes; each repackable matrix ([`repacked_type`]:
+//!     2-D Q4_K with a multiple of 16 rows, 2-D Q8_0 with a multiple of 16 rows of a multiple
+//!     of 64 values) declared in its interleaved type, every other tensor keeps its type
 //!   → GgufStreamWriter, tensor after tensor:
-//!       Q4_K_R16: chunks of whole 16-row groups interleaved in parallel (rayon) into one
-//!                 reused buffer, then written
-//!       others:   the mapped bytes written as they are
+//!       interleaved: chunks of whole 16-row groups interleaved in parallel (rayon) into one
+//!                    reused buffer, then written
+//!       others:      the mapped bytes written as they are
 //!   → a temporary file next to the output, renamed over it once complete
 //! ```
 //!
@@ -34,18 +38,19 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use grist_gguf::{GgmlType, GgufError, GgufFile, GgufStreamWriter, TensorDecl, TensorInfo, Value};
-use grist_kernels::formats::interleaved::{interleave, Q4_K_R16_ROWS};
+use grist_kernels::formats::interleaved::interleave;
 use rayon::prelude::*;
 
 use crate::error::ModelError;
 
-/// The metadata key naming the layout a file was repacked to (`"Q4_K_R16"`), so `grist
+/// The metadata key naming the layouts a repacked file holds (`"Q4_K_R16"`, or e.g.
+/// `"Q8_0_R16,Q4_K_R16"`: its interleaved types in id order, comma-separated), so `grist
 /// inspect` shows where the file came from.
 pub const REPACK_KEY: &str = "grist.repack";
 
 /// The alignment of the repacked file's data section and tensors: one cache line. A
-/// Q4_K_R16 column is 36 whole lines, so each 64-byte load of the interleaved kernel then
-/// touches exactly one line.
+/// Q4_K_R16 column is 36 whole lines and a Q8_0_R16 column 17, so each 64-byte load of the
+/// interleaved kernels then touches exactly one line.
 pub const REPACK_ALIGNMENT: u32 = 64;
 
 /// Default bytes interleaved per parallel batch ([`RepackOptions::chunk_bytes`]).
@@ -75,8 +80,11 @@ impl Default for RepackOptions {
 /// What [`repack_file`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepackReport {
-    /// Q4_K matrices rewritten as Q4_K_R16.
+    /// Matrices rewritten in an interleaved layout (Q4_K as Q4_K_R16, Q8_0 as Q8_0_R16).
     pub n_repacked: usize,
+    /// Of those, how many went to each interleaved type, in id order (types with none left
+    /// out).
+    pub repacked_types: Vec<(GgmlType, usize)>,
     /// Bytes of those matrices (the same in both layouts).
     pub bytes_repacked: u64,
     /// Tensors copied byte for byte with their type.
@@ -86,6 +94,10 @@ pub struct RepackReport {
     /// Names of the Q4_K tensors among the copied ones, left as Q4_K because they are not
     /// 2-D or their row count is not a multiple of 16: they run at plain Q4_K speed.
     pub kept_q4_k: Vec<String>,
+    /// Names of the Q8_0 tensors among the copied ones, left as Q8_0 because they are not
+    /// 2-D, their row count is not a multiple of 16 or their rows not a multiple of 64
+    /// values: they run at plain Q8_0 speed.
+    pub kept_q8_0: Vec<String>,
     /// Size of the output file in bytes.
     pub file_bytes: u64,
     /// Wall-clock time of the whole run.
@@ -106,21 +118,37 @@ pub struct RepackProgress<'a> {
     pub repacked: bool,
 }
 
-/// Whether a tensor is rewritten as Q4_K_R16: a 2-D Q4_K matrix (`dims = [cols, rows]`)
-/// whose row count is a positive multiple of 16, the layout's group size.
+/// Whether a tensor is rewritten in an interleaved layout ([`repacked_type`]).
 pub fn is_repackable(info: &TensorInfo) -> bool {
-    info.ty == GgmlType::Q4_K
-        && info.dims.len() == 2
-        && info.dims[1] > 0
-        && info.dims[1].is_multiple_of(Q4_K_R16_ROWS as u64)
+    repacked_type(info).is_some()
 }
 
-/// Writes `input` to `output` with every repackable Q4_K matrix ([`is_repackable`]) in
-/// the Q4_K_R16 layout and everything else unchanged (see the module documentation).
+/// The interleaved type a tensor is rewritten as, if any: a 2-D matrix (`dims = [cols,
+/// rows]`) of a type with an interleaved layout (Q4_K → Q4_K_R16, Q8_0 → Q8_0_R16) whose row
+/// count is a positive multiple of the layout's group (16 rows) and whose rows are whole
+/// blocks of the layout (256 values for Q4_K_R16, 64 for Q8_0_R16: two Q8_0 blocks per
+/// column).
+pub fn repacked_type(info: &TensorInfo) -> Option<GgmlType> {
+    let ty = match info.ty {
+        GgmlType::Q4_K => GgmlType::Q4_K_R16,
+        GgmlType::Q8_0 => GgmlType::Q8_0_R16,
+        _ => return None,
+    };
+    let (_, group_rows) = ty.interleaved()?;
+    let fits = info.dims.len() == 2
+        && info.dims[1] > 0
+        && info.dims[1].is_multiple_of(group_rows as u64)
+        && info.dims[0].is_multiple_of(ty.block_elems() as u64);
+    fits.then_some(ty)
+}
+
+/// Writes `input` to `output` with every repackable matrix ([`repacked_type`]) in its
+/// interleaved layout and everything else unchanged (see the module documentation).
 ///
 /// Refuses an `output` that is the input file (same canonical path, or the same file through
 /// a hard link), an unreadable or malformed input and an output directory that does not
-/// exist. An input that already holds Q4_K_R16 tensors is fine: they are copied as they are.
+/// exist. An input that already holds interleaved tensors is fine: they are copied as they
+/// are.
 /// An existing `output` is replaced only once the new file is complete.
 pub fn repack_file(
     input: &Path,
@@ -147,19 +175,12 @@ pub fn repack_file_with_progress(
 
     // A larger input alignment (a power of two, so a multiple of 64) is kept.
     let alignment = REPACK_ALIGNMENT.max(src.alignment() as u32);
-    let metadata = output_metadata(src.metadata(), alignment);
     let decls: Vec<TensorDecl> = src
         .tensors()
         .iter()
-        .map(|t| {
-            let ty = if is_repackable(t) {
-                GgmlType::Q4_K_R16
-            } else {
-                t.ty
-            };
-            TensorDecl::new(t.name.clone(), ty, &t.dims)
-        })
+        .map(|t| TensorDecl::new(t.name.clone(), repacked_type(t).unwrap_or(t.ty), &t.dims))
         .collect();
+    let metadata = output_metadata(src.metadata(), alignment, &layouts(&decls));
 
     match write_file(&src, &tmp, output, &metadata, decls, opts, progress) {
         Ok(report) => Ok(RepackReport {
@@ -209,10 +230,12 @@ fn write_tensors<W: Write>(
 ) -> Result<RepackReport, ModelError> {
     let mut report = RepackReport {
         n_repacked: 0,
+        repacked_types: Vec::new(),
         bytes_repacked: 0,
         n_copied: 0,
         bytes_copied: 0,
         kept_q4_k: Vec::new(),
+        kept_q8_0: Vec::new(),
         file_bytes: 0,
         elapsed: Duration::ZERO,
     };
@@ -221,18 +244,22 @@ fn write_tensors<W: Write>(
     let mut chunk_buf: Vec<u8> = Vec::new();
     let total = src.tensors().len();
     for (index, info) in src.tensors().iter().enumerate() {
-        let repacked = is_repackable(info);
+        let repacked = repacked_type(info);
         progress(RepackProgress {
             index,
             total,
             name: &info.name,
-            repacked,
+            repacked: repacked.is_some(),
         });
         let data = src.tensor_data(info);
-        if repacked {
-            write_interleaved(writer, info, data, opts.chunk_bytes, &mut chunk_buf)?;
+        if let Some(ty) = repacked {
+            write_interleaved(writer, info, ty, data, opts.chunk_bytes, &mut chunk_buf)?;
             report.n_repacked += 1;
             report.bytes_repacked += info.n_bytes;
+            match report.repacked_types.iter_mut().find(|(t, _)| *t == ty) {
+                Some((_, n)) => *n += 1,
+                None => report.repacked_types.push((ty, 1)),
+            }
         } else {
             writer.write_data(data)?;
             report.n_copied += 1;
@@ -240,31 +267,39 @@ fn write_tensors<W: Write>(
             if info.ty == GgmlType::Q4_K {
                 report.kept_q4_k.push(info.name.clone());
             }
+            if info.ty == GgmlType::Q8_0 {
+                report.kept_q8_0.push(info.name.clone());
+            }
         }
     }
+    report.repacked_types.sort();
     Ok(report)
 }
 
-/// Writes the Q4_K matrix `info` (`data`: `[rows, row_bytes]`, rows a multiple of 16) in the
-/// Q4_K_R16 layout, a chunk of whole 16-row groups at a time, the groups of a chunk in
-/// parallel.
+/// Writes the matrix `info` (`data`: `[rows, row_bytes]`, rows whole groups) in the
+/// interleaved layout `ty` ([`repacked_type`]), a chunk of whole 16-row groups at a time, the
+/// groups of a chunk in parallel.
 fn write_interleaved<W: Write>(
     writer: &mut GgufStreamWriter<W>,
     info: &TensorInfo,
+    ty: GgmlType,
     data: &[u8],
     chunk_bytes: usize,
     chunk_buf: &mut Vec<u8>,
 ) -> Result<(), ModelError> {
     let rows = info.n_rows() as usize;
     let row_bytes = data.len() / rows;
-    let group_bytes = Q4_K_R16_ROWS * row_bytes; // one 16-row group: row_bytes / 144 columns
+    let (_, group_rows) = ty
+        .interleaved()
+        .expect("repacked_type returns interleaved types");
+    let group_bytes = group_rows * row_bytes; // one group: row_bytes / block_bytes columns
     let chunk = (chunk_bytes / group_bytes).max(1) * group_bytes;
     chunk_buf.resize(chunk.min(data.len()), 0);
     for plain in data.chunks(chunk) {
         let out = &mut chunk_buf[..plain.len()]; // [groups × 16 rows, row_bytes]
         out.par_chunks_mut(group_bytes)
             .zip(plain.par_chunks(group_bytes))
-            .try_for_each(|(o, p)| interleave(GgmlType::Q4_K_R16, p, row_bytes, o))
+            .try_for_each(|(o, p)| interleave(ty, p, row_bytes, o))
             .map_err(|e| {
                 ModelError::InvalidArgument(format!(
                     "tensor '{}' ({}, shape {:?}): {e}",
@@ -276,14 +311,27 @@ fn write_interleaved<W: Write>(
     Ok(())
 }
 
+/// The value of [`REPACK_KEY`] for a file of tensors `decls`: the interleaved types among
+/// them in id order, comma-separated (empty if there is none).
+fn layouts(decls: &[TensorDecl]) -> String {
+    let mut types: Vec<GgmlType> = decls
+        .iter()
+        .map(|d| d.ty)
+        .filter(|t| t.interleaved().is_some())
+        .collect();
+    types.sort();
+    types.dedup();
+    types.iter().map(|t| t.name()).collect::<Vec<_>>().join(",")
+}
+
 /// The output's metadata: `src` in order, with `general.alignment` set to `alignment` (in
-/// place, or appended) and [`REPACK_KEY`] set to `"Q4_K_R16"` (in place if the input was
-/// itself repacked, else appended last).
-fn output_metadata(src: &[(String, Value)], alignment: u32) -> Vec<(String, Value)> {
+/// place, or appended) and [`REPACK_KEY`] set to `layouts` (see [`layouts`]; in place if the
+/// input was itself repacked, else appended last).
+fn output_metadata(src: &[(String, Value)], alignment: u32, layouts: &str) -> Vec<(String, Value)> {
     let mut out = src.to_vec();
     for (key, value) in [
         (ALIGNMENT_KEY, Value::U32(alignment)),
-        (REPACK_KEY, Value::from(GgmlType::Q4_K_R16.name())),
+        (REPACK_KEY, Value::from(layouts)),
     ] {
         match out.iter_mut().find(|(k, _)| k == key) {
             Some((_, v)) => *v = value,
@@ -379,22 +427,59 @@ mod tests {
     }
 
     #[test]
+    fn q8_0_matrices_of_whole_groups_and_columns_are_repackable() {
+        let q8 = |dims: &[u64]| repacked_type(&info(GgmlType::Q8_0, dims));
+        assert_eq!(q8(&[64, 16]), Some(GgmlType::Q8_0_R16));
+        assert_eq!(q8(&[640, 262144]), Some(GgmlType::Q8_0_R16));
+        assert_eq!(q8(&[576, 49152]), Some(GgmlType::Q8_0_R16));
+        assert_eq!(q8(&[96, 16]), None); // three Q8_0 blocks: not whole 64-value columns
+        assert_eq!(q8(&[64, 24]), None);
+        assert_eq!(q8(&[64, 0]), None);
+        assert_eq!(q8(&[64, 16, 2]), None);
+        assert_eq!(q8(&[1024]), None);
+        assert_eq!(
+            repacked_type(&info(GgmlType::Q4_K, &[256, 16])),
+            Some(GgmlType::Q4_K_R16)
+        );
+        assert!(!is_repackable(&info(GgmlType::Q8_0_R16, &[64, 16])));
+        assert!(!is_repackable(&info(GgmlType::Q4_0, &[64, 16])));
+    }
+
+    #[test]
+    fn the_repack_key_lists_the_interleaved_types_in_id_order() {
+        let decl = |ty| TensorDecl::new("t", ty, &[256, 16]);
+        let f32 = TensorDecl::new("n", GgmlType::F32, &[256]);
+        assert_eq!(layouts(std::slice::from_ref(&f32)), "");
+        assert_eq!(
+            layouts(&[decl(GgmlType::Q4_K_R16), f32.clone()]),
+            "Q4_K_R16"
+        );
+        let both = [
+            decl(GgmlType::Q4_K_R16),
+            decl(GgmlType::Q8_0_R16),
+            decl(GgmlType::Q4_K_R16),
+            f32,
+        ];
+        assert_eq!(layouts(&both), "Q8_0_R16,Q4_K_R16");
+    }
+
+    #[test]
     fn metadata_keeps_its_order_and_sets_two_keys() {
         let src = vec![
             ("general.architecture".to_string(), Value::from("llama")),
             (ALIGNMENT_KEY.to_string(), Value::U32(32)),
             ("llama.block_count".to_string(), Value::U32(2)),
         ];
-        let out = output_metadata(&src, 64);
+        let out = output_metadata(&src, 64, "Q4_K_R16");
         assert_eq!(out.len(), 4);
         assert_eq!(out[0], src[0]);
         assert_eq!(out[1], (ALIGNMENT_KEY.to_string(), Value::U32(64)));
         assert_eq!(out[2], src[2]);
         assert_eq!(out[3], (REPACK_KEY.to_string(), Value::from("Q4_K_R16")));
         // A repacked file's keys are updated in place, not duplicated.
-        assert_eq!(output_metadata(&out, 64), out);
+        assert_eq!(output_metadata(&out, 64, "Q4_K_R16"), out);
         // Without the alignment key it is appended before grist.repack.
-        let out = output_metadata(&src[..1], 64);
+        let out = output_metadata(&src[..1], 64, "Q4_K_R16");
         assert_eq!(out[1], (ALIGNMENT_KEY.to_string(), Value::U32(64)));
         assert_eq!(out[2].0, REPACK_KEY);
     }

@@ -1,7 +1,8 @@
 //! Every tiny-fixture golden (tests/fixtures/goldens/*.json), teacher-forced, against
 //! compare.py's criteria in its class: F32/F16 → f32, BF16 → bf16, quantized → quant. The
-//! k-quant fixtures run a second time from a `grist repack`ed copy (interleaved layouts),
-//! which must meet the same goldens.
+//! Q4_K_M and Q8_0 fixtures run a second time from a `grist repack`ed copy (interleaved
+//! layouts Q4_K_R16, Q8_0_R16; the tied llama's token_embd is both its embedding table and
+//! its output), which must meet the same goldens.
 
 mod common;
 
@@ -139,4 +140,6 @@ repacked_fixture_tests! {
     qwen2_q4_k_m_repacked => "tiny-qwen2-q4_k_m",
     qwen3_q4_k_m_repacked => "tiny-qwen3-q4_k_m",
     gemma3_q4_k_m_repacked => "tiny-gemma3-q4_k_m",
+    llama_q8_0_repacked => "tiny-llama-q8_0",
+    llama_tied_q8_0_repacked => "tiny-llama-tied-q8_0",
 }

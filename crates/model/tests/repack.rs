@@ -1,8 +1,9 @@
 //! `grist_model::repack`: the fixture models and a hand-built GGUF are repacked and read
-//! back. Metadata is the input's plus the alignment and `grist.repack`; tensor names, order
-//! and shapes are unchanged; every repackable Q4_K matrix is Q4_K_R16 and de-interleaves to
-//! the original bytes exactly; every other tensor is byte-identical; every tensor starts on a
-//! 64-byte line. Bad paths are refused without touching the input.
+//! back. Metadata is the input's plus the alignment and `grist.repack` (the interleaved types
+//! written); tensor names, order and shapes are unchanged; every repackable Q4_K matrix is
+//! Q4_K_R16 and every repackable Q8_0 matrix Q8_0_R16, and each de-interleaves to the original
+//! bytes exactly; every other tensor is byte-identical; every tensor starts on a 64-byte line.
+//! Bad paths are refused without touching the input.
 
 mod common;
 
@@ -35,16 +36,26 @@ fn check_repacked(input: &Path, output: &Path, report: &RepackReport) -> Vec<Str
     let out = GgufFile::open(output).unwrap();
 
     // Metadata: the input's, in order, with general.alignment = 64 (in place or appended)
-    // and grist.repack appended.
+    // and grist.repack appended: the interleaved types the output holds, in id order.
+    let mut layouts: Vec<GgmlType> = out
+        .tensors()
+        .iter()
+        .map(|t| t.ty)
+        .filter(|t| t.interleaved().is_some())
+        .collect();
+    layouts.sort();
+    layouts.dedup();
+    let layouts: Vec<&str> = layouts.iter().map(|t| t.name()).collect();
+    let layouts = layouts.join(",");
     let mut expected = src.metadata().to_vec();
     match expected.iter_mut().find(|(k, _)| k == "general.alignment") {
         Some((_, v)) => *v = Value::U32(64),
         None => expected.push(("general.alignment".into(), Value::U32(64))),
     }
-    expected.push(("grist.repack".into(), Value::from("Q4_K_R16")));
+    expected.push(("grist.repack".into(), Value::from(layouts.as_str())));
     assert_eq!(out.metadata(), &expected[..]);
     assert_eq!(out.alignment(), 64);
-    assert_eq!(out.get_str("grist.repack").unwrap(), "Q4_K_R16");
+    assert_eq!(out.get_str("grist.repack").unwrap(), layouts);
 
     // Tensors: same names, order and shapes; 64-byte aligned in the file.
     assert_eq!(out.tensors().len(), src.tensors().len());
@@ -57,13 +68,18 @@ fn check_repacked(input: &Path, output: &Path, report: &RepackReport) -> Vec<Str
         assert_eq!(o.n_bytes, s.n_bytes, "{}", s.name);
         assert_eq!(o.offset % 64, 0, "{} at {}", s.name, o.offset);
         let (s_data, o_data) = (src.tensor_data(s), out.tensor_data(o));
-        let eligible = s.ty == GgmlType::Q4_K && s.dims.len() == 2 && s.dims[1] % 16 == 0;
-        if eligible {
-            assert_eq!(o.ty, GgmlType::Q4_K_R16, "{}", s.name);
+        let matrix = s.dims.len() == 2 && s.dims[1] % 16 == 0;
+        let eligible = match s.ty {
+            GgmlType::Q4_K if matrix => Some(GgmlType::Q4_K_R16),
+            GgmlType::Q8_0 if matrix && s.dims[0] % 64 == 0 => Some(GgmlType::Q8_0_R16),
+            _ => None,
+        };
+        if let Some(ty) = eligible {
+            assert_eq!(o.ty, ty, "{}", s.name);
             assert_ne!(o_data, s_data, "{}: bytes were not reordered", s.name);
             let row_bytes = s_data.len() / s.dims[1] as usize;
             let mut plain = vec![0u8; o_data.len()]; // [rows, row_bytes]
-            deinterleave(GgmlType::Q4_K_R16, o_data, row_bytes, &mut plain).unwrap();
+            deinterleave(ty, o_data, row_bytes, &mut plain).unwrap();
             assert!(plain == s_data, "{}: de-interleaves to other bytes", s.name);
             repacked.push(s.name.clone());
             bytes_repacked += s.n_bytes;
@@ -75,6 +91,10 @@ fn check_repacked(input: &Path, output: &Path, report: &RepackReport) -> Vec<Str
     }
 
     assert_eq!(report.n_repacked, repacked.len());
+    assert_eq!(
+        report.repacked_types.iter().map(|(_, n)| n).sum::<usize>(),
+        repacked.len()
+    );
     assert_eq!(report.n_copied, src.tensors().len() - repacked.len());
     assert_eq!(report.bytes_repacked, bytes_repacked);
     assert_eq!(report.bytes_copied, bytes_copied);
@@ -137,6 +157,92 @@ fn fixtures_repack_losslessly() {
             "{name}: a second repack changed the file"
         );
     }
+}
+
+#[test]
+fn q8_0_fixtures_repack_losslessly() {
+    // Every Q8_0 matrix of the tiny llamas has 64-value rows and a multiple of 16 rows: the
+    // layers' 7 matrices × 2 layers, and the output (untied) or token_embd (tied).
+    for name in ["tiny-llama-q8_0", "tiny-llama-tied-q8_0"] {
+        let input = fixture(name);
+        let dir = scratch(name);
+        let output = dir.join("out.gguf");
+        let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
+        let repacked = check_repacked(&input, &output, &report);
+        assert_eq!(
+            report.repacked_types,
+            [(GgmlType::Q8_0_R16, repacked.len())],
+            "{name}"
+        );
+        assert!(report.kept_q8_0.is_empty(), "{:?}", report.kept_q8_0);
+        assert!(
+            repacked.contains(&"token_embd.weight".to_string()),
+            "{name}"
+        );
+        assert!(
+            repacked.contains(&"blk.1.ffn_down.weight".to_string()),
+            "{name}"
+        );
+        let out = GgufFile::open(&output).unwrap();
+        assert_eq!(out.get_str("grist.repack").unwrap(), "Q8_0_R16");
+        only_files(&dir, &["out.gguf"]);
+        // A second repack copies the Q8_0_R16 tensors as they are.
+        let again = dir.join("again.gguf");
+        let report = repack_file(&output, &again, &RepackOptions::default()).unwrap();
+        assert_eq!(report.n_repacked, 0);
+        assert!(
+            std::fs::read(&again).unwrap() == std::fs::read(&output).unwrap(),
+            "{name}: a second repack changed the file"
+        );
+    }
+}
+
+#[test]
+fn only_2d_q8_0_with_whole_groups_and_columns_is_repacked() {
+    let dir = scratch("built-q8_0");
+    let input = dir.join("in.gguf");
+    let q8_0 = |rows: usize, cols: usize, seed: usize| -> Vec<u8> {
+        (0..rows * cols / 32 * 34)
+            .map(|i| (i * 29 + i / 241 + seed) as u8)
+            .collect()
+    };
+    let mut w = GgufWriter::new();
+    w.add("general.architecture", "llama").unwrap();
+    let tensors: Vec<(&str, GgmlType, Vec<u64>, Vec<u8>)> = vec![
+        ("rows32", GgmlType::Q8_0, vec![640, 32], q8_0(32, 640, 1)),
+        ("rows24", GgmlType::Q8_0, vec![640, 24], q8_0(24, 640, 2)),
+        ("cols96", GgmlType::Q8_0, vec![96, 16], q8_0(16, 96, 3)),
+        ("three_d", GgmlType::Q8_0, vec![64, 16, 2], q8_0(32, 64, 4)),
+        ("vector", GgmlType::Q8_0, vec![64], q8_0(1, 64, 5)),
+        (
+            "q4_k",
+            GgmlType::Q4_K,
+            vec![256, 16],
+            q4_k_bytes(16, 256, 6),
+        ),
+    ];
+    for (name, ty, dims, data) in &tensors {
+        w.add_tensor(name, *ty, dims, data.clone()).unwrap();
+    }
+    w.write_to_path(&input).unwrap();
+    let output = dir.join("out.gguf");
+    let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
+    assert_eq!(check_repacked(&input, &output, &report), ["rows32", "q4_k"]);
+    assert_eq!(
+        report.repacked_types,
+        [(GgmlType::Q8_0_R16, 1), (GgmlType::Q4_K_R16, 1)]
+    );
+    assert_eq!(report.kept_q8_0, ["rows24", "cols96", "three_d", "vector"]);
+    assert!(report.kept_q4_k.is_empty());
+    let out = GgufFile::open(&output).unwrap();
+    assert_eq!(out.get_str("grist.repack").unwrap(), "Q8_0_R16,Q4_K_R16");
+    // The codes are stored + 128: the first code of row 0 sits at byte 64 of the matrix.
+    let (src, dst) = (
+        GgufFile::open(&input).unwrap(),
+        out.tensor("rows32").unwrap(),
+    );
+    let first = src.tensor_data(&src.tensors()[0])[2];
+    assert_eq!(dst.data[64], first ^ 0x80);
 }
 
 /// Q4_K bytes whose blocks are all different (the permutation is visible in every byte).
