@@ -1,4 +1,5 @@
-//! `grist repack`: rewrite a GGUF's Q4_K matrices in grist's interleaved Q4_K_R16 layout.
+//! `grist repack`: rewrite a GGUF's Q4_K and Q6_K matrices in grist's interleaved Q4_K_R16
+//! and Q6_K_R16 layouts.
 //!
 //! The output is a GGUF that only grist reads; grist memory-maps it as is, so the faster
 //! token-generation layout costs no second copy in RAM and no start-up time. See
@@ -17,7 +18,8 @@ use grist_model::repack::{self, RepackOptions};
 use crate::common;
 use crate::CliError;
 
-/// Q4_K tensors kept as Q4_K listed by name in the summary; beyond that, only their count.
+/// Q4_K/Q6_K tensors kept as they are listed by name in the summary; beyond that, only their
+/// count.
 const MAX_KEPT_NAMES: usize = 8;
 
 /// Flags of `grist repack`.
@@ -40,7 +42,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), CliError> {
     let pool = common::thread_pool(args.threads)?;
     eprintln!(
-        "repack: {} -> {} (Q4_K -> Q4_K_R16)",
+        "repack: {} -> {} (Q4_K -> Q4_K_R16, Q6_K -> Q6_K_R16)",
         args.input.display(),
         args.output.display()
     );
@@ -73,22 +75,24 @@ pub fn run(args: Args) -> Result<(), CliError> {
     eprintln!("\rrepack: 100% ({total} / {total} tensors)");
     let mb = |bytes: u64| bytes as f64 / 1e6;
     eprintln!(
-        "repack: wrote {}: {} tensors repacked to Q4_K_R16 ({:.1} MB), {} copied as they are \
+        "repack: wrote {}: {} tensors repacked to {} ({:.1} MB), {} copied as they are \
          ({:.1} MB); {} bytes in {:.1} s",
         args.output.display(),
         report.n_repacked,
+        repack::REPACK_LAYOUTS,
         mb(report.bytes_repacked),
         report.n_copied,
         mb(report.bytes_copied),
         report.file_bytes,
         report.elapsed.as_secs_f64()
     );
-    if !report.kept_q4_k.is_empty() {
-        let shown = &report.kept_q4_k[..report.kept_q4_k.len().min(MAX_KEPT_NAMES)];
-        let more = report.kept_q4_k.len() - shown.len();
+    if !report.kept.is_empty() {
+        let shown = &report.kept[..report.kept.len().min(MAX_KEPT_NAMES)];
+        let more = report.kept.len() - shown.len();
         eprintln!(
-            "repack: {} Q4_K tensors kept as Q4_K (not 2-D, or rows not a multiple of 16): {}{}",
-            report.kept_q4_k.len(),
+            "repack: {} Q4_K/Q6_K tensors kept as they are (not 2-D, or rows not a multiple of \
+             16): {}{}",
+            report.kept.len(),
             shown.join(", "),
             if more > 0 {
                 format!(", and {more} more")
@@ -99,8 +103,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     if report.n_repacked == 0 {
         eprintln!(
-            "repack: warning: no Q4_K matrix to repack; the output holds the input's tensors \
-             unchanged"
+            "repack: warning: no Q4_K or Q6_K matrix to repack; the output holds the input's \
+             tensors unchanged"
         );
     }
     Ok(())

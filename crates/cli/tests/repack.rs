@@ -1,5 +1,5 @@
-//! `grist repack` run as a program: the summary of a successful run (and of Q4_K tensors
-//! left as they are), the repacked file as `grist inspect` shows it, and clean failures
+//! `grist repack` run as a program: the summary of a successful run (and of Q4_K/Q6_K
+//! tensors left as they are), the repacked file as `grist inspect` shows it, and clean failures
 //! (message, non-zero status, no panic) for a missing input, a non-GGUF input, an output that
 //! is the input and a missing `-o`. (`grist_model::repack`'s tests check the file's contents
 //! byte by byte.)
@@ -55,17 +55,18 @@ fn repack_prints_a_summary_and_inspect_shows_the_layout() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(out.stdout.is_empty(), "the summary goes to stderr");
-    // tiny-qwen3 Q4_K_M: 12 Q4_K matrices, 12 other tensors (F32 norms, Q6_K).
+    // tiny-qwen3 Q4_K_M: 12 Q4_K and 3 Q6_K matrices, 9 F32 norms.
     for needle in [
+        "(Q4_K -> Q4_K_R16, Q6_K -> Q6_K_R16)",
         "repack: 100% (24 / 24 tensors)",
-        "12 tensors repacked to Q4_K_R16",
-        "12 copied as they are",
+        "15 tensors repacked to Q4_K_R16,Q6_K_R16",
+        "9 copied as they are",
         &format!("{} bytes in", std::fs::metadata(&output).unwrap().len()),
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
     assert!(
-        !err.contains("kept as Q4_K") && !err.contains("warning"),
+        !err.contains("kept as they are") && !err.contains("warning"),
         "{err}"
     );
 
@@ -76,7 +77,13 @@ fn repack_prints_a_summary_and_inspect_shows_the_layout() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for needle in ["alignment 64", "grist.repack", "\"Q4_K_R16\"", "Q4_K_R16"] {
+    for needle in [
+        "alignment 64",
+        "grist.repack",
+        "\"Q4_K_R16,Q6_K_R16\"",
+        "Q4_K_R16",
+        "Q6_K_R16",
+    ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 
@@ -90,21 +97,34 @@ fn repack_prints_a_summary_and_inspect_shows_the_layout() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("0 tensors repacked") && err.contains("warning: no Q4_K matrix"));
+    assert!(
+        err.contains("0 tensors repacked") && err.contains("warning: no Q4_K or Q6_K matrix"),
+        "{err}"
+    );
 
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
-fn q4_k_left_as_is_is_named() {
+fn q4_k_and_q6_k_left_as_they_are_are_named() {
     let dir = scratch("kept");
     let input = dir.join("in.gguf");
     let q4_k = |rows: usize| vec![0x5au8; rows * 144]; // [rows, 256 values]
+    let q6_k = |rows: usize| vec![0x5au8; rows * 210];
     let mut w = grist_gguf::GgufWriter::new();
     w.add("general.architecture", "llama").unwrap();
     w.add_tensor("rows16", grist_gguf::GgmlType::Q4_K, &[256, 16], q4_k(16))
         .unwrap();
     w.add_tensor("rows24", grist_gguf::GgmlType::Q4_K, &[256, 24], q4_k(24))
+        .unwrap();
+    w.add_tensor(
+        "q6_rows32",
+        grist_gguf::GgmlType::Q6_K,
+        &[256, 32],
+        q6_k(32),
+    )
+    .unwrap();
+    w.add_tensor("q6_rows8", grist_gguf::GgmlType::Q6_K, &[256, 8], q6_k(8))
         .unwrap();
     w.write_to_path(&input).unwrap();
     let output = dir.join("out.gguf");
@@ -117,11 +137,14 @@ fn q4_k_left_as_is_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("1 tensors repacked") && err.contains("1 copied"),
+        err.contains("2 tensors repacked") && err.contains("2 copied"),
         "{err}"
     );
     assert!(
-        err.contains("1 Q4_K tensors kept as Q4_K (not 2-D, or rows not a multiple of 16): rows24"),
+        err.contains(
+            "2 Q4_K/Q6_K tensors kept as they are (not 2-D, or rows not a multiple of 16): \
+             rows24, q6_rows8"
+        ),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Offline tools write GGUF files: [`synth`] (a real model's shape, random weights) and
-//! [`repack`] (Q4_K matrices rewritten in the interleaved Q4_K_R16 layout, which grist
-//! memory-maps as is).
+//! [`repack`] (Q4_K and Q6_K matrices rewritten in the interleaved Q4_K_R16 and Q6_K_R16
+//! layouts, which grist memory-maps as they are).
 
 #![warn(missing_docs)]
 

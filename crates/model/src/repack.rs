@@ -1,23 +1,27 @@
-//! Offline repacking: rewrite a GGUF's Q4_K matrices in grist's interleaved layout,
-//! [`GgmlType::Q4_K_R16`], so grist memory-maps the faster layout as is.
+//! Offline repacking: rewrite a GGUF's Q4_K and Q6_K matrices in grist's interleaved
+//! layouts, [`GgmlType::Q4_K_R16`] and [`GgmlType::Q6_K_R16`], so grist memory-maps the faster
+//! layouts as they are.
 //!
-//! In Q4_K_R16 the blocks of 16 consecutive rows are stored column by column, so one 512-bit
-//! register holds the same bytes of 16 rows and token generation needs no horizontal
+//! In these layouts the blocks of 16 consecutive rows are stored column by column, so one
+//! 512-bit register holds the same bytes of 16 rows and token generation needs no horizontal
 //! reductions (`grist_kernels::formats::interleaved`, docs/PERFORMANCE.md round 12).
 //! Interleaving at load time would cost a second copy of the weights in RAM and start-up
 //! time; [`repack_file`] does it once, offline, and writes a file whose bytes are used
-//! directly. The layout holds the same bytes as Q4_K, only reordered: the file keeps its size
-//! (give or take alignment padding) and [`deinterleave`] restores the original exactly.
+//! directly. A layout holds the same bytes as its base type, only reordered: the file keeps
+//! its size (give or take alignment padding) and [`deinterleave`] restores the original
+//! exactly.
 //!
 //! ```text
 //! input GGUF (mmap)
-//!   → metadata: every key copied in order, general.alignment = 64, + grist.repack = Q4_K_R16
-//!   → tensor infos: same names, order and shapes; each 2-D Q4_K matrix whose row count is a
-//!     multiple of 16 declared Q4_K_R16, every other tensor keeps its type
+//!   → metadata: every key copied in order, general.alignment = 64,
+//!     + grist.repack = "Q4_K_R16,Q6_K_R16"
+//!   → tensor infos: same names, order and shapes; each 2-D Q4_K or Q6_K matrix whose row
+//!     count is a multiple of 16 declared Q4_K_R16 or Q6_K_R16, every other tensor keeps its
+//!     type
 //!   → GgufStreamWriter, tensor after tensor:
-//!       Q4_K_R16: chunks of whole 16-row groups interleaved in parallel (rayon) into one
-//!                 reused buffer, then written
-//!       others:   the mapped bytes written as they are
+//!       *_R16:  chunks of whole 16-row groups interleaved in parallel (rayon) into one
+//!               reused buffer, then written
+//!       others: the mapped bytes written as they are
 //!   → a temporary file next to the output, renamed over it once complete
 //! ```
 //!
@@ -34,18 +38,28 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use grist_gguf::{GgmlType, GgufError, GgufFile, GgufStreamWriter, TensorDecl, TensorInfo, Value};
-use grist_kernels::formats::interleaved::{interleave, Q4_K_R16_ROWS};
+use grist_kernels::formats::interleaved::interleave;
 use rayon::prelude::*;
 
 use crate::error::ModelError;
 
-/// The metadata key naming the layout a file was repacked to (`"Q4_K_R16"`), so `grist
-/// inspect` shows where the file came from.
+/// The metadata key naming the layouts a file was repacked to ([`REPACK_LAYOUTS`]), so
+/// `grist inspect` shows where the file came from.
 pub const REPACK_KEY: &str = "grist.repack";
+
+/// The value of [`REPACK_KEY`]: the interleaved layouts `grist repack` writes, comma-separated.
+pub const REPACK_LAYOUTS: &str = "Q4_K_R16,Q6_K_R16";
+
+/// The ggml types [`repack_file`] interleaves, with the layout each becomes.
+pub const REPACKED_TYPES: [(GgmlType, GgmlType); 2] = [
+    (GgmlType::Q4_K, GgmlType::Q4_K_R16),
+    (GgmlType::Q6_K, GgmlType::Q6_K_R16),
+];
 
 /// The alignment of the repacked file's data section and tensors: one cache line. A
 /// Q4_K_R16 column is 36 whole lines, so each 64-byte load of the interleaved kernel then
-/// touches exactly one line.
+/// touches exactly one line (a Q6_K_R16 column is 52.5 lines: every other column starts on a
+/// line).
 pub const REPACK_ALIGNMENT: u32 = 64;
 
 /// Default bytes interleaved per parallel batch ([`RepackOptions::chunk_bytes`]).
@@ -75,7 +89,7 @@ impl Default for RepackOptions {
 /// What [`repack_file`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepackReport {
-    /// Q4_K matrices rewritten as Q4_K_R16.
+    /// Q4_K and Q6_K matrices rewritten as Q4_K_R16 and Q6_K_R16.
     pub n_repacked: usize,
     /// Bytes of those matrices (the same in both layouts).
     pub bytes_repacked: u64,
@@ -83,9 +97,10 @@ pub struct RepackReport {
     pub n_copied: usize,
     /// Bytes of those tensors.
     pub bytes_copied: u64,
-    /// Names of the Q4_K tensors among the copied ones, left as Q4_K because they are not
-    /// 2-D or their row count is not a multiple of 16: they run at plain Q4_K speed.
-    pub kept_q4_k: Vec<String>,
+    /// Names of the Q4_K and Q6_K tensors among the copied ones, left as they are because
+    /// they are not 2-D or their row count is not a multiple of 16: they run at the plain
+    /// type's speed.
+    pub kept: Vec<String>,
     /// Size of the output file in bytes.
     pub file_bytes: u64,
     /// Wall-clock time of the whole run.
@@ -106,21 +121,29 @@ pub struct RepackProgress<'a> {
     pub repacked: bool,
 }
 
-/// Whether a tensor is rewritten as Q4_K_R16: a 2-D Q4_K matrix (`dims = [cols, rows]`)
-/// whose row count is a positive multiple of 16, the layout's group size.
-pub fn is_repackable(info: &TensorInfo) -> bool {
-    info.ty == GgmlType::Q4_K
-        && info.dims.len() == 2
-        && info.dims[1] > 0
-        && info.dims[1].is_multiple_of(Q4_K_R16_ROWS as u64)
+/// The interleaved layout a tensor is rewritten in: Q4_K_R16 or Q6_K_R16 for a 2-D Q4_K or
+/// Q6_K matrix (`dims = [cols, rows]`) whose row count is a positive multiple of 16, the
+/// layouts' group size; `None` for every other tensor.
+pub fn repacked_type(info: &TensorInfo) -> Option<GgmlType> {
+    let (_, layout) = REPACKED_TYPES.iter().find(|(base, _)| *base == info.ty)?;
+    let rows = layout.interleaved().map_or(1, |(_, rows)| rows as u64);
+    let matrix = info.dims.len() == 2 && info.dims[1] > 0 && info.dims[1].is_multiple_of(rows);
+    matrix.then_some(*layout)
 }
 
-/// Writes `input` to `output` with every repackable Q4_K matrix ([`is_repackable`]) in
-/// the Q4_K_R16 layout and everything else unchanged (see the module documentation).
+/// Whether a tensor is rewritten in an interleaved layout ([`repacked_type`]).
+pub fn is_repackable(info: &TensorInfo) -> bool {
+    repacked_type(info).is_some()
+}
+
+/// Writes `input` to `output` with every repackable Q4_K and Q6_K matrix
+/// ([`is_repackable`]) in the Q4_K_R16 or Q6_K_R16 layout and everything else unchanged (see
+/// the module documentation).
 ///
 /// Refuses an `output` that is the input file (same canonical path, or the same file through
 /// a hard link), an unreadable or malformed input and an output directory that does not
-/// exist. An input that already holds Q4_K_R16 tensors is fine: they are copied as they are.
+/// exist. An input that already holds interleaved tensors is fine: they are copied as they
+/// are.
 /// An existing `output` is replaced only once the new file is complete.
 pub fn repack_file(
     input: &Path,
@@ -151,14 +174,7 @@ pub fn repack_file_with_progress(
     let decls: Vec<TensorDecl> = src
         .tensors()
         .iter()
-        .map(|t| {
-            let ty = if is_repackable(t) {
-                GgmlType::Q4_K_R16
-            } else {
-                t.ty
-            };
-            TensorDecl::new(t.name.clone(), ty, &t.dims)
-        })
+        .map(|t| TensorDecl::new(t.name.clone(), repacked_type(t).unwrap_or(t.ty), &t.dims))
         .collect();
 
     match write_file(&src, &tmp, output, &metadata, decls, opts, progress) {
@@ -212,7 +228,7 @@ fn write_tensors<W: Write>(
         bytes_repacked: 0,
         n_copied: 0,
         bytes_copied: 0,
-        kept_q4_k: Vec::new(),
+        kept: Vec::new(),
         file_bytes: 0,
         elapsed: Duration::ZERO,
     };
@@ -221,50 +237,52 @@ fn write_tensors<W: Write>(
     let mut chunk_buf: Vec<u8> = Vec::new();
     let total = src.tensors().len();
     for (index, info) in src.tensors().iter().enumerate() {
-        let repacked = is_repackable(info);
+        let layout = repacked_type(info);
         progress(RepackProgress {
             index,
             total,
             name: &info.name,
-            repacked,
+            repacked: layout.is_some(),
         });
         let data = src.tensor_data(info);
-        if repacked {
-            write_interleaved(writer, info, data, opts.chunk_bytes, &mut chunk_buf)?;
+        if let Some(layout) = layout {
+            write_interleaved(writer, info, layout, data, opts.chunk_bytes, &mut chunk_buf)?;
             report.n_repacked += 1;
             report.bytes_repacked += info.n_bytes;
         } else {
             writer.write_data(data)?;
             report.n_copied += 1;
             report.bytes_copied += info.n_bytes;
-            if info.ty == GgmlType::Q4_K {
-                report.kept_q4_k.push(info.name.clone());
+            if REPACKED_TYPES.iter().any(|(base, _)| *base == info.ty) {
+                report.kept.push(info.name.clone());
             }
         }
     }
     Ok(report)
 }
 
-/// Writes the Q4_K matrix `info` (`data`: `[rows, row_bytes]`, rows a multiple of 16) in the
-/// Q4_K_R16 layout, a chunk of whole 16-row groups at a time, the groups of a chunk in
+/// Writes the matrix `info` (`data`: `[rows, row_bytes]`, rows a multiple of 16) in the
+/// interleaved `layout`, a chunk of whole 16-row groups at a time, the groups of a chunk in
 /// parallel.
 fn write_interleaved<W: Write>(
     writer: &mut GgufStreamWriter<W>,
     info: &TensorInfo,
+    layout: GgmlType,
     data: &[u8],
     chunk_bytes: usize,
     chunk_buf: &mut Vec<u8>,
 ) -> Result<(), ModelError> {
     let rows = info.n_rows() as usize;
     let row_bytes = data.len() / rows;
-    let group_bytes = Q4_K_R16_ROWS * row_bytes; // one 16-row group: row_bytes / 144 columns
+    let group_rows = layout.interleaved().map_or(1, |(_, rows)| rows);
+    let group_bytes = group_rows * row_bytes; // one 16-row group: one column per block
     let chunk = (chunk_bytes / group_bytes).max(1) * group_bytes;
     chunk_buf.resize(chunk.min(data.len()), 0);
     for plain in data.chunks(chunk) {
         let out = &mut chunk_buf[..plain.len()]; // [groups × 16 rows, row_bytes]
         out.par_chunks_mut(group_bytes)
             .zip(plain.par_chunks(group_bytes))
-            .try_for_each(|(o, p)| interleave(GgmlType::Q4_K_R16, p, row_bytes, o))
+            .try_for_each(|(o, p)| interleave(layout, p, row_bytes, o))
             .map_err(|e| {
                 ModelError::InvalidArgument(format!(
                     "tensor '{}' ({}, shape {:?}): {e}",
@@ -277,13 +295,13 @@ fn write_interleaved<W: Write>(
 }
 
 /// The output's metadata: `src` in order, with `general.alignment` set to `alignment` (in
-/// place, or appended) and [`REPACK_KEY`] set to `"Q4_K_R16"` (in place if the input was
-/// itself repacked, else appended last).
+/// place, or appended) and [`REPACK_KEY`] set to [`REPACK_LAYOUTS`] (in place if the input
+/// was itself repacked, else appended last).
 fn output_metadata(src: &[(String, Value)], alignment: u32) -> Vec<(String, Value)> {
     let mut out = src.to_vec();
     for (key, value) in [
         (ALIGNMENT_KEY, Value::U32(alignment)),
-        (REPACK_KEY, Value::from(GgmlType::Q4_K_R16.name())),
+        (REPACK_KEY, Value::from(REPACK_LAYOUTS)),
     ] {
         match out.iter_mut().find(|(k, _)| k == key) {
             Some((_, v)) => *v = value,
@@ -367,15 +385,26 @@ mod tests {
     }
 
     #[test]
-    fn only_2d_q4_k_with_whole_groups_is_repackable() {
-        assert!(is_repackable(&info(GgmlType::Q4_K, &[256, 16])));
-        assert!(is_repackable(&info(GgmlType::Q4_K, &[512, 9728])));
-        assert!(!is_repackable(&info(GgmlType::Q4_K, &[256, 24])));
-        assert!(!is_repackable(&info(GgmlType::Q4_K, &[256, 0])));
-        assert!(!is_repackable(&info(GgmlType::Q4_K, &[256, 16, 2])));
-        assert!(!is_repackable(&info(GgmlType::Q4_K, &[4096])));
-        assert!(!is_repackable(&info(GgmlType::Q6_K, &[256, 16])));
-        assert!(!is_repackable(&info(GgmlType::Q4_K_R16, &[256, 16])));
+    fn only_2d_q4_k_and_q6_k_with_whole_groups_are_repackable() {
+        for (base, layout) in REPACKED_TYPES {
+            assert_eq!(repacked_type(&info(base, &[256, 16])), Some(layout));
+            assert_eq!(repacked_type(&info(base, &[512, 9728])), Some(layout));
+            assert!(!is_repackable(&info(base, &[256, 24])));
+            assert!(!is_repackable(&info(base, &[256, 0])));
+            assert!(!is_repackable(&info(base, &[256, 16, 2])));
+            assert!(!is_repackable(&info(base, &[4096])));
+            assert!(!is_repackable(&info(layout, &[256, 16])));
+            assert_eq!(layout.interleaved(), Some((base, 16)));
+        }
+        assert_eq!(
+            repacked_type(&info(GgmlType::Q6_K, &[2560, 151936])),
+            Some(GgmlType::Q6_K_R16)
+        );
+        for ty in [GgmlType::Q5_K, GgmlType::Q8_0, GgmlType::F32] {
+            assert!(!is_repackable(&info(ty, &[256, 16])));
+        }
+        let names: Vec<&str> = REPACKED_TYPES.iter().map(|(_, l)| l.name()).collect();
+        assert_eq!(names.join(","), REPACK_LAYOUTS);
     }
 
     #[test]
@@ -390,7 +419,10 @@ mod tests {
         assert_eq!(out[0], src[0]);
         assert_eq!(out[1], (ALIGNMENT_KEY.to_string(), Value::U32(64)));
         assert_eq!(out[2], src[2]);
-        assert_eq!(out[3], (REPACK_KEY.to_string(), Value::from("Q4_K_R16")));
+        assert_eq!(
+            out[3],
+            (REPACK_KEY.to_string(), Value::from("Q4_K_R16,Q6_K_R16"))
+        );
         // A repacked file's keys are updated in place, not duplicated.
         assert_eq!(output_metadata(&out, 64), out);
         // Without the alignment key it is appended before grist.repack.

@@ -1,8 +1,9 @@
 //! `grist_model::repack`: the fixture models and a hand-built GGUF are repacked and read
 //! back. Metadata is the input's plus the alignment and `grist.repack`; tensor names, order
-//! and shapes are unchanged; every repackable Q4_K matrix is Q4_K_R16 and de-interleaves to
-//! the original bytes exactly; every other tensor is byte-identical; every tensor starts on a
-//! 64-byte line. Bad paths are refused without touching the input.
+//! and shapes are unchanged; every repackable Q4_K / Q6_K matrix is Q4_K_R16 / Q6_K_R16 and
+//! de-interleaves to the original bytes exactly; every other tensor is byte-identical; every
+//! tensor starts on a 64-byte line. A repacked model loads and its embedding rows and
+//! products match the original's. Bad paths are refused without touching the input.
 
 mod common;
 
@@ -13,6 +14,7 @@ use grist_kernels::formats::interleaved::deinterleave;
 use grist_model::repack::{
     is_repackable, repack_file, repack_file_with_progress, RepackOptions, RepackReport,
 };
+use grist_model::{Model, Session};
 
 /// A fresh directory in cargo's per-test scratch directory.
 fn scratch(name: &str) -> PathBuf {
@@ -41,10 +43,10 @@ fn check_repacked(input: &Path, output: &Path, report: &RepackReport) -> Vec<Str
         Some((_, v)) => *v = Value::U32(64),
         None => expected.push(("general.alignment".into(), Value::U32(64))),
     }
-    expected.push(("grist.repack".into(), Value::from("Q4_K_R16")));
+    expected.push(("grist.repack".into(), Value::from("Q4_K_R16,Q6_K_R16")));
     assert_eq!(out.metadata(), &expected[..]);
     assert_eq!(out.alignment(), 64);
-    assert_eq!(out.get_str("grist.repack").unwrap(), "Q4_K_R16");
+    assert_eq!(out.get_str("grist.repack").unwrap(), "Q4_K_R16,Q6_K_R16");
 
     // Tensors: same names, order and shapes; 64-byte aligned in the file.
     assert_eq!(out.tensors().len(), src.tensors().len());
@@ -57,13 +59,18 @@ fn check_repacked(input: &Path, output: &Path, report: &RepackReport) -> Vec<Str
         assert_eq!(o.n_bytes, s.n_bytes, "{}", s.name);
         assert_eq!(o.offset % 64, 0, "{} at {}", s.name, o.offset);
         let (s_data, o_data) = (src.tensor_data(s), out.tensor_data(o));
-        let eligible = s.ty == GgmlType::Q4_K && s.dims.len() == 2 && s.dims[1] % 16 == 0;
-        if eligible {
-            assert_eq!(o.ty, GgmlType::Q4_K_R16, "{}", s.name);
+        let layout = match s.ty {
+            GgmlType::Q4_K => Some(GgmlType::Q4_K_R16),
+            GgmlType::Q6_K => Some(GgmlType::Q6_K_R16),
+            _ => None,
+        };
+        let eligible = layout.is_some() && s.dims.len() == 2 && s.dims[1] % 16 == 0;
+        if let Some(layout) = layout.filter(|_| eligible) {
+            assert_eq!(o.ty, layout, "{}", s.name);
             assert_ne!(o_data, s_data, "{}: bytes were not reordered", s.name);
             let row_bytes = s_data.len() / s.dims[1] as usize;
             let mut plain = vec![0u8; o_data.len()]; // [rows, row_bytes]
-            deinterleave(GgmlType::Q4_K_R16, o_data, row_bytes, &mut plain).unwrap();
+            deinterleave(layout, o_data, row_bytes, &mut plain).unwrap();
             assert!(plain == s_data, "{}: de-interleaves to other bytes", s.name);
             repacked.push(s.name.clone());
             bytes_repacked += s.n_bytes;
@@ -94,9 +101,10 @@ fn only_files(dir: &Path, names: &[&str]) {
 
 #[test]
 fn fixtures_repack_losslessly() {
-    // Q4_K_M: every Q4_K matrix has a multiple of 16 rows; token_embd is Q6_K in qwen3
-    // (tied) and Q4_K in llama; layer 1's attn_v and ffn_down are Q6_K.
-    for (name, n_repacked) in [("tiny-qwen3-q4_k_m", 12), ("tiny-llama-q4_k_m", 13)] {
+    // Q4_K_M: every Q4_K and Q6_K matrix has a multiple of 16 rows; token_embd is Q6_K in
+    // qwen3 (tied: also the output product) and Q4_K in llama, whose output is Q6_K; layer
+    // 1's attn_v and ffn_down are Q6_K. Only the F32 norms stay.
+    for (name, n_repacked) in [("tiny-qwen3-q4_k_m", 15), ("tiny-llama-q4_k_m", 16)] {
         let input = fixture(name);
         let dir = scratch(name);
         let output = dir.join("out.gguf");
@@ -109,10 +117,16 @@ fn fixtures_repack_losslessly() {
             .unwrap();
         let repacked = check_repacked(&input, &output, &report);
         assert_eq!(repacked.len(), n_repacked, "{name}: {repacked:?}");
-        assert!(report.kept_q4_k.is_empty(), "{:?}", report.kept_q4_k);
-        assert!(repacked.contains(&"blk.0.ffn_down.weight".to_string()));
+        assert!(report.kept.is_empty(), "{:?}", report.kept);
+        for t in [
+            "blk.0.ffn_down.weight",
+            "blk.1.ffn_down.weight",
+            "token_embd.weight",
+        ] {
+            assert!(repacked.contains(&t.to_string()), "{name}: {t}");
+        }
         assert_eq!(
-            repacked.contains(&"token_embd.weight".to_string()),
+            repacked.contains(&"output.weight".to_string()),
             name.contains("llama")
         );
         let progress_repacked: Vec<&String> =
@@ -139,14 +153,65 @@ fn fixtures_repack_losslessly() {
     }
 }
 
-/// Q4_K bytes whose blocks are all different (the permutation is visible in every byte).
-fn q4_k_bytes(rows: usize, cols: usize, seed: usize) -> Vec<u8> {
-    let n = rows * cols / 256 * 144;
-    (0..n).map(|i| (i * 31 + i / 253 + seed) as u8).collect()
+/// Logits of a 12-token prompt (one batch, every position), then of 4 single-token steps.
+fn prompt_then_steps(model: &Model) -> (Vec<f32>, Vec<f32>) {
+    let n_vocab = model.n_vocab() as u32;
+    let tokens: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % n_vocab).collect();
+    let mut s = Session::new(model, 64).unwrap();
+    let prompt = s.eval(&tokens, true).unwrap().to_vec();
+    let mut steps = Vec::new();
+    for &t in &tokens[..4] {
+        steps.extend_from_slice(s.eval(&[t], false).unwrap());
+    }
+    (prompt, steps)
 }
 
 #[test]
-fn only_2d_q4_k_with_whole_groups_is_repacked() {
+fn a_repacked_model_runs_like_the_original() {
+    // qwen3's tied Q6_K token_embd is both the embedding (rows gathered from the interleaved
+    // groups) and the output product; llama's output is Q6_K.
+    for name in ["tiny-qwen3-q4_k_m", "tiny-llama-q4_k_m"] {
+        let input = fixture(name);
+        let dir = scratch(&format!("run-{name}"));
+        let output = dir.join("out.gguf");
+        repack_file(&input, &output, &RepackOptions::default()).unwrap();
+        let (plain, packed) = (Model::load(&input).unwrap(), Model::load(&output).unwrap());
+        let (prompt_p, steps_p) = prompt_then_steps(&plain);
+        let (prompt_i, steps_i) = prompt_then_steps(&packed);
+        // The prompt path de-interleaves the weights and runs the same kernels: the same bits.
+        assert!(
+            prompt_p
+                .iter()
+                .zip(&prompt_i)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}: prompt logits differ"
+        );
+        // Token generation runs the interleaved kernels where the table has them: the same
+        // integer sums, float rounding apart.
+        let scale = steps_p.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        for (i, (a, b)) in steps_p.iter().zip(&steps_i).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * scale,
+                "{name}: step logit {i}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+/// Bytes of `ty` (Q4_K, Q6_K) whose blocks are all different (the permutation is visible in
+/// every byte).
+fn block_bytes(ty: GgmlType, rows: usize, cols: usize, seed: usize) -> Vec<u8> {
+    let n = rows * cols / 256 * ty.block_bytes();
+    (0..n).map(|i| (i * 31 + i / 253 + seed) as u8).collect()
+}
+
+/// Q4_K bytes, see [`block_bytes`].
+fn q4_k_bytes(rows: usize, cols: usize, seed: usize) -> Vec<u8> {
+    block_bytes(GgmlType::Q4_K, rows, cols, seed)
+}
+
+#[test]
+fn only_2d_q4_k_and_q6_k_with_whole_groups_are_repacked() {
     let dir = scratch("built");
     let input = dir.join("in.gguf");
     let mut w = GgufWriter::new();
@@ -181,7 +246,25 @@ fn only_2d_q4_k_with_whole_groups_is_repacked() {
             vec![256, 16],
             q4_k_bytes(16, 256, 5),
         ),
-        ("q6", GgmlType::Q6_K, vec![256, 16], vec![7u8; 16 * 210]),
+        (
+            "q6_rows48",
+            GgmlType::Q6_K,
+            vec![768, 48],
+            block_bytes(GgmlType::Q6_K, 48, 768, 6),
+        ),
+        (
+            "q6_rows8",
+            GgmlType::Q6_K,
+            vec![256, 8],
+            block_bytes(GgmlType::Q6_K, 8, 256, 7),
+        ),
+        (
+            "q6_r16",
+            GgmlType::Q6_K_R16,
+            vec![256, 16],
+            block_bytes(GgmlType::Q6_K, 16, 256, 8),
+        ),
+        ("q5", GgmlType::Q5_K, vec![256, 16], vec![7u8; 16 * 176]),
     ];
     for (name, ty, dims, data) in &tensors {
         w.add_tensor(name, *ty, dims, data.clone()).unwrap();
@@ -191,11 +274,18 @@ fn only_2d_q4_k_with_whole_groups_is_repacked() {
 
     let output = dir.join("out.gguf");
     let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
-    assert_eq!(check_repacked(&input, &output, &report), ["rows32"]);
-    assert_eq!(report.kept_q4_k, ["rows24", "three_d", "vector"]);
+    assert_eq!(
+        check_repacked(&input, &output, &report),
+        ["rows32", "q6_rows48"]
+    );
+    assert_eq!(report.kept, ["rows24", "three_d", "vector", "q6_rows8"]);
     let out = GgufFile::open(&output).unwrap();
     assert_eq!(out.tensor("rows24").unwrap().ty(), GgmlType::Q4_K);
     assert_eq!(out.tensor("r16").unwrap().ty(), GgmlType::Q4_K_R16);
+    assert_eq!(out.tensor("q6_rows48").unwrap().ty(), GgmlType::Q6_K_R16);
+    assert_eq!(out.tensor("q6_rows8").unwrap().ty(), GgmlType::Q6_K);
+    assert_eq!(out.tensor("q6_r16").unwrap().ty(), GgmlType::Q6_K_R16);
+    assert_eq!(out.tensor("q5").unwrap().ty(), GgmlType::Q5_K);
     // general.alignment was replaced where it stood.
     assert_eq!(
         out.metadata()[1],
