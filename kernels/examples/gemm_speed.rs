@@ -2,7 +2,11 @@
 //! processes stealing the core on a shared machine; wall time is printed too):
 //! the table's panel GEMM (`panel`, AVX-512 VNNI, see `grist_kernels::panel`) vs the same
 //! table without it (`tiled`: the per-format tiled product) and without either (`vec_dot`: one
-//! `vec_dot` per output), and token generation (`n = 1`) GB/s.
+//! `vec_dot` per output), and token generation (`n = 1`) GB/s. For a format with an
+//! interleaved layout (`Q4_K_R16`, `Q6_K_R16`; `ROWS` a multiple of 16) also the same matrix
+//! interleaved: its token-generation kernel (`gemv R16`; for Q6_K on a CPU with GFNI also the
+//! kernel without it, `gemv R16 no-gfni`) and the panel GEMM on de-interleaved rows
+//! (`panel R16`, the prompt path of a repacked file).
 //!
 //! `cargo run --release -p grist-kernels --example gemm_speed [-- ROWS COLS N THREADS [FORMAT]]`
 //! (defaults: 896 896 128 1, a qwen2.5-0.5b attention matrix and a 128-token batch).
@@ -96,6 +100,58 @@ fn main() {
                 .install(|| time(|| matmul_with(tbl, &m, &x[..cols], 1, &mut y1, &mut s).unwrap()));
             line += &format!("  {name}: {:6.1} GB/cpu-s ({:6.1} wall)", gb / c, gb / w);
         }
+        let r16 = GgmlType::all().find(|t| t.interleaved() == Some((ty, 16)));
+        if let Some(r16) = r16.filter(|_| rows.is_multiple_of(16)) {
+            let mut inter = vec![0u8; data.len()];
+            formats::interleaved::interleave(r16, &data, rb, &mut inter).unwrap();
+            let mi = QMatrix::new(r16, &inter, rows, cols).unwrap();
+            let (c, w) = pool.install(|| {
+                time(|| matmul_with(table, &mi, &x[..cols], 1, &mut y1, &mut s).unwrap())
+            });
+            line += &format!("  gemv R16: {:6.1} GB/cpu-s ({:6.1} wall)", gb / c, gb / w);
+            if let Some(no_gfni) = q6_k_r16_without_gfni(table, r16) {
+                let (c, w) = pool.install(|| {
+                    time(|| matmul_with(&no_gfni, &mi, &x[..cols], 1, &mut y1, &mut s).unwrap())
+                });
+                line += &format!(
+                    "  gemv R16 no-gfni: {:6.1} GB/cpu-s ({:6.1} wall)",
+                    gb / c,
+                    gb / w
+                );
+            }
+            let (c, w) =
+                pool.install(|| time(|| matmul_with(table, &mi, &x, n, &mut y, &mut s).unwrap()));
+            line += &format!(
+                "  panel R16: {:7.1} GOPS/cpu-s ({:7.1} wall)",
+                gop / c,
+                gop / w
+            );
+        }
         println!("{line}");
     }
+}
+
+/// For `Q6_K_R16` on an AVX-512 table with GFNI: the table with the Q6_K_R16 kernel that
+/// does without GFNI (what a CPU lacking it runs).
+#[cfg(target_arch = "x86_64")]
+fn q6_k_r16_without_gfni(table: &Kernels, ty: GgmlType) -> Option<Kernels> {
+    fn gemv(w: &[u8], _row_bytes: usize, act: &[u8], out: &mut [f32]) {
+        let a: Vec<grist_kernels::blocks::BlockQ8_K> = act
+            .chunks_exact(std::mem::size_of::<grist_kernels::blocks::BlockQ8_K>())
+            .map(bytemuck::pod_read_unaligned)
+            .collect();
+        // SAFETY: only installed into an AVX-512 table (checked below).
+        unsafe { grist_kernels::simd::x86::interleaved_avx512::gemv_q6_k_r16(w, &a, out) }
+    }
+    let applies = ty == GgmlType::Q6_K_R16 && table.isa() == Isa::Avx512 && table.features().gfni;
+    applies.then(|| {
+        let mut t = table.clone();
+        t.set_gemv(ty, gemv);
+        t
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn q6_k_r16_without_gfni(_table: &Kernels, _ty: GgmlType) -> Option<Kernels> {
+    None
 }

@@ -1,10 +1,12 @@
-//! Interleaved weights (Q4_K_R16 and Q8_0_R16, `grist_kernels::formats::interleaved`):
-//! - every table's interleaved token-generation kernel against the scalar reference
-//!   (`gemv_reference`: the Q4_K reference `vec_dot` of each de-interleaved row), on quantized
-//!   random rows, raw random codes and scales, and extreme codes/scales/activations, for row
-//!   lengths on both sides of the kernel's 64-super-block passes; the Q8_0_R16 kernel likewise
-//!   (its outputs are the reference's bits), on both sides of its 256-block passes;
-//! - the matmul driver: an interleaved matrix gives the plain Q4_K matrix's results, bit for
+//! Interleaved weights (Q4_K_R16, Q6_K_R16 and Q8_0_R16, `grist_kernels::formats::interleaved`);
+//! the k-quant tests run for both k-quant layouts:
+//! - every table's interleaved token-generation kernel, and on x86 both Q6_K_R16 kernels
+//!   (with and without GFNI), against the scalar reference (`gemv_reference`: the base
+//!   type's reference `vec_dot` of each de-interleaved row), on quantized random rows, raw
+//!   random codes and scales, and extreme codes/scales/activations, for row lengths on both
+//!   sides of the kernel's 64-super-block passes; the Q8_0_R16 kernel likewise (its outputs
+//!   are the reference's bits), on both sides of its 256-block passes;
+//! - the matmul driver: an interleaved matrix gives the plain matrix's results, bit for
 //!   bit wherever the same kernels run (prompt processing, the fused gate/up product, and
 //!   token generation on tables without an interleaved kernel), up to float rounding where
 //!   the interleaved kernel runs; in a fused group after a matrix whose rows are not a
@@ -18,15 +20,18 @@ mod common;
 use common::{same, weights, Rng};
 use grist_gguf::GgmlType;
 use grist_kernels::blocks::{BlockQ8_0, BlockQ8_K, QK, QK_K};
-use grist_kernels::dispatch::{select, Isa, Kernels};
+use grist_kernels::dispatch::{select, GemvFn, Isa, Kernels};
 use grist_kernels::formats::{self, interleaved};
 use grist_kernels::matmul::{
     self, matmul_prequantized_gated_with, matmul_prequantized_many_with, quantize_activations_with,
     ActivationScratch, MatmulError, QMatrix,
 };
 
-const R16: GgmlType = GgmlType::Q4_K_R16;
-const Q4_K: GgmlType = GgmlType::Q4_K;
+/// The interleaved types and their base types.
+const TYPES: [(GgmlType, GgmlType); 2] = [
+    (GgmlType::Q4_K_R16, GgmlType::Q4_K),
+    (GgmlType::Q6_K_R16, GgmlType::Q6_K),
+];
 
 /// Every table this CPU can run.
 fn tables() -> Vec<&'static Kernels> {
@@ -36,11 +41,46 @@ fn tables() -> Vec<&'static Kernels> {
         .collect()
 }
 
-/// `plain` (`rows` Q4_K rows) interleaved.
-fn interleave(plain: &[u8], rb: usize) -> Vec<u8> {
+/// `plain` (rows of `ty`'s base type) interleaved as `ty`.
+fn interleave(ty: GgmlType, plain: &[u8], rb: usize) -> Vec<u8> {
     let mut out = vec![0u8; plain.len()];
-    interleaved::interleave(R16, plain, rb, &mut out).unwrap();
+    interleaved::interleave(ty, plain, rb, &mut out).unwrap();
     out
+}
+
+/// Rows of `base` (Q4_K or Q6_K) of three kinds, see [`q4_k_rows`] and [`q6_k_rows`].
+fn base_rows(base: GgmlType, rng: &mut Rng, rows: usize, blocks: usize, kind: usize) -> Vec<u8> {
+    match base {
+        GgmlType::Q4_K => q4_k_rows(rng, rows, blocks, kind),
+        GgmlType::Q6_K => q6_k_rows(rng, rows, blocks, kind),
+        _ => unreachable!("{base} has no interleaved layout"),
+    }
+}
+
+/// Q6_K rows of three kinds: quantized random values (`kind` 0), raw random codes and
+/// scales with finite random super-scales (1), or codes of 0 and 63 only (every `ql` and
+/// `qh` byte 0x00 or 0xFF, so codes 0, 15, 48 and 63) with scales of −128 and 127 and
+/// large super-scales (2).
+fn q6_k_rows(rng: &mut Rng, rows: usize, blocks: usize, kind: usize) -> Vec<u8> {
+    let cols = blocks * QK_K;
+    let mut w = weights(rng, GgmlType::Q6_K, rows, cols, kind != 0);
+    if kind != 0 {
+        for block in w.chunks_exact_mut(210) {
+            let d = if kind == 1 { rng.f32() * 0.01 } else { 60000.0 };
+            block[208..210].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+            if kind == 2 {
+                let pick = rng.u64();
+                for (i, b) in block[..208].iter_mut().enumerate() {
+                    *b = if i < 192 {
+                        [0x00, 0xFF][(rng.u64() >> 7) as usize % 2]
+                    } else {
+                        [0x80, 0x7F][(pick >> (i - 192)) as usize % 2]
+                    };
+                }
+            }
+        }
+    }
+    w
 }
 
 /// Q4_K rows of three kinds: quantized random values (`kind` 0), raw random codes and
@@ -48,7 +88,7 @@ fn interleave(plain: &[u8], rb: usize) -> Vec<u8> {
 /// with large super-scales (2).
 fn q4_k_rows(rng: &mut Rng, rows: usize, blocks: usize, kind: usize) -> Vec<u8> {
     let cols = blocks * QK_K;
-    let mut w = weights(rng, Q4_K, rows, cols, kind != 0);
+    let mut w = weights(rng, GgmlType::Q4_K, rows, cols, kind != 0);
     if kind != 0 {
         for block in w.chunks_exact_mut(144) {
             let (d, dmin) = if kind == 1 {
@@ -93,10 +133,28 @@ fn q8_k_row(rng: &mut Rng, blocks: usize, extreme: bool) -> Vec<u8> {
     bytemuck::cast_slice(&row).to_vec()
 }
 
+/// The size of the float terms one row of `base` and the values `x` it multiplies sum:
+/// [`q4_k_magnitude`] or [`q6_k_magnitude`]. It bounds the rounding of any order of summing
+/// them.
+fn magnitude(base: GgmlType, row: &[u8], x: &[f32]) -> f32 {
+    match base {
+        GgmlType::Q4_K => q4_k_magnitude(row, x),
+        GgmlType::Q6_K => q6_k_magnitude(row, x),
+        _ => unreachable!("{base} has no interleaved layout"),
+    }
+}
+
+/// `Σ |d·sc·(q − 32)| · |x|` over one Q6_K row and the values `x` it multiplies.
+fn q6_k_magnitude(row: &[u8], x: &[f32]) -> f32 {
+    let mut w = vec![0.0f32; x.len()];
+    formats::dequantize_row(GgmlType::Q6_K, row, &mut w).unwrap();
+    w.iter().zip(x).map(|(w, x)| (w * x).abs()).sum()
+}
+
 /// `Σ (|d·sc·q| + |dmin·m|) · |x|` over one Q4_K row and the values `x` it multiplies: the
 /// size of the two float terms (scaled codes, minimums) whose difference a super-block
-/// contributes, which bounds the rounding of any order of summing them.
-fn magnitude(row: &[u8], x: &[f32]) -> f32 {
+/// contributes.
+fn q4_k_magnitude(row: &[u8], x: &[f32]) -> f32 {
     let mut total = 0.0f32;
     for (b, block) in row.chunks_exact(144).enumerate() {
         let f = |i: usize| half::f16::from_bits(u16::from_le_bytes([block[i], block[i + 1]]));
@@ -119,37 +177,83 @@ fn q8_k_values(a: &[u8]) -> Vec<f32> {
     x
 }
 
+/// The typed Q6_K_R16 kernels of the AVX-512 table (the one with GFNI and the one without,
+/// whichever the table installed), as `GemvFn`s, where this CPU runs them.
+#[cfg(target_arch = "x86_64")]
+fn q6_k_r16_kernels() -> Vec<(&'static str, GemvFn)> {
+    use grist_kernels::simd::x86::interleaved_avx512 as k;
+    fn blocks(act: &[u8]) -> Vec<BlockQ8_K> {
+        act.chunks_exact(std::mem::size_of::<BlockQ8_K>())
+            .map(bytemuck::pod_read_unaligned)
+            .collect()
+    }
+    fn shifts(w: &[u8], _rb: usize, act: &[u8], out: &mut [f32]) {
+        // SAFETY: only listed when the AVX-512 table is available; the kernel asserts the
+        // lengths.
+        unsafe { k::gemv_q6_k_r16(w, &blocks(act), out) }
+    }
+    fn gfni(w: &[u8], _rb: usize, act: &[u8], out: &mut [f32]) {
+        // SAFETY: only listed when the AVX-512 table is available and the CPU has GFNI.
+        unsafe { k::gemv_q6_k_r16_gfni(w, &blocks(act), out) }
+    }
+    let mut kernels = Vec::new();
+    if select(Isa::Avx512).is_ok() {
+        kernels.push(("gemv_q6_k_r16", shifts as GemvFn));
+        if std::arch::is_x86_feature_detected!("gfni") {
+            kernels.push(("gemv_q6_k_r16_gfni", gfni as GemvFn));
+        }
+    }
+    kernels
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn q6_k_r16_kernels() -> Vec<(&'static str, GemvFn)> {
+    Vec::new()
+}
+
 #[test]
 fn interleaved_gemv_matches_the_scalar_reference() {
     let mut rng = Rng(0x51d4_0e77_2a9c_b613);
     let mut tested = 0;
+    // Every table's kernels, then the Q6_K_R16 variants by name.
+    let mut kernels: Vec<(String, GgmlType, GgmlType, GemvFn)> = Vec::new();
     for table in tables() {
-        let Some(gemv) = table.entry(R16).unwrap().gemv else {
-            continue;
-        };
-        // Both sides of one super-block, of typical widths, and of the 64-super-block pass.
+        for (ty, base) in TYPES {
+            if let Some(gemv) = table.entry(ty).unwrap().gemv {
+                kernels.push((table.isa().name().to_string(), ty, base, gemv));
+            }
+        }
+    }
+    for (name, gemv) in q6_k_r16_kernels() {
+        kernels.push((name.to_string(), GgmlType::Q6_K_R16, GgmlType::Q6_K, gemv));
+    }
+    for (name, ty, base, gemv) in kernels {
+        let bb = base.block_bytes();
+        // Both sides of one super-block, of typical widths, and of the 64-super-block
+        // pass.
         for blocks in [1, 2, 3, 10, 38, 63, 64, 65, 130] {
-            let rb = blocks * 144;
+            let rb = blocks * bb;
             for rows in [16, 48] {
                 for kind in 0..3 {
                     for extreme in [false, true] {
-                        let plain = q4_k_rows(&mut rng, rows, blocks, kind);
-                        let w = interleave(&plain, rb);
+                        let plain = base_rows(base, &mut rng, rows, blocks, kind);
+                        let w = interleave(ty, &plain, rb);
                         let a = q8_k_row(&mut rng, blocks, extreme);
                         let mut want = vec![0.0f32; rows];
-                        interleaved::gemv_reference(R16, &w, rb, &a, &mut want).unwrap();
+                        interleaved::gemv_reference(ty, &w, rb, &a, &mut want).unwrap();
                         let mut got = vec![f32::NAN; rows];
                         gemv(&w, rb, &a, &mut got);
                         let x = q8_k_values(&a);
                         for r in 0..rows {
-                            // The integer sums are exact; only the float arithmetic per
-                            // super-block and across them differs.
-                            let tol = 1e-5 * magnitude(&plain[r * rb..(r + 1) * rb], &x) + 1e-30;
+                            // The integer sums are exact; only the float arithmetic
+                            // per super-block and across them differs.
+                            let row = &plain[r * rb..(r + 1) * rb];
+                            let tol = 1e-5 * magnitude(base, row, &x) + 1e-30;
                             assert!(
                                 (got[r] - want[r]).abs() <= tol,
-                                "{}: {blocks} blocks, {rows} rows, kind {kind}, extreme {extreme}: \
-                                 row {r} kernel {} vs reference {} (tolerance {tol})",
-                                table.isa().name(),
+                                "{name} {ty}: {blocks} blocks, {rows} rows, kind {kind}, \
+                                 extreme {extreme}: row {r} kernel {} vs reference {} \
+                                 (tolerance {tol})",
                                 got[r],
                                 want[r]
                             );
@@ -193,32 +297,34 @@ fn products(table: &Kernels, ws: &[QMatrix<'_>], x: &[f32], n: usize) -> Vec<Vec
 fn the_driver_runs_interleaved_matrices_like_plain_ones() {
     let mut rng = Rng(0x0c3b_9f42_7ae1_6d58);
     for table in tables() {
-        let native = table.entry(R16).unwrap().gemv.is_some();
-        for (rows, blocks) in [(16, 1), (48, 10), (320, 10), (1040, 3)] {
-            let rb = blocks * 144;
-            let cols = blocks * QK_K;
-            let plain = q4_k_rows(&mut rng, rows, blocks, 0);
-            let inter = interleave(&plain, rb);
-            let wp = QMatrix::new(Q4_K, &plain, rows, cols).unwrap();
-            let wi = QMatrix::new(R16, &inter, rows, cols).unwrap();
-            for n in [1, 2, 7, 33, 80] {
-                let x = rng.vec(n * cols, 2.0);
-                let want = with_threads(2, || products(table, &[wp], &x, n)).remove(0);
-                for threads in 1..=3 {
-                    let got = with_threads(threads, || products(table, &[wi], &x, n)).remove(0);
-                    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                        let ok = if n == 1 && native {
-                            let row = &plain[(i % rows) * rb..][..rb];
-                            (g - w).abs() <= 1e-5 * magnitude(row, &x) + 1e-30
-                        } else {
-                            same(g, w)
-                        };
-                        assert!(
-                            ok,
-                            "{} {rows}×{cols}, n {n}, {threads} threads: output {i} \
-                             interleaved {g} vs plain {w}",
-                            table.isa().name()
-                        );
+        for (ty, base) in TYPES {
+            let native = table.entry(ty).unwrap().gemv.is_some();
+            for (rows, blocks) in [(16, 1), (48, 10), (320, 10), (1040, 3)] {
+                let rb = blocks * base.block_bytes();
+                let cols = blocks * QK_K;
+                let plain = base_rows(base, &mut rng, rows, blocks, 0);
+                let inter = interleave(ty, &plain, rb);
+                let wp = QMatrix::new(base, &plain, rows, cols).unwrap();
+                let wi = QMatrix::new(ty, &inter, rows, cols).unwrap();
+                for n in [1, 2, 7, 33, 80] {
+                    let x = rng.vec(n * cols, 2.0);
+                    let want = with_threads(2, || products(table, &[wp], &x, n)).remove(0);
+                    for threads in 1..=3 {
+                        let got = with_threads(threads, || products(table, &[wi], &x, n)).remove(0);
+                        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                            let ok = if n == 1 && native {
+                                let row = &plain[(i % rows) * rb..][..rb];
+                                (g - w).abs() <= 1e-5 * magnitude(base, row, &x) + 1e-30
+                            } else {
+                                same(g, w)
+                            };
+                            assert!(
+                                ok,
+                                "{} {ty} {rows}×{cols}, n {n}, {threads} threads: output {i} \
+                                 interleaved {g} vs plain {w}",
+                                table.isa().name()
+                            );
+                        }
                     }
                 }
             }
@@ -233,29 +339,32 @@ fn interleaved_rows_after_an_unaligned_matrix_in_a_fused_group() {
     let mut rng = Rng(0x7d21_3c95_e806_4fa1);
     let blocks = 4;
     let cols = blocks * QK_K;
-    let rb = blocks * 144;
     let q6 = weights(&mut rng, GgmlType::Q6_K, 40, cols, false);
-    let plain = q4_k_rows(&mut rng, 96, blocks, 0);
-    let inter = interleave(&plain, rb);
     let w6 = QMatrix::new(GgmlType::Q6_K, &q6, 40, cols).unwrap();
-    let wp = QMatrix::new(Q4_K, &plain, 96, cols).unwrap();
-    let wi = QMatrix::new(R16, &inter, 96, cols).unwrap();
-    for table in tables() {
-        let native = table.entry(R16).unwrap().gemv.is_some();
-        let x = rng.vec(cols, 1.0);
-        for threads in 1..=3 {
-            let want = with_threads(threads, || products(table, &[w6, wp, w6], &x, 1));
-            let got = with_threads(threads, || products(table, &[w6, wi, w6], &x, 1));
-            for m in [0, 2] {
-                assert!(got[m].iter().zip(&want[m]).all(|(&g, &w)| same(g, w)));
-            }
-            for (i, (&g, &w)) in got[1].iter().zip(&want[1]).enumerate() {
-                let ok = if native {
-                    (g - w).abs() <= 1e-5 * magnitude(&plain[i * rb..][..rb], &x) + 1e-30
-                } else {
-                    same(g, w)
-                };
-                assert!(ok, "{} row {i}: {g} vs {w}", table.isa().name());
+    for (ty, base) in TYPES {
+        let rb = blocks * base.block_bytes();
+        let plain = base_rows(base, &mut rng, 96, blocks, 0);
+        let inter = interleave(ty, &plain, rb);
+        let wp = QMatrix::new(base, &plain, 96, cols).unwrap();
+        let wi = QMatrix::new(ty, &inter, 96, cols).unwrap();
+        for table in tables() {
+            let native = table.entry(ty).unwrap().gemv.is_some();
+            let x = rng.vec(cols, 1.0);
+            for threads in 1..=3 {
+                let want = with_threads(threads, || products(table, &[w6, wp, w6], &x, 1));
+                let got = with_threads(threads, || products(table, &[w6, wi, w6], &x, 1));
+                for m in [0, 2] {
+                    assert!(got[m].iter().zip(&want[m]).all(|(&g, &w)| same(g, w)));
+                }
+                for (i, (&g, &w)) in got[1].iter().zip(&want[1]).enumerate() {
+                    let ok = if native {
+                        let row = &plain[i * rb..][..rb];
+                        (g - w).abs() <= 1e-5 * magnitude(base, row, &x) + 1e-30
+                    } else {
+                        same(g, w)
+                    };
+                    assert!(ok, "{} {ty} row {i}: {g} vs {w}", table.isa().name());
+                }
             }
         }
     }
@@ -266,65 +375,69 @@ fn the_fused_gate_up_product_reads_interleaved_matrices() {
     let mut rng = Rng(0x2b6e_8d01_f37c_a945);
     let (rows, blocks, n) = (144, 3, 37);
     let cols = blocks * QK_K;
-    let rb = blocks * 144;
-    let (gate, up) = (
-        q4_k_rows(&mut rng, rows, blocks, 0),
-        q4_k_rows(&mut rng, rows, blocks, 0),
-    );
-    let (gate_i, up_i) = (interleave(&gate, rb), interleave(&up, rb));
-    let x = rng.vec(n * cols, 1.0);
-    for table in tables() {
-        let run = |g: &[u8], u: &[u8], ty: GgmlType| {
-            let (g, u) = (
-                QMatrix::new(ty, g, rows, cols).unwrap(),
-                QMatrix::new(ty, u, rows, cols).unwrap(),
-            );
-            let mut scratch = ActivationScratch::new();
-            quantize_activations_with(table, g.act_type(), &x, n, cols, &mut scratch).unwrap();
-            let mut out = vec![f32::NAN; n * rows];
-            let fused = matmul_prequantized_gated_with(
-                table,
-                &g,
-                &u,
-                grist_kernels::ops::swiglu,
-                &scratch,
-                &mut out,
-            )
-            .unwrap();
-            (fused, out)
-        };
-        let (fused_p, want) = run(&gate, &up, Q4_K);
-        let (fused_i, got) = run(&gate_i, &up_i, R16);
-        assert_eq!(fused_p, fused_i, "{}", table.isa().name());
-        if fused_p {
-            assert!(
-                got.iter().zip(&want).all(|(&g, &w)| same(g, w)),
-                "{}: the fused product differs",
-                table.isa().name()
-            );
+    for (ty, base) in TYPES {
+        let rb = blocks * base.block_bytes();
+        let (gate, up) = (
+            base_rows(base, &mut rng, rows, blocks, 0),
+            base_rows(base, &mut rng, rows, blocks, 0),
+        );
+        let (gate_i, up_i) = (interleave(ty, &gate, rb), interleave(ty, &up, rb));
+        let x = rng.vec(n * cols, 1.0);
+        for table in tables() {
+            let run = |g: &[u8], u: &[u8], ty: GgmlType| {
+                let (g, u) = (
+                    QMatrix::new(ty, g, rows, cols).unwrap(),
+                    QMatrix::new(ty, u, rows, cols).unwrap(),
+                );
+                let mut scratch = ActivationScratch::new();
+                quantize_activations_with(table, g.act_type(), &x, n, cols, &mut scratch).unwrap();
+                let mut out = vec![f32::NAN; n * rows];
+                let fused = matmul_prequantized_gated_with(
+                    table,
+                    &g,
+                    &u,
+                    grist_kernels::ops::swiglu,
+                    &scratch,
+                    &mut out,
+                )
+                .unwrap();
+                (fused, out)
+            };
+            let (fused_p, want) = run(&gate, &up, base);
+            let (fused_i, got) = run(&gate_i, &up_i, ty);
+            assert_eq!(fused_p, fused_i, "{} {ty}", table.isa().name());
+            if fused_p {
+                assert!(
+                    got.iter().zip(&want).all(|(&g, &w)| same(g, w)),
+                    "{} {ty}: the fused product differs",
+                    table.isa().name()
+                );
+            }
         }
     }
 }
 
 #[test]
 fn a_matrix_that_is_not_whole_groups_is_refused() {
-    let rb = 144;
-    let data = vec![0u8; 24 * rb];
-    let err = QMatrix::new(R16, &data, 24, QK_K).unwrap_err();
-    assert_eq!(
-        err,
-        MatmulError::PartialGroup {
-            ty: R16,
-            rows: 24,
-            group_rows: 16
-        }
-    );
-    assert!(err.to_string().contains("multiple of 16 rows"), "{err}");
-    let m = QMatrix::new(R16, &data[..16 * rb], 16, QK_K).unwrap();
-    assert_eq!(m.group_rows(), 16);
-    assert_eq!(m.act_type(), GgmlType::Q8_K);
-    // Rows of an interleaved matrix are not contiguous: `row` refuses.
-    assert!(std::panic::catch_unwind(|| m.row(3).len()).is_err());
+    for (ty, base) in TYPES {
+        let rb = base.block_bytes();
+        let data = vec![0u8; 24 * rb];
+        let err = QMatrix::new(ty, &data, 24, QK_K).unwrap_err();
+        assert_eq!(
+            err,
+            MatmulError::PartialGroup {
+                ty,
+                rows: 24,
+                group_rows: 16
+            }
+        );
+        assert!(err.to_string().contains("multiple of 16 rows"), "{err}");
+        let m = QMatrix::new(ty, &data[..16 * rb], 16, QK_K).unwrap();
+        assert_eq!(m.group_rows(), 16);
+        assert_eq!(m.act_type(), GgmlType::Q8_K);
+        // Rows of an interleaved matrix are not contiguous: `row` refuses.
+        assert!(std::panic::catch_unwind(|| m.row(3).len()).is_err());
+    }
     let _ = matmul::MAX_FUSED_MATRICES;
 }
 
@@ -601,4 +714,22 @@ fn q8_0_r16_partial_groups_and_columns_are_refused() {
     assert_eq!((m.group_rows(), m.row_bytes()), (16, rb));
     assert_eq!(m.act_type(), Q8_0);
     assert!(std::panic::catch_unwind(|| m.row(3).len()).is_err());
+}
+#[test]
+fn embedding_rows_gather_from_interleaved_matrices() {
+    // The embedding lookup reads one row at a time (`QMatrix::row_plain`); a tied Q6_K
+    // token_embd is also the output product's matrix.
+    let mut rng = Rng(0x4f1a_92c3_d7e8_0b65);
+    let (rows, blocks) = (48, 3);
+    for (ty, base) in TYPES {
+        let rb = blocks * base.block_bytes();
+        let plain = base_rows(base, &mut rng, rows, blocks, 0);
+        let inter = interleave(ty, &plain, rb);
+        let wi = QMatrix::new(ty, &inter, rows, blocks * QK_K).unwrap();
+        for r in [0, 5, 15, 16, 31, 47] {
+            wi.row_plain(r, |row| {
+                assert!(row == &plain[r * rb..][..rb], "{ty} row {r}")
+            });
+        }
+    }
 }

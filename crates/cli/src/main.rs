@@ -45,8 +45,8 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Write a GGUF with a real model's shape and random weights (for speed tests).
     Synth(synth::Args),
-    /// Rewrite a GGUF's Q4_K matrices in grist's interleaved layout (faster token generation,
-    /// memory-mapped as is).
+    /// Rewrite a GGUF's Q4_K and Q6_K matrices in grist's interleaved layouts (faster token
+    /// generation, memory-mapped as they are).
     Repack(repack::Args),
 }
 

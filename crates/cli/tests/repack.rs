@@ -1,4 +1,4 @@
-//! `grist repack` run as a program: the summary of a successful run (and of Q4_K and Q8_0
+//! `grist repack` run as a program: the summary of a successful run (and of Q4_K/Q6_K/Q8_0
 //! tensors left as they are), the repacked file as `grist inspect` shows it, and clean failures
 //! (message, non-zero status, no panic) for a missing input, a non-GGUF input, an output that
 //! is the input and a missing `-o`. (`grist_model::repack`'s tests check the file's contents
@@ -58,15 +58,15 @@ fn repack_prints_a_summary_and_inspect_shows_the_layout() {
     // tiny-qwen3 Q4_K_M: 12 Q4_K matrices, 12 other tensors (F32 norms, Q6_K).
     for needle in [
         "repack: 100% (24 / 24 tensors)",
-        "(Q4_K -> Q4_K_R16, Q8_0 -> Q8_0_R16)",
-        "12 tensors repacked (12 to Q4_K_R16; ",
-        "12 copied as they are",
+        "(Q4_K -> Q4_K_R16, Q6_K -> Q6_K_R16, Q8_0 -> Q8_0_R16)",
+        "15 tensors repacked (12 to Q4_K_R16, 3 to Q6_K_R16; ",
+        "9 copied as they are",
         &format!("{} bytes in", std::fs::metadata(&output).unwrap().len()),
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
     assert!(
-        !err.contains("kept as Q4_K") && !err.contains("warning"),
+        !err.contains("kept as they are") && !err.contains("warning"),
         "{err}"
     );
 
@@ -77,7 +77,12 @@ fn repack_prints_a_summary_and_inspect_shows_the_layout() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for needle in ["alignment 64", "grist.repack", "\"Q4_K_R16\"", "Q4_K_R16"] {
+    for needle in [
+        "alignment 64",
+        "grist.repack",
+        "\"Q4_K_R16,Q6_K_R16\"",
+        "Q6_K_R16",
+    ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 
@@ -93,7 +98,7 @@ fn repack_prints_a_summary_and_inspect_shows_the_layout() {
     assert!(out.status.success(), "{err}");
     assert!(
         err.contains("0 tensors repacked (0.0 MB)")
-            && err.contains("warning: no Q4_K or Q8_0 matrix"),
+            && err.contains("warning: no Q4_K, Q6_K or Q8_0 matrix"),
         "{err}"
     );
 
@@ -126,7 +131,10 @@ fn q4_k_left_as_is_is_named() {
         "{err}"
     );
     assert!(
-        err.contains("1 Q4_K tensors kept as Q4_K (not 2-D, or rows not a multiple of 16): rows24"),
+        err.contains(
+            "1 Q4_K/Q6_K/Q8_0 tensors kept as they are (not 2-D, rows not a multiple of 16, \
+             or Q8_0 rows not a multiple of 64 values): rows24"
+        ),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -168,15 +176,12 @@ fn q8_0_matrices_are_repacked_and_the_others_named() {
     for needle in [
         "2 tensors repacked (1 to Q8_0_R16, 1 to Q4_K_R16; ",
         "2 copied as they are",
-        "2 Q8_0 tensors kept as Q8_0 (not 2-D, rows not a multiple of 16, or of 64 values): \
-         cols96, rows8",
+        "2 Q4_K/Q6_K/Q8_0 tensors kept as they are (not 2-D, rows not a multiple of 16, or \
+         Q8_0 rows not a multiple of 64 values): cols96, rows8",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
-    assert!(
-        !err.contains("Q4_K tensors kept") && !err.contains("warning"),
-        "{err}"
-    );
+    assert!(!err.contains("warning"), "{err}");
 
     let out = grist(&["inspect", output.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -100,6 +100,10 @@ pub enum GgmlType {
     /// bytes as 16 Q4_K blocks, reordered so one SIMD lane accumulates one row; written by
     /// `grist repack`, see `grist_kernels::formats::interleaved`). No other engine reads it.
     Q4_K_R16 = 1012,
+    /// **grist-private**: Q6_K with 16 rows interleaved per super-block column (the same
+    /// bytes as 16 Q6_K blocks, reordered for the same one-lane-per-row kernels as
+    /// [`GgmlType::Q4_K_R16`]; written by `grist repack`). No other engine reads it.
+    Q6_K_R16 = 1014,
 }
 
 /// The first id of grist's private types (ggml's ids stop at 42; ik_llama.cpp's private
@@ -145,6 +149,7 @@ const TABLE: &[(GgmlType, &str, usize, usize)] = &[
     (GgmlType::Q2_0, "Q2_0", 64, 18),
     (GgmlType::Q8_0_R16, "Q8_0_R16", 64, 68),
     (GgmlType::Q4_K_R16, "Q4_K_R16", 256, 144),
+    (GgmlType::Q6_K_R16, "Q6_K_R16", 256, 210),
 ];
 
 impl GgmlType {
@@ -167,12 +172,13 @@ impl GgmlType {
     }
 
     /// For an interleaved (grist-private) layout, the ggml type whose blocks it reorders and
-    /// how many rows it interleaves: `Q4_K_R16` → `(Q4_K, 16)`. `None` for ggml's types,
-    /// whose rows are stored one after another.
+    /// how many rows it interleaves: `Q4_K_R16` → `(Q4_K, 16)`, `Q6_K_R16` → `(Q6_K, 16)`.
+    /// `None` for ggml's types, whose rows are stored one after another.
     pub fn interleaved(self) -> Option<(GgmlType, usize)> {
         match self {
             GgmlType::Q4_K_R16 => Some((GgmlType::Q4_K, 16)),
             GgmlType::Q8_0_R16 => Some((GgmlType::Q8_0, 16)),
+            GgmlType::Q6_K_R16 => Some((GgmlType::Q6_K, 16)),
             _ => None,
         }
     }
@@ -254,7 +260,22 @@ mod tests {
             assert_eq!(GgmlType::from_id(t.id()), Some(t));
             assert_eq!(GgmlType::from_name(t.name()), Some(t));
         }
-        for removed in [4, 5, 31, 32, 33, 36, 37, 38, 43, 1000, 1011, u32::MAX] {
+        for removed in [
+            4,
+            5,
+            31,
+            32,
+            33,
+            36,
+            37,
+            38,
+            43,
+            1000,
+            1011,
+            1013,
+            1015,
+            u32::MAX,
+        ] {
             assert_eq!(GgmlType::from_id(removed), None);
         }
     }
@@ -292,6 +313,17 @@ mod tests {
         // Rows of Q8_0_R16 are whole 64-value columns.
         assert_eq!(GgmlType::Q8_0_R16.bytes_for(640), Some(680));
         assert_eq!(GgmlType::Q8_0_R16.bytes_for(96), None);
+        assert_eq!(GgmlType::Q6_K_R16.interleaved(), Some((GgmlType::Q6_K, 16)));
+        assert_eq!(GgmlType::from_name("Q6_K_R16"), Some(GgmlType::Q6_K_R16));
+        assert_eq!(GgmlType::from_id(1014), Some(GgmlType::Q6_K_R16));
+        assert_eq!(GgmlType::Q6_K_R16.bits_per_weight(), 6.5625);
+        let interleaved: Vec<GgmlType> = GgmlType::all()
+            .filter(|t| t.interleaved().is_some())
+            .collect();
+        assert_eq!(
+            interleaved,
+            [GgmlType::Q8_0_R16, GgmlType::Q4_K_R16, GgmlType::Q6_K_R16]
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Offline repacking: rewrite a GGUF's Q4_K and Q8_0 matrices in grist's interleaved layouts,
-//! [`GgmlType::Q4_K_R16`] and [`GgmlType::Q8_0_R16`], so grist memory-maps the faster layouts
-//! as they are.
+//! Offline repacking: rewrite a GGUF's Q4_K, Q6_K and Q8_0 matrices in grist's interleaved
+//! layouts, [`GgmlType::Q4_K_R16`], [`GgmlType::Q6_K_R16`] and [`GgmlType::Q8_0_R16`], so grist
+//! memory-maps the faster layouts as they are.
 //!
 //! In these layouts the blocks of 16 consecutive rows are stored column by column, so one
 //! 512-bit register holds the same bytes of 16 rows and token generation needs no horizontal
@@ -8,7 +8,7 @@
 //! Interleaving at load time would cost a second copy of the weights in RAM and start-up
 //! time; [`repack_file`] does it once, offline, and writes a file whose bytes are used
 //! directly. A layout holds as many bytes as its base type: Q4_K_R16 the same bytes
-//! reordered, Q8_0_R16 reordered with every code stored `+ 128`. The file keeps its size (give
+//! (and Q6_K_R16) reordered, Q8_0_R16 reordered with every code stored `+ 128`. The file keeps its size (give
 //! or take alignment padding) and [`deinterleave`] restores the original exactly.
 //!
 //! ```text
@@ -50,7 +50,8 @@ pub const REPACK_KEY: &str = "grist.repack";
 
 /// The alignment of the repacked file's data section and tensors: one cache line. A
 /// Q4_K_R16 column is 36 whole lines and a Q8_0_R16 column 17, so each 64-byte load of the
-/// interleaved kernels then touches exactly one line.
+/// interleaved kernels then touches exactly one line (a Q6_K_R16 column is 52.5 lines: every
+/// other column starts on a line).
 pub const REPACK_ALIGNMENT: u32 = 64;
 
 /// Default bytes interleaved per parallel batch ([`RepackOptions::chunk_bytes`]).
@@ -80,7 +81,8 @@ impl Default for RepackOptions {
 /// What [`repack_file`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepackReport {
-    /// Matrices rewritten in an interleaved layout (Q4_K as Q4_K_R16, Q8_0 as Q8_0_R16).
+    /// Matrices rewritten in an interleaved layout (Q4_K as Q4_K_R16, Q6_K as Q6_K_R16, Q8_0
+    /// as Q8_0_R16).
     pub n_repacked: usize,
     /// Of those, how many went to each interleaved type, in id order (types with none left
     /// out).
@@ -91,13 +93,10 @@ pub struct RepackReport {
     pub n_copied: usize,
     /// Bytes of those tensors.
     pub bytes_copied: u64,
-    /// Names of the Q4_K tensors among the copied ones, left as Q4_K because they are not
-    /// 2-D or their row count is not a multiple of 16: they run at plain Q4_K speed.
-    pub kept_q4_k: Vec<String>,
-    /// Names of the Q8_0 tensors among the copied ones, left as Q8_0 because they are not
-    /// 2-D, their row count is not a multiple of 16 or their rows not a multiple of 64
-    /// values: they run at plain Q8_0 speed.
-    pub kept_q8_0: Vec<String>,
+    /// Names of the Q4_K, Q6_K and Q8_0 tensors among the copied ones, left as they are
+    /// because they are not 2-D, their row count is not a multiple of 16 or (Q8_0) their rows
+    /// not a multiple of 64 values: they run at the plain type's speed.
+    pub kept: Vec<String>,
     /// Size of the output file in bytes.
     pub file_bytes: u64,
     /// Wall-clock time of the whole run.
@@ -124,13 +123,15 @@ pub fn is_repackable(info: &TensorInfo) -> bool {
 }
 
 /// The interleaved type a tensor is rewritten as, if any: a 2-D matrix (`dims = [cols,
-/// rows]`) of a type with an interleaved layout (Q4_K → Q4_K_R16, Q8_0 → Q8_0_R16) whose row
+/// rows]`) of a type with an interleaved layout (Q4_K → Q4_K_R16, Q6_K → Q6_K_R16, Q8_0 →
+/// Q8_0_R16) whose row
 /// count is a positive multiple of the layout's group (16 rows) and whose rows are whole
 /// blocks of the layout (256 values for Q4_K_R16, 64 for Q8_0_R16: two Q8_0 blocks per
 /// column).
 pub fn repacked_type(info: &TensorInfo) -> Option<GgmlType> {
     let ty = match info.ty {
         GgmlType::Q4_K => GgmlType::Q4_K_R16,
+        GgmlType::Q6_K => GgmlType::Q6_K_R16,
         GgmlType::Q8_0 => GgmlType::Q8_0_R16,
         _ => return None,
     };
@@ -234,8 +235,7 @@ fn write_tensors<W: Write>(
         bytes_repacked: 0,
         n_copied: 0,
         bytes_copied: 0,
-        kept_q4_k: Vec::new(),
-        kept_q8_0: Vec::new(),
+        kept: Vec::new(),
         file_bytes: 0,
         elapsed: Duration::ZERO,
     };
@@ -264,11 +264,8 @@ fn write_tensors<W: Write>(
             writer.write_data(data)?;
             report.n_copied += 1;
             report.bytes_copied += info.n_bytes;
-            if info.ty == GgmlType::Q4_K {
-                report.kept_q4_k.push(info.name.clone());
-            }
-            if info.ty == GgmlType::Q8_0 {
-                report.kept_q8_0.push(info.name.clone());
+            if matches!(info.ty, GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::Q8_0) {
+                report.kept.push(info.name.clone());
             }
         }
     }
@@ -415,15 +412,27 @@ mod tests {
     }
 
     #[test]
-    fn only_2d_q4_k_with_whole_groups_is_repackable() {
-        assert!(is_repackable(&info(GgmlType::Q4_K, &[256, 16])));
-        assert!(is_repackable(&info(GgmlType::Q4_K, &[512, 9728])));
-        assert!(!is_repackable(&info(GgmlType::Q4_K, &[256, 24])));
-        assert!(!is_repackable(&info(GgmlType::Q4_K, &[256, 0])));
-        assert!(!is_repackable(&info(GgmlType::Q4_K, &[256, 16, 2])));
-        assert!(!is_repackable(&info(GgmlType::Q4_K, &[4096])));
-        assert!(!is_repackable(&info(GgmlType::Q6_K, &[256, 16])));
-        assert!(!is_repackable(&info(GgmlType::Q4_K_R16, &[256, 16])));
+    fn only_2d_q4_k_and_q6_k_with_whole_groups_are_repackable() {
+        for (base, layout) in [
+            (GgmlType::Q4_K, GgmlType::Q4_K_R16),
+            (GgmlType::Q6_K, GgmlType::Q6_K_R16),
+        ] {
+            assert_eq!(repacked_type(&info(base, &[256, 16])), Some(layout));
+            assert_eq!(repacked_type(&info(base, &[512, 9728])), Some(layout));
+            assert!(!is_repackable(&info(base, &[256, 24])));
+            assert!(!is_repackable(&info(base, &[256, 0])));
+            assert!(!is_repackable(&info(base, &[256, 16, 2])));
+            assert!(!is_repackable(&info(base, &[4096])));
+            assert!(!is_repackable(&info(layout, &[256, 16])));
+            assert_eq!(layout.interleaved(), Some((base, 16)));
+        }
+        assert_eq!(
+            repacked_type(&info(GgmlType::Q6_K, &[2560, 151936])),
+            Some(GgmlType::Q6_K_R16)
+        );
+        for ty in [GgmlType::Q5_K, GgmlType::Q4_0, GgmlType::F32] {
+            assert!(!is_repackable(&info(ty, &[256, 16])));
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `grist_model::repack`: the fixture models and a hand-built GGUF are repacked and read
 //! back. Metadata is the input's plus the alignment and `grist.repack` (the interleaved types
-//! written); tensor names, order and shapes are unchanged; every repackable Q4_K matrix is
-//! Q4_K_R16 and every repackable Q8_0 matrix Q8_0_R16, and each de-interleaves to the original
+//! written); tensor names, order and shapes are unchanged; every repackable Q4_K, Q6_K or Q8_0
+//! matrix is Q4_K_R16, Q6_K_R16 or Q8_0_R16, and each de-interleaves to the original
 //! bytes exactly; every other tensor is byte-identical; every tensor starts on a 64-byte line.
 //! Bad paths are refused without touching the input.
 
@@ -14,6 +14,7 @@ use grist_kernels::formats::interleaved::deinterleave;
 use grist_model::repack::{
     is_repackable, repack_file, repack_file_with_progress, RepackOptions, RepackReport,
 };
+use grist_model::{Model, Session};
 
 /// A fresh directory in cargo's per-test scratch directory.
 fn scratch(name: &str) -> PathBuf {
@@ -71,6 +72,7 @@ fn check_repacked(input: &Path, output: &Path, report: &RepackReport) -> Vec<Str
         let matrix = s.dims.len() == 2 && s.dims[1] % 16 == 0;
         let eligible = match s.ty {
             GgmlType::Q4_K if matrix => Some(GgmlType::Q4_K_R16),
+            GgmlType::Q6_K if matrix => Some(GgmlType::Q6_K_R16),
             GgmlType::Q8_0 if matrix && s.dims[0] % 64 == 0 => Some(GgmlType::Q8_0_R16),
             _ => None,
         };
@@ -114,9 +116,10 @@ fn only_files(dir: &Path, names: &[&str]) {
 
 #[test]
 fn fixtures_repack_losslessly() {
-    // Q4_K_M: every Q4_K matrix has a multiple of 16 rows; token_embd is Q6_K in qwen3
-    // (tied) and Q4_K in llama; layer 1's attn_v and ffn_down are Q6_K.
-    for (name, n_repacked) in [("tiny-qwen3-q4_k_m", 12), ("tiny-llama-q4_k_m", 13)] {
+    // Q4_K_M: every Q4_K and Q6_K matrix has a multiple of 16 rows; token_embd is Q6_K in
+    // qwen3 (tied: also the output product) and Q4_K in llama, whose output is Q6_K; layer
+    // 1's attn_v and ffn_down are Q6_K. Only the F32 norms stay.
+    for (name, n_repacked) in [("tiny-qwen3-q4_k_m", 15), ("tiny-llama-q4_k_m", 16)] {
         let input = fixture(name);
         let dir = scratch(name);
         let output = dir.join("out.gguf");
@@ -129,10 +132,16 @@ fn fixtures_repack_losslessly() {
             .unwrap();
         let repacked = check_repacked(&input, &output, &report);
         assert_eq!(repacked.len(), n_repacked, "{name}: {repacked:?}");
-        assert!(report.kept_q4_k.is_empty(), "{:?}", report.kept_q4_k);
-        assert!(repacked.contains(&"blk.0.ffn_down.weight".to_string()));
+        assert!(report.kept.is_empty(), "{:?}", report.kept);
+        for t in [
+            "blk.0.ffn_down.weight",
+            "blk.1.ffn_down.weight",
+            "token_embd.weight",
+        ] {
+            assert!(repacked.contains(&t.to_string()), "{name}: {t}");
+        }
         assert_eq!(
-            repacked.contains(&"token_embd.weight".to_string()),
+            repacked.contains(&"output.weight".to_string()),
             name.contains("llama")
         );
         let progress_repacked: Vec<&String> =
@@ -159,6 +168,153 @@ fn fixtures_repack_losslessly() {
     }
 }
 
+/// Logits of a 12-token prompt (one batch, every position), then of 4 single-token steps.
+fn prompt_then_steps(model: &Model) -> (Vec<f32>, Vec<f32>) {
+    let n_vocab = model.n_vocab() as u32;
+    let tokens: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % n_vocab).collect();
+    let mut s = Session::new(model, 64).unwrap();
+    let prompt = s.eval(&tokens, true).unwrap().to_vec();
+    let mut steps = Vec::new();
+    for &t in &tokens[..4] {
+        steps.extend_from_slice(s.eval(&[t], false).unwrap());
+    }
+    (prompt, steps)
+}
+
+#[test]
+fn a_repacked_model_runs_like_the_original() {
+    // qwen3's tied Q6_K token_embd is both the embedding (rows gathered from the interleaved
+    // groups) and the output product; llama's output is Q6_K.
+    for name in ["tiny-qwen3-q4_k_m", "tiny-llama-q4_k_m"] {
+        let input = fixture(name);
+        let dir = scratch(&format!("run-{name}"));
+        let output = dir.join("out.gguf");
+        repack_file(&input, &output, &RepackOptions::default()).unwrap();
+        let (plain, packed) = (Model::load(&input).unwrap(), Model::load(&output).unwrap());
+        let (prompt_p, steps_p) = prompt_then_steps(&plain);
+        let (prompt_i, steps_i) = prompt_then_steps(&packed);
+        // The prompt path de-interleaves the weights and runs the same kernels: the same bits.
+        assert!(
+            prompt_p
+                .iter()
+                .zip(&prompt_i)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}: prompt logits differ"
+        );
+        // Token generation runs the interleaved kernels where the table has them: the same
+        // integer sums, float rounding apart.
+        let scale = steps_p.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        for (i, (a, b)) in steps_p.iter().zip(&steps_i).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * scale,
+                "{name}: step logit {i}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+/// Bytes of `ty` (Q4_K, Q6_K) whose blocks are all different (the permutation is visible in
+/// every byte).
+fn block_bytes(ty: GgmlType, rows: usize, cols: usize, seed: usize) -> Vec<u8> {
+    let n = rows * cols / 256 * ty.block_bytes();
+    (0..n).map(|i| (i * 31 + i / 253 + seed) as u8).collect()
+}
+
+/// Q4_K bytes, see [`block_bytes`].
+fn q4_k_bytes(rows: usize, cols: usize, seed: usize) -> Vec<u8> {
+    block_bytes(GgmlType::Q4_K, rows, cols, seed)
+}
+
+#[test]
+fn only_2d_q4_k_and_q6_k_with_whole_groups_are_repacked() {
+    let dir = scratch("built");
+    let input = dir.join("in.gguf");
+    let mut w = GgufWriter::new();
+    w.add("general.architecture", "llama").unwrap();
+    w.add("general.alignment", Value::U32(32)).unwrap();
+    w.add("general.name", "repack test").unwrap();
+    let norm: Vec<u8> = (0..64u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let tensors: Vec<(&str, GgmlType, Vec<u64>, Vec<u8>)> = vec![
+        ("norm", GgmlType::F32, vec![64], norm),
+        (
+            "rows24",
+            GgmlType::Q4_K,
+            vec![512, 24],
+            q4_k_bytes(24, 512, 1),
+        ),
+        (
+            "rows32",
+            GgmlType::Q4_K,
+            vec![512, 32],
+            q4_k_bytes(32, 512, 2),
+        ),
+        (
+            "three_d",
+            GgmlType::Q4_K,
+            vec![256, 16, 2],
+            q4_k_bytes(32, 256, 3),
+        ),
+        ("vector", GgmlType::Q4_K, vec![256], q4_k_bytes(1, 256, 4)),
+        (
+            "r16",
+            GgmlType::Q4_K_R16,
+            vec![256, 16],
+            q4_k_bytes(16, 256, 5),
+        ),
+        (
+            "q6_rows48",
+            GgmlType::Q6_K,
+            vec![768, 48],
+            block_bytes(GgmlType::Q6_K, 48, 768, 6),
+        ),
+        (
+            "q6_rows8",
+            GgmlType::Q6_K,
+            vec![256, 8],
+            block_bytes(GgmlType::Q6_K, 8, 256, 7),
+        ),
+        (
+            "q6_r16",
+            GgmlType::Q6_K_R16,
+            vec![256, 16],
+            block_bytes(GgmlType::Q6_K, 16, 256, 8),
+        ),
+        ("q5", GgmlType::Q5_K, vec![256, 16], vec![7u8; 16 * 176]),
+    ];
+    for (name, ty, dims, data) in &tensors {
+        w.add_tensor(name, *ty, dims, data.clone()).unwrap();
+    }
+    w.write_to_path(&input).unwrap();
+    let before = std::fs::read(&input).unwrap();
+
+    let output = dir.join("out.gguf");
+    let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
+    assert_eq!(
+        check_repacked(&input, &output, &report),
+        ["rows32", "q6_rows48"]
+    );
+    assert_eq!(report.kept, ["rows24", "three_d", "vector", "q6_rows8"]);
+    let out = GgufFile::open(&output).unwrap();
+    assert_eq!(out.tensor("rows24").unwrap().ty(), GgmlType::Q4_K);
+    assert_eq!(out.tensor("r16").unwrap().ty(), GgmlType::Q4_K_R16);
+    assert_eq!(out.tensor("q6_rows48").unwrap().ty(), GgmlType::Q6_K_R16);
+    assert_eq!(out.tensor("q6_rows8").unwrap().ty(), GgmlType::Q6_K);
+    assert_eq!(out.tensor("q6_r16").unwrap().ty(), GgmlType::Q6_K_R16);
+    assert_eq!(out.tensor("q5").unwrap().ty(), GgmlType::Q5_K);
+    // general.alignment was replaced where it stood.
+    assert_eq!(
+        out.metadata()[1],
+        ("general.alignment".into(), Value::U32(64))
+    );
+    assert!(
+        std::fs::read(&input).unwrap() == before,
+        "the input changed"
+    );
+    for t in out.tensors() {
+        assert!(!is_repackable(t), "{} is left to repack", t.name);
+    }
+}
+
 #[test]
 fn q8_0_fixtures_repack_losslessly() {
     // Every Q8_0 matrix of the tiny llamas has 64-value rows and a multiple of 16 rows: the
@@ -174,7 +330,7 @@ fn q8_0_fixtures_repack_losslessly() {
             [(GgmlType::Q8_0_R16, repacked.len())],
             "{name}"
         );
-        assert!(report.kept_q8_0.is_empty(), "{:?}", report.kept_q8_0);
+        assert!(report.kept.is_empty(), "{:?}", report.kept);
         assert!(
             repacked.contains(&"token_embd.weight".to_string()),
             "{name}"
@@ -232,8 +388,7 @@ fn only_2d_q8_0_with_whole_groups_and_columns_is_repacked() {
         report.repacked_types,
         [(GgmlType::Q8_0_R16, 1), (GgmlType::Q4_K_R16, 1)]
     );
-    assert_eq!(report.kept_q8_0, ["rows24", "cols96", "three_d", "vector"]);
-    assert!(report.kept_q4_k.is_empty());
+    assert_eq!(report.kept, ["rows24", "cols96", "three_d", "vector"]);
     let out = GgufFile::open(&output).unwrap();
     assert_eq!(out.get_str("grist.repack").unwrap(), "Q8_0_R16,Q4_K_R16");
     // The codes are stored + 128: the first code of row 0 sits at byte 64 of the matrix.
@@ -243,77 +398,6 @@ fn only_2d_q8_0_with_whole_groups_and_columns_is_repacked() {
     );
     let first = src.tensor_data(&src.tensors()[0])[2];
     assert_eq!(dst.data[64], first ^ 0x80);
-}
-
-/// Q4_K bytes whose blocks are all different (the permutation is visible in every byte).
-fn q4_k_bytes(rows: usize, cols: usize, seed: usize) -> Vec<u8> {
-    let n = rows * cols / 256 * 144;
-    (0..n).map(|i| (i * 31 + i / 253 + seed) as u8).collect()
-}
-
-#[test]
-fn only_2d_q4_k_with_whole_groups_is_repacked() {
-    let dir = scratch("built");
-    let input = dir.join("in.gguf");
-    let mut w = GgufWriter::new();
-    w.add("general.architecture", "llama").unwrap();
-    w.add("general.alignment", Value::U32(32)).unwrap();
-    w.add("general.name", "repack test").unwrap();
-    let norm: Vec<u8> = (0..64u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
-    let tensors: Vec<(&str, GgmlType, Vec<u64>, Vec<u8>)> = vec![
-        ("norm", GgmlType::F32, vec![64], norm),
-        (
-            "rows24",
-            GgmlType::Q4_K,
-            vec![512, 24],
-            q4_k_bytes(24, 512, 1),
-        ),
-        (
-            "rows32",
-            GgmlType::Q4_K,
-            vec![512, 32],
-            q4_k_bytes(32, 512, 2),
-        ),
-        (
-            "three_d",
-            GgmlType::Q4_K,
-            vec![256, 16, 2],
-            q4_k_bytes(32, 256, 3),
-        ),
-        ("vector", GgmlType::Q4_K, vec![256], q4_k_bytes(1, 256, 4)),
-        (
-            "r16",
-            GgmlType::Q4_K_R16,
-            vec![256, 16],
-            q4_k_bytes(16, 256, 5),
-        ),
-        ("q6", GgmlType::Q6_K, vec![256, 16], vec![7u8; 16 * 210]),
-    ];
-    for (name, ty, dims, data) in &tensors {
-        w.add_tensor(name, *ty, dims, data.clone()).unwrap();
-    }
-    w.write_to_path(&input).unwrap();
-    let before = std::fs::read(&input).unwrap();
-
-    let output = dir.join("out.gguf");
-    let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
-    assert_eq!(check_repacked(&input, &output, &report), ["rows32"]);
-    assert_eq!(report.kept_q4_k, ["rows24", "three_d", "vector"]);
-    let out = GgufFile::open(&output).unwrap();
-    assert_eq!(out.tensor("rows24").unwrap().ty(), GgmlType::Q4_K);
-    assert_eq!(out.tensor("r16").unwrap().ty(), GgmlType::Q4_K_R16);
-    // general.alignment was replaced where it stood.
-    assert_eq!(
-        out.metadata()[1],
-        ("general.alignment".into(), Value::U32(64))
-    );
-    assert!(
-        std::fs::read(&input).unwrap() == before,
-        "the input changed"
-    );
-    for t in out.tensors() {
-        assert!(!is_repackable(t), "{} is left to repack", t.name);
-    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! AVX-512 VNNI token generation with interleaved Q4_K weights ([`GgmlType::Q4_K_R16`],
-//! layout in [`crate::formats::interleaved`]), and with interleaved Q8_0 weights
-//! ([`GgmlType::Q8_0_R16`], [`gemv_q8_0_r16`]).
+//! AVX-512 VNNI token generation with interleaved Q4_K, Q6_K and Q8_0 weights
+//! ([`GgmlType::Q4_K_R16`], [`GgmlType::Q6_K_R16`], [`GgmlType::Q8_0_R16`], layouts in
+//! [`crate::formats::interleaved`]).
 //!
 //! Lane `r` of every register belongs to row `r` of a 16-row group, so a super-block column
 //! is 32 code registers, each multiplied by one broadcast dword of activations
@@ -11,6 +11,17 @@
 //! the 4B model's products from compute-bound to the memory bus (docs/PERFORMANCE.md,
 //! "Round 12" and "Round 13").
 //!
+//! Q6_K_R16 ([`gemv_q6_k_r16`], [`gemv_q6_k_r16_gfni`]) works the same way: per step three
+//! registers (two of low nibbles, one of high bits) give the 6-bit codes of four sub-blocks
+//! (shifts and masks, or with GFNI one `vgf2p8affineqb` per code, merged by ternary logic),
+//! each one `vpdpbusd` against a broadcast activation dword into a sum that starts at
+//! `−32·bsum`; the 16 signed sub-block scales are sign-extended per lane by one load each
+//! and applied with `vpmulld`.
+//!
+//! Q8_0_R16 ([`gemv_q8_0_r16`]): per activation block, 8 code registers (stored `q + 128`)
+//! against broadcast activation dwords into a sum that starts at `−128 · Σ a`, then the
+//! reference's float operations in its order.
+//!
 //! The sum per row is exact in `i32` per super-block, then one float multiply-add per
 //! super-block, so the result differs from the reference `vec_dot` by float rounding alone.
 
@@ -18,16 +29,24 @@ use std::arch::x86_64::*;
 
 use grist_gguf::GgmlType;
 
-use crate::blocks::BlockQ8_K;
-use crate::blocks::{f16_to_f32, BlockQ8_0};
-use crate::dispatch::Kernels;
-use crate::formats::interleaved::{Q4_K_R16_COLUMN, Q4_K_R16_ROWS};
+use crate::blocks::{f16_to_f32, BlockQ8_0, BlockQ8_K};
+use crate::dispatch::{GemvFn, Kernels};
+use crate::formats::interleaved::{
+    Q4_K_R16_COLUMN, Q4_K_R16_ROWS, Q6_K_R16_COLUMN, Q6_K_R16_OFF_CODES, Q6_K_R16_OFF_D,
+    Q6_K_R16_OFF_SCALES, Q6_K_R16_ROWS,
+};
 use crate::formats::interleaved::{Q8_0_R16_COLUMN, Q8_0_R16_OFF_CODES, Q8_0_R16_ROWS};
 
 /// Installs the interleaved kernels.
 pub(crate) fn install(table: &mut Kernels) {
     table.set_gemv(GgmlType::Q4_K_R16, q4_k_r16_gemv_bytes);
     table.set_gemv(GgmlType::Q8_0_R16, q8_0_r16_gemv_bytes);
+    let q6_k_r16 = if table.features().gfni {
+        q6_k_r16_gfni_gemv_bytes as GemvFn
+    } else {
+        q6_k_r16_gemv_bytes
+    };
+    table.set_gemv(GgmlType::Q6_K_R16, q6_k_r16);
 }
 
 /// Byte offset of the three scale registers in a column.
@@ -219,6 +238,246 @@ pub unsafe fn gemv_q4_k_r16(w: &[u8], a: &[BlockQ8_K], out: &mut [f32]) {
                         _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi)),
                     );
                     acc = _mm512_fmadd_ps(row, _mm512_set1_ps(y.d), acc);
+                }
+                _mm512_storeu_ps(out.as_mut_ptr(), acc);
+            }
+        }
+    }
+}
+
+/// [`crate::dispatch::GemvFn`] adapters: `out[i] = row i · act` for the `out.len()` rows (a
+/// multiple of 16, whole groups) of interleaved Q6_K in `w`, with and without GFNI.
+macro_rules! q6_k_r16_adapter {
+    ($name:ident, $kernel:ident) => {
+        fn $name(w: &[u8], w_row_bytes: usize, act: &[u8], out: &mut [f32]) {
+            assert!(
+                out.len().is_multiple_of(Q6_K_R16_ROWS),
+                "Q6_K_R16 gemv: {} rows is not whole groups of 16",
+                out.len()
+            );
+            assert_eq!(
+                w.len(),
+                w_row_bytes * out.len(),
+                "Q6_K_R16 gemv: weights are not out.len() rows of w_row_bytes"
+            );
+            let a = crate::simd::x86::blocks_of::<BlockQ8_K>(act);
+            assert_eq!(
+                w_row_bytes,
+                a.len() * 210,
+                "Q6_K_R16 gemv: weight and activation rows differ in length"
+            );
+            // SAFETY: only installed into a table that dispatch built after checking the CPU
+            // has AVX-512 F/BW/VL/VNNI (and AVX2/FMA/F16C), and GFNI for the GFNI kernel;
+            // the lengths are checked above.
+            unsafe { $kernel(w, &a, out) }
+        }
+    };
+}
+q6_k_r16_adapter!(q6_k_r16_gemv_bytes, gemv_q6_k_r16);
+q6_k_r16_adapter!(q6_k_r16_gfni_gemv_bytes, gemv_q6_k_r16_gfni);
+
+/// Per activation super-block, the start of each of its 16 sub-block sums, `−32·bsum_s`
+/// (the codes' offset 32 times the activation's sum), times 4 for the sub-blocks of
+/// quarter 3 of each half (`s % 8` = 6, 7), whose codes the kernel multiplies by 4
+/// (|·| ≤ 128·2048).
+fn q6_k_offsets(y: &BlockQ8_K) -> [i32; 16] {
+    std::array::from_fn(|s| {
+        let scale = if s % 8 >= 6 { -128 } else { -32 };
+        scale * y.bsums[s] as i32
+    })
+}
+
+/// `vgf2p8affineqb` bit matrix moving input bit `from` to output bit `to` for each pair
+/// (result bit i = parity(matrix byte 7 − i & x); the other output bits are 0).
+const fn bit_matrix(moves: &[(usize, usize)]) -> i64 {
+    let mut m = 0u64;
+    let mut k = 0;
+    while k < moves.len() {
+        let (from, to) = moves[k];
+        m |= (1u64 << from) << (8 * (7 - to));
+        k += 1;
+    }
+    m as i64
+}
+/// Bits 4..8 to 0..4 (the high nibble of `ql`, quarters 2 and 3).
+const HIGH_NIBBLE_DOWN: i64 = bit_matrix(&[(4, 0), (5, 1), (6, 2), (7, 3)]);
+/// Bits 4..8 to 2..6 (quarter 3's low nibble, 4× in place).
+const HIGH_NIBBLE_TO_2: i64 = bit_matrix(&[(4, 2), (5, 3), (6, 4), (7, 5)]);
+/// Bits 0, 1 to 4, 5 (quarter 0's high bits).
+const QH_0_UP: i64 = bit_matrix(&[(0, 4), (1, 5)]);
+/// Bits 2, 3 to 4, 5 (quarter 1's high bits).
+const QH_1_UP: i64 = bit_matrix(&[(2, 4), (3, 5)]);
+
+/// The typed Q6_K_R16 kernel: `out[i] = row i · a`, `w` holding `out.len() / 16` groups of
+/// `a.len()` columns ([`q6_k_r16_rows`], shifts and masks).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `w.len()` must be
+/// `out.len() / 16 × a.len() × 3360` and `out.len()` a multiple of 16 (both asserted).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn gemv_q6_k_r16(w: &[u8], a: &[BlockQ8_K], out: &mut [f32]) {
+    // SAFETY: the caller's contract; the features are enabled here.
+    unsafe { q6_k_r16_rows::<false>(w, a, out) }
+}
+
+/// [`gemv_q6_k_r16`] with GFNI: each code's shift and mask is one `vgf2p8affineqb`
+/// (+5–10 % on a Zen 4).
+///
+/// # Safety
+/// As [`gemv_q6_k_r16`], and the CPU must have GFNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,gfni")]
+pub unsafe fn gemv_q6_k_r16_gfni(w: &[u8], a: &[BlockQ8_K], out: &mut [f32]) {
+    // SAFETY: the caller's contract; the features are enabled here.
+    unsafe { q6_k_r16_rows::<true>(w, a, out) }
+}
+
+/// The 6-bit codes of the four quarters of step `(h, t)` from its registers `A` (`ql`,
+/// quarters 0 | 2), `B` (quarters 1 | 3) and `C` (`qh`), per byte:
+///
+/// ```text
+/// k = 0:  A & 0x0F        | (C << 4) & 0x30
+/// k = 1:  B & 0x0F        | (C << 2) & 0x30
+/// k = 2:  (A >> 4) & 0x0F | C & 0x30
+/// k = 3:  (B >> 2) & 0x3C | C & 0xC0        4 × the code, so C needs no shift
+/// ```
+///
+/// Without `GFNI`, 16-bit shifts (the bits they pull in from the neighbouring byte are
+/// masked off) and `x | y & mask` in one `vpternlogd`: 12 instructions. With `GFNI`, the
+/// moved part of each code is one `vgf2p8affineqb` and the merge one `vpternlogd`: 8.
+///
+/// # Safety
+/// Inlined into [`gemv_q6_k_r16`] / [`gemv_q6_k_r16_gfni`], whose features it needs.
+#[inline(always)]
+unsafe fn q6_k_codes<const GFNI: bool>(a: __m512i, b: __m512i, c: __m512i) -> [__m512i; 4] {
+    let low4 = _mm512_set1_epi8(0x0F);
+    let bits_4_5 = _mm512_set1_epi8(0x30);
+    let bits_6_7 = _mm512_set1_epi8(0xC0u8 as i8);
+    // `x | y & z`.
+    let merge = |x, y, z| _mm512_ternarylogic_epi32::<0xF8>(x, y, z);
+    if GFNI {
+        let moved = |x, m: i64| _mm512_gf2p8affine_epi64_epi8::<0>(x, _mm512_set1_epi64(m));
+        [
+            merge(moved(c, QH_0_UP), a, low4),
+            merge(moved(c, QH_1_UP), b, low4),
+            merge(moved(a, HIGH_NIBBLE_DOWN), c, bits_4_5),
+            merge(moved(b, HIGH_NIBBLE_TO_2), c, bits_6_7),
+        ]
+    } else {
+        let bits_2_5 = _mm512_set1_epi8(0x3C);
+        [
+            merge(
+                _mm512_and_si512(a, low4),
+                _mm512_slli_epi16::<4>(c),
+                bits_4_5,
+            ),
+            merge(
+                _mm512_and_si512(b, low4),
+                _mm512_slli_epi16::<2>(c),
+                bits_4_5,
+            ),
+            merge(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(a), low4),
+                c,
+                bits_4_5,
+            ),
+            merge(
+                _mm512_and_si512(_mm512_srli_epi16::<2>(b), bits_2_5),
+                c,
+                bits_6_7,
+            ),
+        ]
+    }
+}
+
+/// The body of both Q6_K_R16 kernels. Per column, in four quarters of 4 steps (`hu`: half
+/// `h = hu / 2`, values `l = 16u .. 16u + 16` of its quarters, `u = hu % 2`):
+/// [`q6_k_codes`], then `vpdpbusd` adds each code register's four code × activation
+/// products into the lane's sum of sub-block `8h + 2k + u`, an accumulator that starts at
+/// `−32·bsum` (so it ends at `Σ (code − 32)·y`, 4× for `k = 3`). Then per sub-block, exact
+/// in `i32`: `sc_s · sum_s` with `vpmulld` (`sc_s`: 16 scales sign-extended by one
+/// `vpmovsxbd` load), the `k = 3` terms summed apart and divided by 4 (exactly: each is a
+/// multiple of 4; |Σ| ≤ 16·32·128·128·16 = 2^27), and one float multiply-add by `d · y.d`
+/// per super-block. The quarter loop is left rolled: unrolled, LLVM hoists code
+/// computations far ahead and spills them (−10 %).
+///
+/// # Safety
+/// Inlined into the entry points, whose features it needs; the lengths are asserted.
+#[inline(always)]
+unsafe fn q6_k_r16_rows<const GFNI: bool>(w: &[u8], a: &[BlockQ8_K], out: &mut [f32]) {
+    let blocks = a.len();
+    assert!(out.len().is_multiple_of(Q6_K_R16_ROWS));
+    assert_eq!(
+        w.len(),
+        out.len() / Q6_K_R16_ROWS * blocks * Q6_K_R16_COLUMN
+    );
+    if blocks == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let base = w.as_ptr();
+    // SAFETY (whole body): every load reads inside `w` (a column is 3360 bytes at
+    // `(g × blocks + b) × 3360`; code loads end at offset ≤ 3072, scale loads at ≤ 3328, the
+    // `d` load at 3360, and the length is asserted above) or inside `y.qs` (256 bytes;
+    // `128h + 32k + 16u + 4t + 4 ≤ 256`); the loads are unaligned-tolerant, the features
+    // are the caller's.
+    unsafe {
+        // The activation's sub-block offsets, prepared once per pass for every group.
+        let mut offsets = [[0i32; 16]; SUM_BLOCKS];
+        for pass in (0..blocks).step_by(SUM_BLOCKS) {
+            let a_pass = &a[pass..blocks.min(pass + SUM_BLOCKS)];
+            for (o, y) in offsets.iter_mut().zip(a_pass) {
+                *o = q6_k_offsets(y);
+            }
+            for (g, out) in out.chunks_exact_mut(Q6_K_R16_ROWS).enumerate() {
+                let mut acc = if pass == 0 {
+                    _mm512_setzero_ps()
+                } else {
+                    _mm512_loadu_ps(out.as_ptr())
+                }; // [16] one lane per row
+                for (i, (y, offsets)) in a_pass.iter().zip(&offsets).enumerate() {
+                    let p = base.add((g * blocks + pass + i) * Q6_K_R16_COLUMN);
+                    let yq = y.qs.as_ptr();
+                    // Σ_s sc_s · sum_s, the k = 3 sub-blocks (4× their sums) apart.
+                    let (mut sum1, mut sum4) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                    for hu in 0..4 {
+                        let (h, u) = (hu / 2, hu % 2);
+                        // sums[k]: lane r = Σ (code − 32)·y over sub-block 8h + 2k + u of
+                        // row r (4× that for k = 3).
+                        let mut sums: [__m512i; 4] =
+                            std::array::from_fn(|k| _mm512_set1_epi32(offsets[8 * h + 2 * k + u]));
+                        for t in 4 * u..4 * u + 4 {
+                            let reg = |j: usize| {
+                                let at = Q6_K_R16_OFF_CODES + 64 * (3 * (8 * h + t) + j);
+                                _mm512_loadu_si512(p.add(at).cast())
+                            };
+                            let codes = q6_k_codes::<GFNI>(reg(0), reg(1), reg(2));
+                            for (k, (sum, &code)) in sums.iter_mut().zip(&codes).enumerate() {
+                                let y = yq.add(128 * h + 32 * k + 4 * t).cast::<i32>();
+                                *sum = _mm512_dpbusd_epi32(
+                                    *sum,
+                                    code,
+                                    _mm512_set1_epi32(y.read_unaligned()),
+                                );
+                            }
+                        }
+                        for (k, &sum) in sums.iter().enumerate() {
+                            let at = Q6_K_R16_OFF_SCALES + 16 * (8 * h + 2 * k + u);
+                            let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(at).cast()));
+                            let term = _mm512_mullo_epi32(sc, sum);
+                            if k == 3 {
+                                sum4 = _mm512_add_epi32(sum4, term);
+                            } else {
+                                sum1 = _mm512_add_epi32(sum1, term);
+                            }
+                        }
+                    }
+                    let sumi = _mm512_add_epi32(sum1, _mm512_srai_epi32::<2>(sum4));
+                    let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(Q6_K_R16_OFF_D).cast()));
+                    acc = _mm512_fmadd_ps(
+                        _mm512_mul_ps(d, _mm512_set1_ps(y.d)),
+                        _mm512_cvtepi32_ps(sumi),
+                        acc,
+                    );
                 }
                 _mm512_storeu_ps(out.as_mut_ptr(), acc);
             }
