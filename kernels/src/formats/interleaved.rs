@@ -306,16 +306,16 @@ pub fn deinterleave(
     permute(ty, src, row_bytes, out, false)
 }
 
-/// For each dword `w` of a column (past the 16 dwords of `d` and `dmin`), the group row and
-/// the dword of that row's block it comes from: [`deinterleave`]'s fast path moves whole
-/// dwords with this map.
-const Q4_K_DWORD_SOURCES: [(u8, u8); Q4_K_R16_COLUMN / 4] = {
-    let mut t = [(0u8, 0u8); Q4_K_R16_COLUMN / 4];
+/// For each group row `r` and dword `k ≥ 1` of its block, the dword of the column it comes
+/// from (dword 0 of a block is `d` and `dmin`, two separate halves): [`deinterleave`]'s fast
+/// path moves whole dwords with this map.
+const Q4_K_DWORD_SOURCES: [[u16; Q4_K_BLOCK / 4]; Q4_K_R16_ROWS] = {
+    let mut t = [[0u16; Q4_K_BLOCK / 4]; Q4_K_R16_ROWS];
     let mut r = 0;
     while r < Q4_K_R16_ROWS {
-        let mut k = 1; // dword 0 of a block is d and dmin, two separate u16 moves
+        let mut k = 1;
         while k < Q4_K_BLOCK / 4 {
-            t[q4_k_column_offset(4 * k, r) / 4] = (r as u8, k as u8);
+            t[r][k] = (q4_k_column_offset(4 * k, r) / 4) as u16;
             k += 1;
         }
         r += 1;
@@ -323,25 +323,49 @@ const Q4_K_DWORD_SOURCES: [(u8, u8); Q4_K_R16_COLUMN / 4] = {
     t
 };
 
-/// [`deinterleave`] on 4-byte-aligned buffers, by whole dwords (~8× the byte-wise
-/// permutation: the prompt path de-interleaves every weight row it multiplies).
-/// `src`, `out`: whole groups, `row_words` dwords per row.
+/// [`deinterleave`] on 4-byte-aligned buffers, by whole dwords: per column, each of the 16
+/// rows' blocks is a fixed-size gather with the row's indices as constants (a const generic),
+/// which the compiler unrolls without bounds checks (the prompt path de-interleaves every
+/// weight row it multiplies). `src`, `out`: whole groups, `row_words` dwords per row.
 fn deinterleave_q4_k_words(src: &[u32], row_words: usize, out: &mut [u32]) {
-    const BLOCK_WORDS: usize = Q4_K_BLOCK / 4;
     const COLUMN_WORDS: usize = Q4_K_R16_COLUMN / 4;
     let group = Q4_K_R16_ROWS * row_words;
-    let blocks = row_words / BLOCK_WORDS;
+    let blocks = row_words / Q4_K_BLOCK_WORDS;
     for (g_src, g_out) in src.chunks_exact(group).zip(out.chunks_exact_mut(group)) {
         for (b, column) in g_src.chunks_exact(COLUMN_WORDS).take(blocks).enumerate() {
-            // d and dmin: the first 16 dwords hold 16 f16 `d` then 16 f16 `dmin`.
-            for r in 0..Q4_K_R16_ROWS {
-                let half = |i: usize| (column[i / 2] >> (16 * (i % 2))) & 0xFFFF;
-                g_out[r * row_words + b * BLOCK_WORDS] = half(r) | half(16 + r) << 16;
-            }
-            for (w, &(r, k)) in Q4_K_DWORD_SOURCES.iter().enumerate().skip(16) {
-                g_out[r as usize * row_words + b * BLOCK_WORDS + k as usize] = column[w];
+            let column: &[u32; COLUMN_WORDS] = column.try_into().unwrap();
+            for (r, row) in g_out.chunks_exact_mut(row_words).enumerate() {
+                let at = b * Q4_K_BLOCK_WORDS;
+                let block: &mut [u32; Q4_K_BLOCK_WORDS] =
+                    (&mut row[at..at + Q4_K_BLOCK_WORDS]).try_into().unwrap();
+                macro_rules! by_row {
+                    ($($r:literal)*) => {
+                        match r {
+                            $($r => gather_q4_k_block::<$r>(column, block),)*
+                            _ => unreachable!("a group has 16 rows"),
+                        }
+                    };
+                }
+                by_row!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
             }
         }
+    }
+}
+
+/// Dwords per Q4_K block.
+const Q4_K_BLOCK_WORDS: usize = Q4_K_BLOCK / 4;
+
+/// Row `R`'s block of one Q4_K_R16 column, gathered dword by dword.
+#[inline(always)]
+fn gather_q4_k_block<const R: usize>(
+    column: &[u32; Q4_K_R16_COLUMN / 4],
+    block: &mut [u32; Q4_K_BLOCK_WORDS],
+) {
+    // d and dmin: the first 16 dwords hold 16 f16 `d` then 16 f16 `dmin`.
+    let half = |i: usize| (column[i / 2] >> (16 * (i % 2))) & 0xFFFF;
+    block[0] = half(R) | half(16 + R) << 16;
+    for k in 1..Q4_K_BLOCK_WORDS {
+        block[k] = column[Q4_K_DWORD_SOURCES[R][k] as usize];
     }
 }
 
