@@ -383,36 +383,49 @@ fn the_fused_gate_up_product_reads_interleaved_matrices() {
         );
         let (gate_i, up_i) = (interleave(ty, &gate, rb), interleave(ty, &up, rb));
         let x = rng.vec(n * cols, 1.0);
-        for table in tables() {
-            let run = |g: &[u8], u: &[u8], ty: GgmlType| {
-                let (g, u) = (
-                    QMatrix::new(ty, g, rows, cols).unwrap(),
-                    QMatrix::new(ty, u, rows, cols).unwrap(),
-                );
-                let mut scratch = ActivationScratch::new();
-                quantize_activations_with(table, g.act_type(), &x, n, cols, &mut scratch).unwrap();
-                let mut out = vec![f32::NAN; n * rows];
-                let fused = matmul_prequantized_gated_with(
-                    table,
-                    &g,
-                    &u,
-                    grist_kernels::ops::swiglu,
-                    &scratch,
-                    &mut out,
-                )
-                .unwrap();
-                (fused, out)
-            };
-            let (fused_p, want) = run(&gate, &up, base);
-            let (fused_i, got) = run(&gate_i, &up_i, ty);
-            assert_eq!(fused_p, fused_i, "{} {ty}", table.isa().name());
-            if fused_p {
-                assert!(
-                    got.iter().zip(&want).all(|(&g, &w)| same(g, w)),
-                    "{} {ty}: the fused product differs",
-                    table.isa().name()
-                );
-            }
+        assert_gated_products_agree((&gate, &up, base), (&gate_i, &up_i, ty), rows, cols, &x);
+    }
+}
+
+/// The fused gate/up product (`matmul_prequantized_gated_with`, SwiGLU) of the plain pair
+/// and of the interleaved pair (`(gate, up, type)`, `[rows, cols]` each) on `x` (`[n, cols]`)
+/// fuses on the same tables and gives the same bits, on every table.
+fn assert_gated_products_agree(
+    plain: (&[u8], &[u8], GgmlType),
+    inter: (&[u8], &[u8], GgmlType),
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+) {
+    let n = x.len() / cols;
+    for table in tables() {
+        let run = |(g, u, ty): (&[u8], &[u8], GgmlType)| {
+            let (g, u) = (
+                QMatrix::new(ty, g, rows, cols).unwrap(),
+                QMatrix::new(ty, u, rows, cols).unwrap(),
+            );
+            let mut scratch = ActivationScratch::new();
+            quantize_activations_with(table, g.act_type(), x, n, cols, &mut scratch).unwrap();
+            let mut out = vec![f32::NAN; n * rows];
+            let fused = matmul_prequantized_gated_with(
+                table,
+                &g,
+                &u,
+                grist_kernels::ops::swiglu,
+                &scratch,
+                &mut out,
+            )
+            .unwrap();
+            (fused, out)
+        };
+        let ((fused_p, want), (fused_i, got)) = (run(plain), run(inter));
+        let what = format!("{} {}", table.isa().name(), inter.2);
+        assert_eq!(fused_p, fused_i, "{what}");
+        if fused_p {
+            assert!(
+                got.iter().zip(&want).all(|(&g, &w)| same(g, w)),
+                "{what}: the fused product differs"
+            );
         }
     }
 }
@@ -659,37 +672,7 @@ fn q8_0_r16_the_fused_gate_up_product_reads_interleaved_matrices() {
     );
     let (gate_i, up_i) = (interleave_q8_0(&gate, rb), interleave_q8_0(&up, rb));
     let x = rng.vec(n * cols, 1.0);
-    for table in tables() {
-        let run = |g: &[u8], u: &[u8], ty: GgmlType| {
-            let (g, u) = (
-                QMatrix::new(ty, g, rows, cols).unwrap(),
-                QMatrix::new(ty, u, rows, cols).unwrap(),
-            );
-            let mut scratch = ActivationScratch::new();
-            quantize_activations_with(table, g.act_type(), &x, n, cols, &mut scratch).unwrap();
-            let mut out = vec![f32::NAN; n * rows];
-            let fused = matmul_prequantized_gated_with(
-                table,
-                &g,
-                &u,
-                grist_kernels::ops::swiglu,
-                &scratch,
-                &mut out,
-            )
-            .unwrap();
-            (fused, out)
-        };
-        let (fused_p, want) = run(&gate, &up, Q8_0);
-        let (fused_i, got) = run(&gate_i, &up_i, Q8_R16);
-        assert_eq!(fused_p, fused_i, "{}", table.isa().name());
-        if fused_p {
-            assert!(
-                got.iter().zip(&want).all(|(&g, &w)| same(g, w)),
-                "{}: the fused product differs",
-                table.isa().name()
-            );
-        }
-    }
+    assert_gated_products_agree((&gate, &up, Q8_0), (&gate_i, &up_i, Q8_R16), rows, cols, &x);
 }
 
 #[test]

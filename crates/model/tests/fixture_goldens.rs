@@ -49,12 +49,7 @@ fn check_repacked(model_name: &str) -> Vec<String> {
     for prompt in ["short", "long"] {
         let gp = root().join(format!("tests/fixtures/goldens/{model_name}.{prompt}.json"));
         let g = Golden::load(&gp);
-        let input = g.input();
-        let mut session = grist_model::Session::new(&model, input.len().max(64)).unwrap();
-        let mut logits = Vec::new();
-        for &token in &input {
-            logits.extend_from_slice(session.eval(&[token], true).unwrap());
-        }
+        let logits = eval_step_by_step(&model, &g);
         let res = compare(&g, &logits, model.n_vocab(), &lim);
         eprintln!("{model_name} (repacked, one token per step).{prompt}: {res}");
         if !res.problems.is_empty() {

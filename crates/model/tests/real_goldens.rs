@@ -73,12 +73,7 @@ fn check_repacked(golden_prefix: &str, file: &str, stepwise: StepwiseAgreement) 
             continue;
         }
         let g = Golden::load(&gp);
-        let input = g.input();
-        let mut session = grist_model::Session::new(&model, input.len().max(64)).unwrap();
-        let mut logits = Vec::new();
-        for &token in &input {
-            logits.extend_from_slice(session.eval(&[token], true).unwrap());
-        }
+        let logits = eval_step_by_step(&model, &g);
         let res = compare(&g, &logits, model.n_vocab(), &REAL);
         eprintln!("{golden_prefix}.p{p} [real] (repacked, one token per step): {res}");
         agreed += res.top1 * res.positions as f64;

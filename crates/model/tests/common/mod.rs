@@ -233,3 +233,16 @@ pub fn eval_teacher_forced(model: &Model, g: &Golden) -> Vec<f32> {
     let mut s = Session::new(model, input.len().max(64)).unwrap();
     s.eval(&input, true).unwrap().to_vec()
 }
+
+/// The golden's input fed one token per step (generation's path: the token-generation
+/// kernels, where [`eval_teacher_forced`] runs the batched ones): the logits of every
+/// position, `[n, n_vocab]`.
+pub fn eval_step_by_step(model: &Model, g: &Golden) -> Vec<f32> {
+    let input = g.input();
+    let mut s = Session::new(model, input.len().max(64)).unwrap();
+    let mut logits = Vec::with_capacity(input.len() * model.n_vocab());
+    for &token in &input {
+        logits.extend_from_slice(s.eval(&[token], true).unwrap());
+    }
+    logits
+}
