@@ -42,7 +42,7 @@
 //! [`extract_row`] take it off, so the round trip is still exact. The table geometry of
 //! [`GgmlType::Q8_0_R16`] is one column's share of a row (64 values, 68 bytes).
 //! **Q6_K_R16.** The same for Q6_K (`[ql: 128][qh: 64][scales: 16 × i8][d: f16]`, see
-//! [`super::q6_k`]): `blocks` columns of [`Q6_K_R16_COLUMN`] = 3360 bytes = 16 Q6_K blocks
+//! `formats::q6_k`): `blocks` columns of [`Q6_K_R16_COLUMN`] = 3360 bytes = 16 Q6_K blocks
 //! per group. One column, row `r` at lane `r`, every register 64 bytes (one dword per row):
 //!
 //! ```text

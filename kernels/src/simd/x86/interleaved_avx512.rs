@@ -309,7 +309,7 @@ const QH_0_UP: i64 = bit_matrix(&[(0, 4), (1, 5)]);
 const QH_1_UP: i64 = bit_matrix(&[(2, 4), (3, 5)]);
 
 /// The typed Q6_K_R16 kernel: `out[i] = row i · a`, `w` holding `out.len() / 16` groups of
-/// `a.len()` columns ([`q6_k_r16_rows`], shifts and masks).
+/// `a.len()` columns (`q6_k_r16_rows`, shifts and masks).
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `w.len()` must be
