@@ -49,6 +49,44 @@ pub(crate) fn install(table: &mut Kernels) {
     table.set_gemv(GgmlType::Q6_K_R16, q6_k_r16);
 }
 
+/// Defines a [`crate::dispatch::GemvFn`] adapter `$name` around the typed kernel `$kernel`:
+/// `out[i] = row i · act` for the `out.len()` rows (whole groups of 16) of an interleaved
+/// matrix `w` whose base type's blocks are `$block_bytes` bytes, with activations of type
+/// `$act`; checks the lengths the kernel relies on.
+macro_rules! interleaved_adapter {
+    ($name:ident, $kernel:ident, $act:ty, $block_bytes:expr) => {
+        fn $name(w: &[u8], w_row_bytes: usize, act: &[u8], out: &mut [f32]) {
+            assert!(
+                out.len().is_multiple_of(16),
+                "{}: {} rows is not whole groups of 16",
+                stringify!($kernel),
+                out.len()
+            );
+            assert_eq!(
+                w.len(),
+                w_row_bytes * out.len(),
+                "{}: weights are not out.len() rows of w_row_bytes",
+                stringify!($kernel)
+            );
+            let a = crate::simd::x86::blocks_of::<$act>(act);
+            assert_eq!(
+                w_row_bytes,
+                a.len() * $block_bytes,
+                "{}: weight and activation rows differ in length",
+                stringify!($kernel)
+            );
+            // SAFETY: only installed into a table that dispatch built after checking the CPU
+            // has AVX-512 F/BW/VL/VNNI (and AVX2/FMA/F16C), and GFNI for a GFNI kernel
+            // (`install`); the lengths are checked above.
+            unsafe { $kernel(w, &a, out) }
+        }
+    };
+}
+interleaved_adapter!(q4_k_r16_gemv_bytes, gemv_q4_k_r16, BlockQ8_K, 144);
+interleaved_adapter!(q6_k_r16_gemv_bytes, gemv_q6_k_r16, BlockQ8_K, 210);
+interleaved_adapter!(q6_k_r16_gfni_gemv_bytes, gemv_q6_k_r16_gfni, BlockQ8_K, 210);
+interleaved_adapter!(q8_0_r16_gemv_bytes, gemv_q8_0_r16, BlockQ8_0, 34);
+
 /// Byte offset of the three scale registers in a column.
 const OFF_SCALES: usize = 64;
 /// Byte offset of the 32 code registers in a column.
@@ -56,30 +94,6 @@ const OFF_QS: usize = 256;
 /// Super-blocks of activation sums prepared per pass (a 1 KiB stack buffer); longer rows
 /// run in several passes that add into the outputs.
 const SUM_BLOCKS: usize = 64;
-
-/// [`crate::dispatch::GemvFn`] adapter: `out[i] = row i · act` for the `out.len()` rows (a
-/// multiple of 16, whole groups) of interleaved Q4_K in `w`.
-fn q4_k_r16_gemv_bytes(w: &[u8], w_row_bytes: usize, act: &[u8], out: &mut [f32]) {
-    assert!(
-        out.len().is_multiple_of(Q4_K_R16_ROWS),
-        "Q4_K_R16 gemv: {} rows is not whole groups of 16",
-        out.len()
-    );
-    assert_eq!(
-        w.len(),
-        w_row_bytes * out.len(),
-        "Q4_K_R16 gemv: weights are not out.len() rows of w_row_bytes"
-    );
-    let a = crate::simd::x86::blocks_of::<BlockQ8_K>(act);
-    assert_eq!(
-        w_row_bytes,
-        a.len() * 144,
-        "Q4_K_R16 gemv: weight and activation rows differ in length"
-    );
-    // SAFETY: only reachable through a table that dispatch built after checking the CPU has
-    // AVX-512 F/BW/VL/VNNI (and AVX2/FMA/F16C); the lengths are checked above.
-    unsafe { gemv_q4_k_r16(w, &a, out) }
-}
 
 /// Per activation super-block, the sums of its 8 sub-blocks of 32 codes
 /// `B_s = bsums[2s] + bsums[2s + 1]` (|B| ≤ 4064) split as `B = 64·high + low`, `low` in
@@ -244,37 +258,6 @@ pub unsafe fn gemv_q4_k_r16(w: &[u8], a: &[BlockQ8_K], out: &mut [f32]) {
         }
     }
 }
-
-/// [`crate::dispatch::GemvFn`] adapters: `out[i] = row i · act` for the `out.len()` rows (a
-/// multiple of 16, whole groups) of interleaved Q6_K in `w`, with and without GFNI.
-macro_rules! q6_k_r16_adapter {
-    ($name:ident, $kernel:ident) => {
-        fn $name(w: &[u8], w_row_bytes: usize, act: &[u8], out: &mut [f32]) {
-            assert!(
-                out.len().is_multiple_of(Q6_K_R16_ROWS),
-                "Q6_K_R16 gemv: {} rows is not whole groups of 16",
-                out.len()
-            );
-            assert_eq!(
-                w.len(),
-                w_row_bytes * out.len(),
-                "Q6_K_R16 gemv: weights are not out.len() rows of w_row_bytes"
-            );
-            let a = crate::simd::x86::blocks_of::<BlockQ8_K>(act);
-            assert_eq!(
-                w_row_bytes,
-                a.len() * 210,
-                "Q6_K_R16 gemv: weight and activation rows differ in length"
-            );
-            // SAFETY: only installed into a table that dispatch built after checking the CPU
-            // has AVX-512 F/BW/VL/VNNI (and AVX2/FMA/F16C), and GFNI for the GFNI kernel;
-            // the lengths are checked above.
-            unsafe { $kernel(w, &a, out) }
-        }
-    };
-}
-q6_k_r16_adapter!(q6_k_r16_gemv_bytes, gemv_q6_k_r16);
-q6_k_r16_adapter!(q6_k_r16_gfni_gemv_bytes, gemv_q6_k_r16_gfni);
 
 /// Per activation super-block, the start of each of its 16 sub-block sums, `−32·bsum_s`
 /// (the codes' offset 32 times the activation's sum), times 4 for the sub-blocks of
@@ -489,35 +472,6 @@ unsafe fn q6_k_r16_rows<const GFNI: bool>(w: &[u8], a: &[BlockQ8_K], out: &mut [
 /// pass (2 KiB of stack; an even number, whole columns); longer rows run in several passes
 /// that add into the outputs.
 const Q8_0_PASS_BLOCKS: usize = 256;
-
-/// [`crate::dispatch::GemvFn`] adapter: `out[i] = row i · act` for the `out.len()` rows (a
-/// multiple of 16, whole groups) of interleaved Q8_0 in `w`.
-fn q8_0_r16_gemv_bytes(w: &[u8], w_row_bytes: usize, act: &[u8], out: &mut [f32]) {
-    assert!(
-        out.len().is_multiple_of(Q8_0_R16_ROWS),
-        "Q8_0_R16 gemv: {} rows is not whole groups of 16",
-        out.len()
-    );
-    assert_eq!(
-        w.len(),
-        w_row_bytes * out.len(),
-        "Q8_0_R16 gemv: weights are not out.len() rows of w_row_bytes"
-    );
-    let a = crate::simd::x86::blocks_of::<BlockQ8_0>(act);
-    assert_eq!(
-        w_row_bytes,
-        a.len() * 34,
-        "Q8_0_R16 gemv: weight and activation rows differ in length"
-    );
-    assert!(
-        a.len().is_multiple_of(2),
-        "Q8_0_R16 gemv: rows of {} blocks are not whole 64-value columns",
-        a.len()
-    );
-    // SAFETY: only reachable through a table that dispatch built after checking the CPU has
-    // AVX-512 F/BW/VL/VNNI (and AVX2/FMA/F16C); the lengths are checked above.
-    unsafe { gemv_q8_0_r16(w, &a, out) }
-}
 
 /// The typed Q8_0_R16 kernel: `out[i] = row i · a`, `w` holding `out.len() / 16` groups of
 /// `a.len() / 2` columns.
