@@ -4,7 +4,7 @@
 //! is the input and a missing `-o`. (`grist_model::repack`'s tests check the file's contents
 //! byte by byte.)
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn workspace() -> PathBuf {
@@ -39,23 +39,30 @@ fn assert_fails(out: &Output, needles: &[&str]) -> String {
     err
 }
 
+/// Runs `grist repack INPUT -o OUTPUT EXTRA…`, checks that it succeeded and printed its
+/// summary on stderr only; returns stderr.
+fn repack_ok(input: &Path, output: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "repack",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = grist(&args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(out.stdout.is_empty(), "the summary goes to stderr");
+    err
+}
+
 #[test]
 fn repack_prints_a_summary_and_inspect_shows_the_layout() {
     let dir = scratch("ok");
     let input = workspace().join("tests/fixtures/models/tiny-qwen3-q4_k_m.gguf");
     let output = dir.join("out.gguf");
-    let out = grist(&[
-        "repack",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "-t",
-        "2",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(out.stdout.is_empty(), "the summary goes to stderr");
-    // tiny-qwen3 Q4_K_M: 12 Q4_K matrices, 12 other tensors (F32 norms, Q6_K).
+    let err = repack_ok(&input, &output, &["-t", "2"]);
+    // tiny-qwen3 Q4_K_M: 12 Q4_K and 3 Q6_K matrices, 9 F32 norms.
     for needle in [
         "repack: 100% (24 / 24 tensors)",
         "(Q4_K -> Q4_K_R16, Q6_K -> Q6_K_R16, Q8_0 -> Q8_0_R16)",
@@ -88,14 +95,7 @@ fn repack_prints_a_summary_and_inspect_shows_the_layout() {
 
     // Repacking the output again has nothing to do, and says so.
     let again = dir.join("again.gguf");
-    let out = grist(&[
-        "repack",
-        output.to_str().unwrap(),
-        "-o",
-        again.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = repack_ok(&output, &again, &[]);
     assert!(
         err.contains("0 tensors repacked (0.0 MB)")
             && err.contains("warning: no Q4_K, Q6_K or Q8_0 matrix"),
@@ -118,14 +118,7 @@ fn q4_k_left_as_is_is_named() {
         .unwrap();
     w.write_to_path(&input).unwrap();
     let output = dir.join("out.gguf");
-    let out = grist(&[
-        "repack",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = repack_ok(&input, &output, &[]);
     assert!(
         err.contains("1 tensors repacked") && err.contains("1 copied"),
         "{err}"
@@ -165,14 +158,7 @@ fn q8_0_matrices_are_repacked_and_the_others_named() {
     .unwrap();
     w.write_to_path(&input).unwrap();
     let output = dir.join("out.gguf");
-    let out = grist(&[
-        "repack",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = repack_ok(&input, &output, &[]);
     for needle in [
         "2 tensors repacked (1 to Q8_0_R16, 1 to Q4_K_R16; ",
         "2 copied as they are",
