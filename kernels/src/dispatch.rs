@@ -385,6 +385,11 @@ pub struct KernelEntry {
     /// has a [`Kernels::panel_gemm`], prompt processing (`n > 1`) uses the panel GEMM, which
     /// takes precedence over [`KernelEntry::gemm`].
     pub panel: Option<crate::panel::PanelFormat>,
+    /// For an interleaved type only, optional: unpacks a group of 16 rows straight from the
+    /// interleaved bytes into the panel layout of [`KernelEntry::panel`] (the base type's
+    /// format), instead of de-interleaving the rows first; it must give exactly the panel of
+    /// the de-interleaved rows (tested in `kernels/tests/panel.rs`).
+    pub panel_group: Option<crate::panel::PanelGroupUnpackFn>,
 }
 
 impl fmt::Debug for KernelEntry {
@@ -535,6 +540,18 @@ impl Kernels {
         })
     }
 
+    /// Installs the panel group unpacker of interleaved type `ty` (see
+    /// [`KernelEntry::panel_group`]). Returns `false` if `ty` has no entry.
+    pub fn set_panel_group(
+        &mut self,
+        ty: GgmlType,
+        unpack: crate::panel::PanelGroupUnpackFn,
+    ) -> bool {
+        self.modify_entry(ty, |entry| {
+            entry.panel_group = Some(unpack);
+        })
+    }
+
     /// Replaces the activation quantizer of every entry whose activation type is `act_type`
     /// (e.g. a SIMD f32 → Q8_0 quantizer serves Q4_0, Q5_0, Q8_0 and IQ4_NL weights).
     pub fn set_quantize_act(&mut self, act_type: GgmlType, quantize_act: QuantizeActFn) {
@@ -562,14 +579,20 @@ impl Kernels {
 
     /// Makes each interleaved type's entry its base type's entry (the kernels the driver
     /// runs on de-interleaved rows), keeping the interleaved type's own token-generation
-    /// kernel if a SIMD module installed one. Runs after every installer.
+    /// kernel and panel group unpacker if a SIMD module installed them. Runs after every
+    /// installer.
     fn derive_interleaved(&mut self) {
         for ty in GgmlType::all() {
             let Some((base, _)) = ty.interleaved() else {
                 continue;
             };
-            let native = self.entry(ty).and_then(|e| e.gemv);
-            self.entries[ty.index()] = self.entry(base).map(|&e| KernelEntry { gemv: native, ..e });
+            let own = self.entry(ty);
+            let (gemv, panel_group) = (own.and_then(|e| e.gemv), own.and_then(|e| e.panel_group));
+            self.entries[ty.index()] = self.entry(base).map(|&e| KernelEntry {
+                gemv,
+                panel_group,
+                ..e
+            });
         }
     }
 
@@ -651,6 +674,7 @@ fn scalar_entry<W: BlockFormat>() -> KernelEntry {
         vec_dot_rows: None,
         gemm: None,
         panel: None,
+        panel_group: None,
     }
 }
 

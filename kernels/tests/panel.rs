@@ -165,6 +165,56 @@ fn simd_unpack_matches_scalar_bit_for_bit() {
     }
 }
 
+/// The interleaved types' group unpackers (straight from the interleaved bytes) give the
+/// panel of the de-interleaved rows with the base type's scalar unpacker, bit for bit: on
+/// quantized rows and on raw bytes with adversarial f16 fields and all-equal code bytes, for
+/// 1–3 groups and rows of 1–3 super-blocks (scale strides 16–48).
+#[test]
+fn interleaved_group_unpack_matches_the_plain_rows_bit_for_bit() {
+    let Ok(table) = select(Isa::Avx512) else {
+        eprintln!("SKIPPED: no AVX-512 VNNI on this CPU");
+        return;
+    };
+    let mut rng = Rng(0x51A7_E0F1_C0DE_0016);
+    let mut checked = 0;
+    for ty in [GgmlType::Q4_K_R16, GgmlType::Q6_K_R16] {
+        let (base, group_rows) = ty.interleaved().unwrap();
+        let unpack = table
+            .entry(ty)
+            .and_then(|e| e.panel_group)
+            .unwrap_or_else(|| panic!("{ty}: no AVX-512 group unpacker"));
+        let fmt = panel::scalar_format(base).unwrap();
+        for (groups, blocks) in [(1, 1), (2, 3), (3, 2)] {
+            let rows = groups * group_rows;
+            let cols = blocks * base.block_elems();
+            for kind in 0..5 {
+                let plain: Vec<u8> = (0..rows)
+                    .flat_map(|r| match (kind, r % 3) {
+                        (0, _) | (1, 0) => quantized_row(base, cols, &mut rng),
+                        (2, _) => raw_row(base, blocks, &mut rng, Some(0xFF)),
+                        (3, _) => raw_row(base, blocks, &mut rng, Some(0x00)),
+                        _ => raw_row(base, blocks, &mut rng, None),
+                    })
+                    .collect();
+                let row_bytes = plain.len() / rows;
+                let mut inter = vec![0u8; plain.len()];
+                formats::interleaved::interleave(ty, &plain, row_bytes, &mut inter).unwrap();
+                let (mut b1, mut b2) = (WeightPanelBuf::default(), WeightPanelBuf::default());
+                let want = panel::unpack_rows(&fmt, &plain, row_bytes, rows, cols, &mut b1);
+                let got =
+                    panel::unpack_groups(unpack, &fmt, &inter, row_bytes, rows, cols, &mut b2);
+                let what = format!("{ty}, {groups} groups of {blocks} super-blocks, data {kind}");
+                assert_eq!(got.codes, want.codes, "{what}: codes");
+                assert_eq!(got.bias, want.bias, "{what}: bias");
+                assert_eq!(bits(got.dw), bits(want.dw), "{what}: dw");
+                assert_eq!(bits(got.ow), bits(want.ow), "{what}: ow");
+                checked += rows;
+            }
+        }
+    }
+    eprintln!("{checked} interleaved rows unpacked identically");
+}
+
 #[test]
 fn simd_act_panel_matches_scalar_bytes() {
     let Ok(table) = select(Isa::Avx512) else {

@@ -15,12 +15,12 @@
 use rayon::prelude::*;
 
 use super::{
-    check_job, panel_group_chunks, panel_groups_per_call, DisjointOut, MatmulError, PanelScratch,
-    QMatrix, PANEL_ROWS,
+    check_job, panel_group_chunks, panel_groups_per_call, unpack_panel, DisjointOut, MatmulError,
+    PanelScratch, QMatrix, PANEL_ROWS,
 };
 use crate::dispatch::{kernels, Kernels};
 use crate::matmul::ActivationScratch;
-use crate::panel::{ActPanel, PanelFormat, PanelGemmFn, GROUP};
+use crate::panel::{ActPanel, PanelFormat, PanelGemmFn, PanelGroupUnpackFn, GROUP};
 
 /// A gated activation applied in place, element by element: `gate[i] = act(gate[i]) · up[i]`
 /// (`crate::ops::swiglu`, `crate::ops::geglu`). It must not depend on where a value sits in
@@ -65,9 +65,9 @@ pub fn matmul_prequantized_gated_with(
         });
     }
     // Both products write `out`'s shape (the up product only into the tiles).
-    let gate_fmt = check_job(table, gate, scratch, out.len())?.panel;
-    let up_fmt = check_job(table, up, scratch, out.len())?.panel;
-    let (Some(gate_fmt), Some(up_fmt)) = (gate_fmt, up_fmt) else {
+    let gate_entry = *check_job(table, gate, scratch, out.len())?;
+    let up_entry = *check_job(table, up, scratch, out.len())?;
+    let (Some(gate_fmt), Some(up_fmt)) = (gate_entry.panel, up_entry.panel) else {
         return Ok(false);
     };
     if n < 2 {
@@ -85,8 +85,8 @@ pub fn matmul_prequantized_gated_with(
     // one matrix keeps as many items per thread as that path has.
     let (gc, n_gc) = panel_group_chunks(row_blocks, n_groups);
     let pair = GatedPair {
-        gate: (gate, &gate_fmt),
-        up: (up, &up_fmt),
+        gate: (gate, &gate_fmt, gate_entry.panel_group),
+        up: (up, &up_fmt, up_entry.panel_group),
         gemm,
         glu,
         act: &act,
@@ -107,10 +107,13 @@ pub fn matmul_prequantized_gated_with(
     Ok(true)
 }
 
+/// One matrix of the pair: its weights, panel format and (interleaved types) group unpacker.
+type GatedMatrix<'a, 'w> = (&'a QMatrix<'w>, &'a PanelFormat, Option<PanelGroupUnpackFn>);
+
 /// Everything a work item of [`matmul_prequantized_gated_with`] reads.
 struct GatedPair<'a, 'w> {
-    gate: (&'a QMatrix<'w>, &'a PanelFormat),
-    up: (&'a QMatrix<'w>, &'a PanelFormat),
+    gate: GatedMatrix<'a, 'w>,
+    up: GatedMatrix<'a, 'w>,
     gemm: PanelGemmFn,
     glu: GluFn,
     act: &'a ActPanel<'a>,
@@ -134,11 +137,8 @@ impl GatedPair<'_, '_> {
         GATED_SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let [g, u] = &mut *guard;
-            let unpack = |(w, fmt): (&QMatrix<'_>, &PanelFormat), buf| {
-                let rb = w.row_bytes;
-                w.rows_plain(r0, nr, |rows| {
-                    crate::panel::unpack_rows(fmt, rows, rb, nr, w.cols, buf)
-                })
+            let unpack = |(w, fmt, group): GatedMatrix<'_, '_>, buf| {
+                unpack_panel(w, fmt, group, r0, nr, buf)
             };
             let gate_panel = unpack(self.gate, &mut g.weights);
             let up_panel = unpack(self.up, &mut u.weights);

@@ -601,6 +601,8 @@ struct FusedJob<'w> {
     entry: KernelEntry,
     /// An interleaved type's own token-generation kernel, reading the interleaved bytes.
     native_gemv: Option<crate::dispatch::GemvFn>,
+    /// An interleaved type's own panel unpacker, reading the interleaved bytes.
+    native_panel_group: Option<crate::panel::PanelGroupUnpackFn>,
     w: QMatrix<'w>,
     out: DisjointOut, // [n, w.rows]
 }
@@ -633,16 +635,18 @@ pub fn matmul_prequantized_many_with(
         }
         // An interleaved type runs its base type's kernels on de-interleaved rows, except
         // for its own token-generation kernel (see `KernelEntry::gemv`).
-        let (entry, native_gemv) = match w.ty.interleaved() {
+        let (entry, native_gemv, native_panel_group) = match w.ty.interleaved() {
             Some((base, _)) => (
                 *table.entry(base).ok_or(MatmulError::Unsupported(base))?,
                 entry.gemv,
+                entry.panel_group,
             ),
-            None => (*entry, None),
+            None => (*entry, None, None),
         };
         fused[n_fused] = Some(FusedJob {
             entry,
             native_gemv,
+            native_panel_group,
             w: *w,
             out: DisjointOut {
                 ptr: y.as_mut_ptr(),
@@ -750,6 +754,31 @@ fn panel_groups_per_call(cols: usize, ng: usize) -> usize {
     (PANEL_ACT_BYTES / per_group.max(1)).clamp(1, ng)
 }
 
+/// Unpacks rows `r0 .. r0 + nr` of `w` into `buf` with the panel format `fmt`: an
+/// interleaved type with a group unpacker `group` straight from its 16-row groups, any other
+/// after [`QMatrix::rows_plain`] (which de-interleaves if need be). The same panel either way.
+fn unpack_panel<'b>(
+    w: &QMatrix<'_>,
+    fmt: &crate::panel::PanelFormat,
+    group: Option<crate::panel::PanelGroupUnpackFn>,
+    r0: usize,
+    nr: usize,
+    buf: &'b mut crate::panel::WeightPanelBuf,
+) -> crate::panel::WeightPanel<'b> {
+    let rb = w.row_bytes;
+    match group {
+        // Panel items start at multiples of PANEL_ROWS, and an interleaved matrix has whole
+        // groups: `nr` is a multiple of 16 (`unpack_groups` checks it).
+        Some(group) if w.group_rows() > 1 => {
+            let bytes = &w.data[r0 * rb..(r0 + nr) * rb];
+            crate::panel::unpack_groups(group, fmt, bytes, rb, nr, w.cols, buf)
+        }
+        _ => w.rows_plain(r0, nr, |rows| {
+            crate::panel::unpack_rows(fmt, rows, rb, nr, w.cols, buf)
+        }),
+    }
+}
+
 /// Per-thread buffers of the panel path, allocated on first use and only grown.
 #[derive(Default)]
 struct PanelScratch {
@@ -784,10 +813,7 @@ fn panel_item(
     PANEL_SCRATCH.with(|cell| {
         let mut guard = cell.borrow_mut();
         let PanelScratch { weights, out } = &mut *guard;
-        let rb = w.row_bytes;
-        let wp = w.rows_plain(r0, nr, |rows| {
-            crate::panel::unpack_rows(fmt, rows, rb, nr, w.cols, weights)
-        });
+        let wp = unpack_panel(w, fmt, job.native_panel_group, r0, nr, weights);
         if out.len() < nr * gb * GROUP {
             out.resize(nr * gb * GROUP, 0.0);
         }

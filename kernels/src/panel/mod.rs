@@ -5,7 +5,11 @@
 //! **Weight panel** (per work item, rebuilt for every block of weight rows): each row of
 //! `cols` values becomes `cols` signed bytes `w_q` plus, per sub-block of `sub_len` values
 //! (32; 16 for Q6_K), an f32 scale `dw`, an f32 offset `ow` (formats with a minimum) and the
-//! integer `bias = −128·Σw_q`, such that the dequantized weight is `dw·w_q + ow`:
+//! integer `bias = −128·Σw_q`, such that the dequantized weight is `dw·w_q + ow`. The codes
+//! are row-major (`[rows, cols]`), the per-sub-block values sub-block-major
+//! (`[n_sub, rows]`): the kernel broadcasts one row's value at a time either way, and the
+//! interleaved types' unpackers ([`PanelGroupUnpackFn`]) compute them for 16 rows at once, in
+//! one register, which then is one store.
 //!
 //! ```text
 //! Q4_0  w = q−8        dw = d                 Q4_1  w = q      dw = d      ow = m
@@ -96,11 +100,11 @@ pub struct PanelFormat {
 pub struct WeightPanel<'a> {
     /// `[rows, cols]` signed codes.
     pub codes: &'a [i8],
-    /// `[rows, n_sub]` scales.
+    /// `[n_sub, rows]` scales (sub-block `s` of row `r` at `s · rows + r`).
     pub dw: &'a [f32],
-    /// `[rows, n_sub]` offsets (all zero / unused without offset).
+    /// `[n_sub, rows]` offsets (all zero / unused without offset).
     pub ow: &'a [f32],
-    /// `[rows, n_sub]` integer corrections `−128·Σw_q`.
+    /// `[n_sub, rows]` integer corrections `−128·Σw_q`.
     pub bias: &'a [i32],
     /// Number of rows.
     pub rows: usize,
@@ -137,13 +141,75 @@ impl WeightPanel<'_> {
     }
 }
 
+/// Unpacks one group of 16 rows of an interleaved weight type (e.g. Q4_K_R16,
+/// `crate::formats::interleaved`) straight into the panel layout, with the bytes the base
+/// type's [`PanelUnpackFn`] gives for the de-interleaved rows (tested bit for bit):
+/// `group`: the group's `16 × row_bytes` bytes; `codes`: `[16, cols]`; `dw`, `ow`, `bias`:
+/// sub-block `s` of group row `r` at `s · stride + r` (the group's part of a panel's
+/// `[n_sub, stride]` arrays). A length mismatch panics.
+///
+/// Compared with de-interleaving the rows first, this skips a copy of every weight byte,
+/// and with 16 rows in one register the scales and sums need no horizontal reduction.
+pub type PanelGroupUnpackFn = fn(
+    group: &[u8],
+    cols: usize,
+    codes: &mut [i8],
+    dw: &mut [f32],
+    ow: &mut [f32],
+    bias: &mut [i32],
+    stride: usize,
+);
+
+/// Rows per group of a [`PanelGroupUnpackFn`].
+pub const UNPACK_GROUP_ROWS: usize = 16;
+
 /// Reusable buffers for a weight panel (grown, never shrunk).
 #[derive(Debug, Default)]
 pub struct WeightPanelBuf {
     codes: Vec<i8>, // [rows, cols]
-    dw: Vec<f32>,   // [rows, n_sub]
-    ow: Vec<f32>,   // [rows, n_sub]
-    bias: Vec<i32>, // [rows, n_sub]
+    dw: Vec<f32>,   // [n_sub, rows]
+    ow: Vec<f32>,   // [n_sub, rows]
+    bias: Vec<i32>, // [n_sub, rows]
+    // One row's per-sub-block values, as a row unpacker writes them.
+    row_dw: Vec<f32>,   // [n_sub]
+    row_ow: Vec<f32>,   // [n_sub]
+    row_bias: Vec<i32>, // [n_sub]
+}
+
+impl WeightPanelBuf {
+    /// Grows the buffers for `rows` rows of `cols` values in sub-blocks of `sub_len`.
+    fn reserve(&mut self, rows: usize, cols: usize, sub_len: usize) {
+        let ns = cols / sub_len;
+        grow(&mut self.codes, rows * cols, 0);
+        grow(&mut self.dw, rows * ns, 0.0);
+        grow(&mut self.ow, rows * ns, 0.0);
+        grow(&mut self.bias, rows * ns, 0);
+        grow(&mut self.row_dw, ns, 0.0);
+        grow(&mut self.row_ow, ns, 0.0);
+        grow(&mut self.row_bias, ns, 0);
+    }
+
+    /// The panel view of the first `rows` rows.
+    fn view(&self, rows: usize, cols: usize, fmt: &PanelFormat) -> WeightPanel<'_> {
+        let ns = cols / fmt.sub_len;
+        WeightPanel {
+            codes: &self.codes[..rows * cols],
+            dw: &self.dw[..rows * ns],
+            ow: &self.ow[..rows * ns],
+            bias: &self.bias[..rows * ns],
+            rows,
+            cols,
+            sub_len: fmt.sub_len,
+            has_offset: fmt.has_offset,
+        }
+    }
+}
+
+/// Grows `v` to at least `len` elements.
+fn grow<T: Clone>(v: &mut Vec<T>, len: usize, fill: T) {
+    if v.len() < len {
+        v.resize(len, fill);
+    }
 }
 
 /// Unpacks `rows` weight rows (`w`: `rows × row_bytes` bytes) of `cols` values with `fmt`
@@ -158,36 +224,64 @@ pub fn unpack_rows<'b>(
 ) -> WeightPanel<'b> {
     assert_eq!(w.len(), rows * row_bytes, "weight bytes");
     let ns = cols / fmt.sub_len;
-    if buf.codes.len() < rows * cols {
-        buf.codes.resize(rows * cols, 0);
-    }
-    for v in [&mut buf.dw, &mut buf.ow] {
-        if v.len() < rows * ns {
-            v.resize(rows * ns, 0.0);
-        }
-    }
-    if buf.bias.len() < rows * ns {
-        buf.bias.resize(rows * ns, 0);
-    }
+    buf.reserve(rows, cols, fmt.sub_len);
     for r in 0..rows {
+        let (dw, ow, bias) = (
+            &mut buf.row_dw[..ns],
+            &mut buf.row_ow[..ns],
+            &mut buf.row_bias[..ns],
+        );
         (fmt.unpack)(
             &w[r * row_bytes..(r + 1) * row_bytes],
             &mut buf.codes[r * cols..(r + 1) * cols],
-            &mut buf.dw[r * ns..(r + 1) * ns],
-            &mut buf.ow[r * ns..(r + 1) * ns],
-            &mut buf.bias[r * ns..(r + 1) * ns],
+            dw,
+            ow,
+            bias,
+        );
+        for s in 0..ns {
+            buf.dw[s * rows + r] = dw[s];
+            buf.ow[s * rows + r] = ow[s];
+            buf.bias[s * rows + r] = bias[s];
+        }
+    }
+    buf.view(rows, cols, fmt)
+}
+
+/// Unpacks `rows` weight rows of an interleaved type (`w`: `rows / 16` whole groups of rows
+/// of `row_bytes` bytes) of `cols` values with its group unpacker `unpack` into `buf`; `fmt`
+/// is the base type's format (sub-block length, offset). The same panel as de-interleaving
+/// the rows and calling [`unpack_rows`] with `fmt`.
+pub fn unpack_groups<'b>(
+    unpack: PanelGroupUnpackFn,
+    fmt: &PanelFormat,
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    cols: usize,
+    buf: &'b mut WeightPanelBuf,
+) -> WeightPanel<'b> {
+    const G: usize = UNPACK_GROUP_ROWS;
+    assert_eq!(w.len(), rows * row_bytes, "weight bytes");
+    assert!(
+        rows.is_multiple_of(G),
+        "{rows} rows is not whole groups of {G}"
+    );
+    let ns = cols / fmt.sub_len;
+    buf.reserve(rows, cols, fmt.sub_len);
+    let scales_len = rows * ns;
+    for (g, group) in w.chunks_exact(G * row_bytes).enumerate() {
+        let r0 = g * G;
+        (unpack)(
+            group,
+            cols,
+            &mut buf.codes[r0 * cols..(r0 + G) * cols],
+            &mut buf.dw[r0..scales_len],
+            &mut buf.ow[r0..scales_len],
+            &mut buf.bias[r0..scales_len],
+            rows,
         );
     }
-    WeightPanel {
-        codes: &buf.codes[..rows * cols],
-        dw: &buf.dw[..rows * ns],
-        ow: &buf.ow[..rows * ns],
-        bias: &buf.bias[..rows * ns],
-        rows,
-        cols,
-        sub_len: fmt.sub_len,
-        has_offset: fmt.has_offset,
-    }
+    buf.view(rows, cols, fmt)
 }
 
 /// The activation panel: `n_groups × n_blocks` cells of [`CELL_LINES`] lines, group-major
@@ -370,7 +464,6 @@ pub fn panel_gemm_scalar(
     a.check();
     assert!(g0 + ng <= a.n_groups && a.n_blocks * PANEL_BLOCK == w.cols);
     assert_eq!(out.len(), w.rows * ng * GROUP, "panel output");
-    let ns = w.n_sub();
     let halves = PANEL_BLOCK / w.sub_len; // weight sub-blocks per activation block
     let k4_per_sub = w.sub_len / 4;
     let sb = a.scale_blocks == 8;
@@ -397,7 +490,7 @@ pub fn panel_gemm_scalar(
                     }
                     for h in 0..halves {
                         let s = b * halves + h;
-                        let mut acc = w.bias[r * ns + s];
+                        let mut acc = w.bias[s * w.rows + r];
                         for k4 in h * k4_per_sub..(h + 1) * k4_per_sub {
                             for i in 0..4 {
                                 let wq = codes[b * PANEL_BLOCK + k4 * 4 + i] as i32;
@@ -405,9 +498,9 @@ pub fn panel_gemm_scalar(
                             }
                         }
                         if sb {
-                            x = (acc as f32).mul_add(w.dw[r * ns + s], x);
+                            x = (acc as f32).mul_add(w.dw[s * w.rows + r], x);
                         } else {
-                            let scale = w.dw[r * ns + s] * dy;
+                            let scale = w.dw[s * w.rows + r] * dy;
                             if blocked {
                                 x = (acc as f32).mul_add(scale, x);
                             } else {
@@ -417,9 +510,9 @@ pub fn panel_gemm_scalar(
                     }
                     if w.has_offset {
                         if sb {
-                            x = w.ow[r * ns + b].mul_add(f(SY_LINE), x);
+                            x = w.ow[b * w.rows + r].mul_add(f(SY_LINE), x);
                         } else {
-                            tot = w.ow[r * ns + b].mul_add(f(SY_LINE), tot);
+                            tot = w.ow[b * w.rows + r].mul_add(f(SY_LINE), tot);
                         }
                     }
                     if blocked && (b % 8 == 7 || b + 1 == a.n_blocks) {

@@ -20,6 +20,7 @@ pub mod avx512;
 pub mod gemm_avx512;
 pub mod interleaved_avx512;
 pub mod panel_avx512;
+pub mod panel_interleaved_avx512;
 
 /// Overrides the table entries the AVX2 kernels accelerate.
 pub(crate) fn install_avx2(table: &mut Kernels) {
@@ -31,6 +32,7 @@ pub(crate) fn install_avx512(table: &mut Kernels) {
     avx512::install(table);
     gemm_avx512::install(table);
     panel_avx512::install(table);
+    panel_interleaved_avx512::install(table);
     interleaved_avx512::install(table);
 }
 

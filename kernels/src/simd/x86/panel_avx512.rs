@@ -88,15 +88,17 @@ unsafe fn tile<
     out: *mut f32,
     stride: usize,
 ) {
-    let (cols, ns, nb) = (w.cols, w.n_sub(), a.n_blocks);
+    let (cols, nb) = (w.cols, a.n_blocks);
     let k4_per_sub = 8 / HALVES;
     // SAFETY (all pointer arithmetic and loads below): in bounds by the caller's contract;
     // the activation lines are 64-byte aligned (`Line` is `align(64)`).
     unsafe {
         let codes = w.codes.as_ptr().add(r0 * cols);
-        let dw = w.dw.as_ptr().add(r0 * ns);
-        let ow = w.ow.as_ptr().add(r0 * ns);
-        let bias = w.bias.as_ptr().add(r0 * ns);
+        // Sub-block `s` of tile row `r` at `s · rows + r` (`[n_sub, rows]`).
+        let rows = w.rows;
+        let dw = w.dw.as_ptr().add(r0);
+        let ow = w.ow.as_ptr().add(r0);
+        let bias = w.bias.as_ptr().add(r0);
         let act = a.lines.as_ptr().add(g * nb * CELL_LINES).cast::<u8>();
         let gstride = nb * CELL_LINES * 64; // bytes between groups
         let mut tot = [[_mm512_setzero_ps(); G]; R];
@@ -110,7 +112,7 @@ unsafe fn tile<
                 let s = b * HALVES + h;
                 let mut acc = [[_mm512_setzero_si512(); G]; R];
                 for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let init = _mm512_set1_epi32(*bias.add(r * ns + s));
+                    let init = _mm512_set1_epi32(*bias.add(s * rows + r));
                     for x in acc_r.iter_mut() {
                         *x = init;
                     }
@@ -130,7 +132,7 @@ unsafe fn tile<
                 }
                 if SB {
                     for r in 0..R {
-                        let d = _mm512_set1_ps(*dw.add(r * ns + s));
+                        let d = _mm512_set1_ps(*dw.add(s * rows + r));
                         for gi in 0..G {
                             x[r][gi] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][gi]), d, x[r][gi]);
                         }
@@ -139,7 +141,7 @@ unsafe fn tile<
                     for gi in 0..G {
                         let dy = _mm512_load_ps(cell.add(gi * gstride + DY_LINE * 64).cast());
                         for r in 0..R {
-                            let sc = _mm512_mul_ps(_mm512_set1_ps(*dw.add(r * ns + s)), dy);
+                            let sc = _mm512_mul_ps(_mm512_set1_ps(*dw.add(s * rows + r)), dy);
                             // Offset formats: one chain into the total; the others: the
                             // run of 8 blocks first (see `panel_gemm_scalar`).
                             let sum = if OFF { &mut tot[r][gi] } else { &mut x[r][gi] };
@@ -152,7 +154,7 @@ unsafe fn tile<
                 for gi in 0..G {
                     let sy = _mm512_load_ps(cell.add(gi * gstride + SY_LINE * 64).cast());
                     for r in 0..R {
-                        let o = _mm512_set1_ps(*ow.add(r * ns + b));
+                        let o = _mm512_set1_ps(*ow.add(b * rows + r));
                         if SB {
                             x[r][gi] = _mm512_fmadd_ps(o, sy, x[r][gi]);
                         } else {
