@@ -5,7 +5,7 @@
 //! `vec_dot` per output), and token generation (`n = 1`) GB/s. For a format with an
 //! interleaved layout (`Q4_K_R16`, `Q6_K_R16`; `ROWS` a multiple of 16) also the same matrix
 //! interleaved: its token-generation kernel (`gemv R16`; for Q6_K on a CPU with GFNI also the
-//! kernel without it, `gemv R16 no-gfni`) and the panel GEMM on de-interleaved rows
+//! kernel without it, `gemv R16 no-gfni`) and the panel GEMM unpacking the interleaved groups
 //! (`panel R16`, the prompt path of a repacked file).
 //!
 //! `cargo run --release -p grist-kernels --example gemm_speed [-- ROWS COLS N THREADS [FORMAT]]`

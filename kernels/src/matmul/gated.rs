@@ -15,8 +15,8 @@
 use rayon::prelude::*;
 
 use super::{
-    check_job, panel_group_chunks, panel_groups_per_call, unpack_panel, DisjointOut, MatmulError,
-    PanelScratch, QMatrix, PANEL_ROWS,
+    check_job, n_groups_of, next_item_weights, panel_group_chunks, panel_groups_per_call,
+    unpack_panel, DisjointOut, MatmulError, PanelScratch, QMatrix, PANEL_ROWS,
 };
 use crate::dispatch::{kernels, Kernels};
 use crate::matmul::ActivationScratch;
@@ -127,7 +127,7 @@ thread_local! {
         std::cell::RefCell::new(Default::default());
 }
 
-impl GatedPair<'_, '_> {
+impl<'w> GatedPair<'_, 'w> {
     /// Rows `r0 .. r0 + nr` of both matrices × token groups `g0 .. g0 + ng`: unpacks both
     /// weight blocks once, then per L2-sized block of groups runs the panel kernel on each,
     /// applies `glu` to the tokens that exist and stores them.
@@ -137,8 +137,11 @@ impl GatedPair<'_, '_> {
         GATED_SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let [g, u] = &mut *guard;
-            let unpack = |(w, fmt, group): GatedMatrix<'_, '_>, buf| {
-                unpack_panel(w, fmt, group, r0, nr, buf)
+            let last_chunk = g0 + ng == n_groups_of(self.n);
+            let unpack = |(w, fmt, group): GatedMatrix<'_, 'w>, buf| {
+                let mut panel = unpack_panel(w, fmt, group, r0, nr, buf);
+                panel.prefetch = next_item_weights(w, r0, nr, last_chunk);
+                panel
             };
             let gate_panel = unpack(self.gate, &mut g.weights);
             let up_panel = unpack(self.up, &mut u.weights);

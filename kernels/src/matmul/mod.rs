@@ -779,6 +779,25 @@ fn unpack_panel<'b>(
     }
 }
 
+/// Token groups of `n` tokens.
+fn n_groups_of(n: usize) -> usize {
+    n.div_ceil(crate::panel::GROUP)
+}
+
+/// The weight bytes a panel work item's thread most likely reads next, for the kernel to
+/// prefetch while it multiplies ([`crate::panel::WeightPanel::prefetch`]): the next block of
+/// rows of `w` if this item (rows `r0 .. r0 + nr`) is the last token chunk of its row block
+/// (rayon hands a thread consecutive items, so its next one starts the next row block), else
+/// nothing (the next item reuses this block's rows).
+fn next_item_weights<'w>(w: &QMatrix<'w>, r0: usize, nr: usize, last_chunk: bool) -> &'w [u8] {
+    let next = r0 + nr;
+    if !last_chunk || next >= w.rows {
+        return &[];
+    }
+    let end = (next + PANEL_ROWS).min(w.rows);
+    &w.data[next * w.row_bytes..end * w.row_bytes]
+}
+
 /// Per-thread buffers of the panel path, allocated on first use and only grown.
 #[derive(Default)]
 struct PanelScratch {
@@ -813,7 +832,8 @@ fn panel_item(
     PANEL_SCRATCH.with(|cell| {
         let mut guard = cell.borrow_mut();
         let PanelScratch { weights, out } = &mut *guard;
-        let wp = unpack_panel(w, fmt, job.native_panel_group, r0, nr, weights);
+        let mut wp = unpack_panel(w, fmt, job.native_panel_group, r0, nr, weights);
+        wp.prefetch = next_item_weights(w, r0, nr, g0 + ng == n_groups_of(n));
         if out.len() < nr * gb * GROUP {
             out.resize(nr * gb * GROUP, 0.0);
         }

@@ -114,6 +114,11 @@ pub struct WeightPanel<'a> {
     pub sub_len: usize,
     /// Whether `ow` is used.
     pub has_offset: bool,
+    /// Bytes the caller reads next (the next work item's weights, or empty): a kernel may
+    /// request them into the cache a slice at a time while it multiplies this panel, so that
+    /// their transfer from DRAM overlaps the arithmetic instead of stalling the next unpack.
+    /// Only a hint; it never changes a result.
+    pub prefetch: &'a [u8],
 }
 
 impl WeightPanel<'_> {
@@ -201,6 +206,7 @@ impl WeightPanelBuf {
             cols,
             sub_len: fmt.sub_len,
             has_offset: fmt.has_offset,
+            prefetch: &[],
         }
     }
 }

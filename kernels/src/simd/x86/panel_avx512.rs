@@ -242,10 +242,18 @@ unsafe fn run<const HALVES: usize, const OFF: bool, const SB: bool>(
 ) {
     let stride = w.rows; // floats per token of `out`
     let o = out.as_mut_ptr();
+    // The prefetch hint, cut into one slice of whole lines per row tile.
+    let lines = w.prefetch.len().div_ceil(64);
+    let per_tile = lines.div_ceil((w.rows / TILE_R).max(1));
     // SAFETY: every tile stays inside rows 0..w.rows and groups g0..g0+ng, i.e. inside `out`.
     unsafe {
         let mut r = 0;
         while r + TILE_R <= w.rows {
+            let first = (r / TILE_R) * per_tile;
+            for line in first..(first + per_tile).min(lines) {
+                // A prefetch is only a hint; the address is inside `w.prefetch`.
+                _mm_prefetch::<_MM_HINT_T0>(w.prefetch.as_ptr().add(64 * line).cast());
+            }
             row_tiles::<TILE_R, HALVES, OFF, SB>(w, a, r, g0, ng, o.add(r), stride);
             r += TILE_R;
         }
