@@ -116,13 +116,13 @@ fn shr(x: __m512i, n: i32) -> __m512i {
     _mm512_srl_epi32(x, _mm_cvtsi32_si128(n))
 }
 
-/// The lengths a group unpacker relies on: `group` is `blocks` columns of `column` bytes,
-/// `codes` 16 rows of `cols`, and `dw`, `ow`, `bias` reach sub-block `n_sub − 1` of row 15
-/// at `stride ≥ 16`. A mismatch is a driver bug and panics.
+/// The lengths a group unpacker relies on: `group` is whole columns of `column` bytes and
+/// `column_values` values each, `codes` 16 rows of `cols`, and `dw`, `ow`, `bias` reach
+/// sub-block `n_sub − 1` of row 15 at `stride ≥ 16`. A mismatch is a driver bug and panics.
 #[allow(clippy::too_many_arguments)]
 fn check_group(
     group: &[u8],
-    column: usize,
+    (column, column_values): (usize, usize),
     cols: usize,
     sub_len: usize,
     codes: &[i8],
@@ -133,10 +133,10 @@ fn check_group(
 ) {
     const G: usize = UNPACK_GROUP_ROWS;
     assert!(
-        cols.is_multiple_of(256),
-        "{cols} values is not whole super-blocks"
+        cols.is_multiple_of(column_values),
+        "{cols} values is not whole columns of {column_values}"
     );
-    assert_eq!(group.len(), cols / 256 * column, "group bytes");
+    assert_eq!(group.len(), cols / column_values * column, "group bytes");
     assert_eq!(codes.len(), G * cols, "panel codes length");
     assert!(stride >= G, "scale stride {stride} below a group");
     let need = (cols / sub_len - 1) * stride + G;
@@ -147,9 +147,10 @@ fn check_group(
 }
 
 /// Defines a safe [`crate::panel::PanelGroupUnpackFn`] adapter `$name` around the unsafe
-/// `$kernel`, for columns of `$column` bytes and sub-blocks of `$sub` values.
+/// `$kernel`, for columns of `$column` bytes and `$values` values, and sub-blocks of `$sub`
+/// values.
 macro_rules! group_adapter {
-    ($name:ident, $kernel:ident, $column:expr, $sub:expr) => {
+    ($name:ident, $kernel:ident, $column:expr, $values:expr, $sub:expr) => {
         fn $name(
             group: &[u8],
             cols: usize,
@@ -159,7 +160,17 @@ macro_rules! group_adapter {
             bias: &mut [i32],
             stride: usize,
         ) {
-            check_group(group, $column, cols, $sub, codes, dw, ow, bias, stride);
+            check_group(
+                group,
+                ($column, $values),
+                cols,
+                $sub,
+                codes,
+                dw,
+                ow,
+                bias,
+                stride,
+            );
             // SAFETY: lengths checked above; only installed into a table that dispatch built
             // after checking the CPU has AVX-512 F/BW/VL/VNNI (and AVX2/FMA/F16C).
             unsafe { $kernel(group, cols, codes, dw, ow, bias, stride) }
@@ -167,8 +178,8 @@ macro_rules! group_adapter {
     };
 }
 
-group_adapter!(unpack_q4_k_r16, q4_k_r16_group, Q4_K_R16_COLUMN, 32);
-group_adapter!(unpack_q6_k_r16, q6_k_r16_group, Q6_K_R16_COLUMN, 16);
+group_adapter!(unpack_q4_k_r16, q4_k_r16_group, Q4_K_R16_COLUMN, 256, 32);
+group_adapter!(unpack_q6_k_r16, q6_k_r16_group, Q6_K_R16_COLUMN, 256, 16);
 
 /// Q4_K_R16 → panel: per column (super-block `b`), the 8 scales and mins of 16 rows from the
 /// 3 scale registers, then per pair of sub-blocks `2j, 2j + 1` the 8 code registers
