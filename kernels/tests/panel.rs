@@ -168,7 +168,7 @@ fn simd_unpack_matches_scalar_bit_for_bit() {
 /// The interleaved types' group unpackers (straight from the interleaved bytes) give the
 /// panel of the de-interleaved rows with the base type's scalar unpacker, bit for bit: on
 /// quantized rows and on raw bytes with adversarial f16 fields and all-equal code bytes, for
-/// 1–3 groups and rows of 1–3 super-blocks (scale strides 16–48).
+/// 1–3 groups and rows of 1–3 columns (scale strides 16–48).
 #[test]
 fn interleaved_group_unpack_matches_the_plain_rows_bit_for_bit() {
     let Ok(table) = select(Isa::Avx512) else {
@@ -177,14 +177,18 @@ fn interleaved_group_unpack_matches_the_plain_rows_bit_for_bit() {
     };
     let mut rng = Rng(0x51A7_E0F1_C0DE_0016);
     let mut checked = 0;
-    for ty in [GgmlType::Q4_K_R16, GgmlType::Q6_K_R16] {
+    // Every interleaved type has one.
+    for ty in GgmlType::all().filter(|t| t.interleaved().is_some()) {
         let (base, group_rows) = ty.interleaved().unwrap();
         let unpack = table
             .entry(ty)
             .and_then(|e| e.panel_group)
             .unwrap_or_else(|| panic!("{ty}: no AVX-512 group unpacker"));
         let fmt = panel::scalar_format(base).unwrap();
-        for (groups, blocks) in [(1, 1), (2, 3), (3, 2)] {
+        // Rows of whole columns: super-blocks, or pairs of 32-value blocks.
+        let per_column = ty.block_elems() / base.block_elems();
+        for (groups, columns) in [(1, 1), (2, 3), (3, 2)] {
+            let blocks = columns * per_column;
             let rows = groups * group_rows;
             let cols = blocks * base.block_elems();
             for kind in 0..5 {
@@ -203,7 +207,7 @@ fn interleaved_group_unpack_matches_the_plain_rows_bit_for_bit() {
                 let want = panel::unpack_rows(&fmt, &plain, row_bytes, rows, cols, &mut b1);
                 let got =
                     panel::unpack_groups(unpack, &fmt, &inter, row_bytes, rows, cols, &mut b2);
-                let what = format!("{ty}, {groups} groups of {blocks} super-blocks, data {kind}");
+                let what = format!("{ty}, {groups} groups of {columns} columns, data {kind}");
                 assert_eq!(got.codes, want.codes, "{what}: codes");
                 assert_eq!(got.bias, want.bias, "{what}: bias");
                 assert_eq!(bits(got.dw), bits(want.dw), "{what}: dw");

@@ -1,5 +1,5 @@
 //! AVX-512 panel unpackers of the interleaved types ([`crate::panel::PanelGroupUnpackFn`]):
-//! a group of 16 Q4_K_R16 / Q6_K_R16 rows goes straight from its columns
+//! a group of 16 Q4_K_R16 / Q6_K_R16 / Q8_0_R16 rows goes straight from its columns
 //! ([`crate::formats::interleaved`]) to the panel layout ([`crate::panel`]), without first
 //! de-interleaving the rows into plain blocks.
 //!
@@ -25,6 +25,7 @@ use grist_gguf::GgmlType;
 use crate::dispatch::Kernels;
 use crate::formats::interleaved::{
     Q4_K_R16_COLUMN, Q6_K_R16_COLUMN, Q6_K_R16_OFF_CODES, Q6_K_R16_OFF_D, Q6_K_R16_OFF_SCALES,
+    Q8_0_R16_CODE_BIAS, Q8_0_R16_COLUMN, Q8_0_R16_OFF_CODES,
 };
 use crate::panel::UNPACK_GROUP_ROWS;
 
@@ -32,6 +33,7 @@ use crate::panel::UNPACK_GROUP_ROWS;
 pub(crate) fn install(table: &mut Kernels) {
     table.set_panel_group(GgmlType::Q4_K_R16, unpack_q4_k_r16);
     table.set_panel_group(GgmlType::Q6_K_R16, unpack_q6_k_r16);
+    table.set_panel_group(GgmlType::Q8_0_R16, unpack_q8_0_r16);
 }
 
 /// The group rows held by output register `p` of [`transpose_8x16`]: its low 256 bits are
@@ -180,6 +182,7 @@ macro_rules! group_adapter {
 
 group_adapter!(unpack_q4_k_r16, q4_k_r16_group, Q4_K_R16_COLUMN, 256, 32);
 group_adapter!(unpack_q6_k_r16, q6_k_r16_group, Q6_K_R16_COLUMN, 256, 16);
+group_adapter!(unpack_q8_0_r16, q8_0_r16_group, Q8_0_R16_COLUMN, 64, 32);
 
 /// Q4_K_R16 → panel: per column (super-block `b`), the 8 scales and mins of 16 rows from the
 /// 3 scale registers, then per pair of sub-blocks `2j, 2j + 1` the 8 code registers
@@ -366,6 +369,64 @@ unsafe fn q6_k_r16_group(
                             _mm512_extracti64x4_epi64::<1>(*y),
                         );
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Q8_0_R16 → panel: per column (blocks `2c`, `2c + 1`) and block, the 16 rows' `d`
+/// (`dw = d`), the sums of the block's 8 code registers (stored `q + 128`: the biases) and,
+/// with the `+ 128` taken off and transposed, each row's 32 codes.
+///
+/// # Safety
+/// Lengths checked with [`check_group`]; the CPU has the enabled features.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8_0_r16_group(
+    group: &[u8],
+    cols: usize,
+    codes: &mut [i8],
+    dw: &mut [f32],
+    ow: &mut [f32],
+    bias: &mut [i32],
+    stride: usize,
+) {
+    let code_bias = _mm512_set1_epi8(Q8_0_R16_CODE_BIAS as i8);
+    let ones = _mm512_set1_epi8(1);
+    for c in 0..cols / 64 {
+        // SAFETY (all loads and stores below): column `c` is inside `group`; the scale
+        // stores reach sub-block 2c + 1 ≤ n_sub − 1, row 15, and the code stores row 15,
+        // value 64c + 63 < cols (checked by the caller).
+        unsafe {
+            let col = group.as_ptr().add(c * Q8_0_R16_COLUMN);
+            prefetch_column(col, Q8_0_R16_COLUMN);
+            for h in 0..2 {
+                let at = (2 * c + h) * stride;
+                let d = _mm512_cvtph_ps(_mm256_loadu_si256(col.add(32 * h).cast()));
+                _mm512_storeu_ps(dw.as_mut_ptr().add(at), d);
+                _mm512_storeu_ps(ow.as_mut_ptr().add(at), _mm512_setzero_ps());
+                // x[t], row r: qs[4t .. 4t + 4] + 128 of block 2c + h.
+                let x: [__m512i; 8] = std::array::from_fn(|t| {
+                    _mm512_loadu_si512(col.add(Q8_0_R16_OFF_CODES + 512 * h + 64 * t).cast())
+                });
+                let mut sum = _mm512_setzero_si512();
+                for &v in &x {
+                    sum = _mm512_dpbusd_epi32(sum, v, ones);
+                }
+                // Σ q over 32 values = Σ (q + 128) − 32 · 128.
+                let sum = _mm512_sub_epi32(sum, _mm512_set1_epi32(32 * 128));
+                _mm512_storeu_si512(bias.as_mut_ptr().add(at).cast(), times_minus_128(sum));
+                let x = x.map(|v| _mm512_xor_si512(v, code_bias));
+                let at = 64 * c + 32 * h;
+                for (y, &(ra, rb)) in transpose_8x16(&x).iter().zip(&ROW_PAIRS) {
+                    _mm256_storeu_si256(
+                        codes.as_mut_ptr().add(ra * cols + at).cast(),
+                        _mm512_castsi512_si256(*y),
+                    );
+                    _mm256_storeu_si256(
+                        codes.as_mut_ptr().add(rb * cols + at).cast(),
+                        _mm512_extracti64x4_epi64::<1>(*y),
+                    );
                 }
             }
         }
