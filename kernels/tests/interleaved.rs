@@ -626,7 +626,7 @@ fn q5_0_rows(rng: &mut Rng, rows: usize, blocks: usize, kind: usize) -> Vec<u8> 
                         block[2..6].copy_from_slice(&bits.to_le_bytes());
                         for (j, q) in block[6..].iter_mut().enumerate() {
                             let (lo, hi) = ((bits >> j) & 1, (bits >> (j + 16)) & 1);
-                            *q = (lo * 0x0F | hi * 0xF0) as u8;
+                            *q = ((lo * 0x0F) | (hi * 0xF0)) as u8;
                         }
                     }
                 }
