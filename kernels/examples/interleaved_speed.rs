@@ -8,8 +8,9 @@
 //! ```sh
 //! cargo run --release -p grist-kernels --example interleaved_speed -- ROWS COLS [THREADS [N [TYPE]]]
 //! ```
-//! e.g. `65536 640` (gemma-3-270m's tied output, 42 MB of Q8_0) or `2048 2560`; `TYPE`
-//! keeps the interleaved types whose name contains it (`Q8_0`).
+//! e.g. `65536 640` (gemma-3-270m's tied output, 42 MB of Q8_0), `2048 2560`, or `4864 896`
+//! (qwen2.5-0.5b's ffn gate/up, Q5_0); `TYPE` keeps the interleaved types whose name contains
+//! it (`Q8_0`, `Q5_0`).
 mod cputime;
 use cputime::time;
 

@@ -1,17 +1,19 @@
-//! Interleaved weights (Q4_K_R16, Q6_K_R16 and Q8_0_R16, `grist_kernels::formats::interleaved`),
-//! every test run for each layout (row lengths counted in the layout's blocks):
-//! - every table's interleaved token-generation kernel, and on x86 both Q6_K_R16 kernels
-//!   (with and without GFNI), against the scalar reference (`gemv_reference`: the base
-//!   type's reference `vec_dot` of each de-interleaved row), on quantized random rows, raw
-//!   random codes and scales, and extreme codes/scales/activations, for row lengths on both
-//!   sides of the kernels' passes (64 super-blocks, 256 Q8_0 blocks); the Q8_0_R16 kernel's
-//!   outputs are the reference's bits;
+//! Interleaved weights (Q4_K_R16, Q6_K_R16, Q8_0_R16 and Q5_0_R16,
+//! `grist_kernels::formats::interleaved`), every test run for each layout (row lengths counted
+//! in the layout's blocks):
+//! - every table's interleaved token-generation kernel, and on x86 both Q6_K_R16 and both
+//!   Q5_0_R16 kernels (with and without GFNI), against the scalar reference
+//!   (`gemv_reference`: the base type's reference `vec_dot` of each de-interleaved row), on
+//!   quantized random rows, raw random codes and scales, and extreme codes/scales/activations,
+//!   for row lengths on both sides of the kernels' passes (64 super-blocks, 256 Q8_0 or Q5_0
+//!   blocks); the Q8_0_R16 and Q5_0_R16 kernels' outputs are the reference's bits;
 //! - the matmul driver: an interleaved matrix gives the plain matrix's results, bit for
 //!   bit wherever the same kernels run (prompt processing, the fused gate/up product, and
 //!   token generation on tables without an interleaved kernel), up to float rounding where
 //!   the interleaved kernel runs; in a fused group after a matrix whose rows are not a
 //!   multiple of 16; for 1–3 threads;
-//! - a matrix that is not whole groups (or, for Q8_0_R16, whole 64-value columns) is refused.
+//! - a matrix that is not whole groups (or, for Q8_0_R16 and Q5_0_R16, whole 64-value
+//!   columns) is refused.
 
 mod common;
 
@@ -26,10 +28,11 @@ use grist_kernels::matmul::{
 };
 
 /// The interleaved types and their base types.
-const TYPES: [(GgmlType, GgmlType); 3] = [
+const TYPES: [(GgmlType, GgmlType); 4] = [
     (GgmlType::Q4_K_R16, GgmlType::Q4_K),
     (GgmlType::Q6_K_R16, GgmlType::Q6_K),
     (GgmlType::Q8_0_R16, GgmlType::Q8_0),
+    (GgmlType::Q5_0_R16, GgmlType::Q5_0),
 ];
 
 /// Base-type blocks per block of the interleaved type `ty` (Q8_0_R16's 64-value column is
@@ -54,12 +57,14 @@ fn interleave(ty: GgmlType, plain: &[u8], rb: usize) -> Vec<u8> {
     out
 }
 
-/// Rows of `base` of three kinds, see [`q4_k_rows`], [`q6_k_rows`] and [`q8_0_rows`].
+/// Rows of `base` of three kinds, see [`q4_k_rows`], [`q6_k_rows`], [`q8_0_rows`] and
+/// [`q5_0_rows`].
 fn base_rows(base: GgmlType, rng: &mut Rng, rows: usize, blocks: usize, kind: usize) -> Vec<u8> {
     match base {
         GgmlType::Q4_K => q4_k_rows(rng, rows, blocks, kind),
         GgmlType::Q6_K => q6_k_rows(rng, rows, blocks, kind),
         GgmlType::Q8_0 => q8_0_rows(rng, rows, blocks, kind),
+        GgmlType::Q5_0 => q5_0_rows(rng, rows, blocks, kind),
         _ => unreachable!("{base} has no interleaved layout"),
     }
 }
@@ -141,13 +146,14 @@ fn q8_k_row(rng: &mut Rng, blocks: usize, extreme: bool) -> Vec<u8> {
 }
 
 /// The size of the float terms one row of `base` and the values `x` it multiplies sum:
-/// [`q4_k_magnitude`], [`q6_k_magnitude`] or [`q8_0_magnitude`]. It bounds the rounding of
-/// any order of summing them.
+/// [`q4_k_magnitude`], [`q6_k_magnitude`], [`q8_0_magnitude`] or [`q5_0_magnitude`]. It
+/// bounds the rounding of any order of summing them.
 fn magnitude(base: GgmlType, row: &[u8], x: &[f32]) -> f32 {
     match base {
         GgmlType::Q4_K => q4_k_magnitude(row, x),
         GgmlType::Q6_K => q6_k_magnitude(row, x),
         GgmlType::Q8_0 => q8_0_magnitude(row, x),
+        GgmlType::Q5_0 => q5_0_magnitude(row, x),
         _ => unreachable!("{base} has no interleaved layout"),
     }
 }
@@ -182,7 +188,7 @@ fn q4_k_magnitude(row: &[u8], x: &[f32]) -> f32 {
 /// or [`q8_0_act`].
 fn act_row(base: GgmlType, rng: &mut Rng, blocks: usize, extreme: bool) -> Vec<u8> {
     match base {
-        GgmlType::Q8_0 => q8_0_act(rng, blocks, extreme),
+        GgmlType::Q8_0 | GgmlType::Q5_0 => q8_0_act(rng, blocks, extreme),
         _ => q8_k_row(rng, blocks * base.block_elems() / QK_K, extreme),
     }
 }
@@ -229,11 +235,45 @@ fn q6_k_r16_kernels() -> Vec<(&'static str, GemvFn)> {
     Vec::new()
 }
 
+/// The typed Q5_0_R16 kernels of the AVX-512 table (with GFNI and without), as `GemvFn`s,
+/// where this CPU runs them.
+#[cfg(target_arch = "x86_64")]
+fn q5_0_r16_kernels() -> Vec<(&'static str, GemvFn)> {
+    use grist_kernels::simd::x86::interleaved_avx512 as k;
+    fn blocks(act: &[u8]) -> Vec<BlockQ8_0> {
+        act.chunks_exact(std::mem::size_of::<BlockQ8_0>())
+            .map(bytemuck::pod_read_unaligned)
+            .collect()
+    }
+    fn shifts(w: &[u8], _rb: usize, act: &[u8], out: &mut [f32]) {
+        // SAFETY: only listed when the AVX-512 table is available; the kernel asserts the
+        // lengths.
+        unsafe { k::gemv_q5_0_r16(w, &blocks(act), out) }
+    }
+    fn gfni(w: &[u8], _rb: usize, act: &[u8], out: &mut [f32]) {
+        // SAFETY: only listed when the AVX-512 table is available and the CPU has GFNI.
+        unsafe { k::gemv_q5_0_r16_gfni(w, &blocks(act), out) }
+    }
+    let mut kernels = Vec::new();
+    if select(Isa::Avx512).is_ok() {
+        kernels.push(("gemv_q5_0_r16", shifts as GemvFn));
+        if std::arch::is_x86_feature_detected!("gfni") {
+            kernels.push(("gemv_q5_0_r16_gfni", gfni as GemvFn));
+        }
+    }
+    kernels
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn q5_0_r16_kernels() -> Vec<(&'static str, GemvFn)> {
+    Vec::new()
+}
+
 #[test]
 fn interleaved_gemv_matches_the_scalar_reference() {
     let mut rng = Rng(0x51d4_0e77_2a9c_b613);
     let mut tested = 0;
-    // Every table's kernels, then the Q6_K_R16 variants by name.
+    // Every table's kernels, then the Q6_K_R16 and Q5_0_R16 variants by name.
     let mut kernels: Vec<(String, GgmlType, GgmlType, GemvFn)> = Vec::new();
     for table in tables() {
         for (ty, base) in TYPES {
@@ -245,9 +285,12 @@ fn interleaved_gemv_matches_the_scalar_reference() {
     for (name, gemv) in q6_k_r16_kernels() {
         kernels.push((name.to_string(), GgmlType::Q6_K_R16, GgmlType::Q6_K, gemv));
     }
+    for (name, gemv) in q5_0_r16_kernels() {
+        kernels.push((name.to_string(), GgmlType::Q5_0_R16, GgmlType::Q5_0, gemv));
+    }
     for (name, ty, base, gemv) in kernels {
         // Both sides of one block, of typical widths, and of the k-quant kernels' 64-super-
-        // block pass (Q8_0_R16: 128 columns).
+        // block pass (Q8_0_R16 and Q5_0_R16: 128 columns).
         for blocks in [1, 2, 3, 10, 38, 63, 64, 65, 130] {
             let blocks = base_blocks(ty, base, blocks);
             let rb = blocks * base.block_bytes();
@@ -264,11 +307,13 @@ fn interleaved_gemv_matches_the_scalar_reference() {
                         let x = act_values(base, &a);
                         for r in 0..rows {
                             // The integer sums are exact; only the float arithmetic
-                            // per block and across them differs. The Q8_0_R16 kernel does
-                            // the reference's float operations in its order: its bits.
+                            // per block and across them differs. The Q8_0_R16 and Q5_0_R16
+                            // kernels do the reference's float operations in its order: its
+                            // bits.
                             let row = &plain[r * rb..(r + 1) * rb];
                             let tol = 1e-5 * magnitude(base, row, &x) + 1e-30;
-                            let exact = base != GgmlType::Q8_0 || same(got[r], want[r]);
+                            let bitwise = matches!(base, GgmlType::Q8_0 | GgmlType::Q5_0);
+                            let exact = !bitwise || same(got[r], want[r]);
                             assert!(
                                 (got[r] - want[r]).abs() <= tol && exact,
                                 "{name} {ty}: {blocks} blocks, {rows} rows, kind {kind}, \
@@ -489,7 +534,7 @@ fn a_matrix_that_is_not_whole_groups_is_refused() {
 const Q8_R16: GgmlType = GgmlType::Q8_0_R16;
 const Q8_0: GgmlType = GgmlType::Q8_0;
 
-/// Writes `d` as the f16 scale of a Q8_0 block.
+/// Writes `d` as the f16 scale of a Q8_0 (or Q5_0) block.
 fn set_d(block: &mut [u8], d: f32) {
     block[0..2].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
 }
@@ -551,6 +596,60 @@ fn q8_0_magnitude(row: &[u8], x: &[f32]) -> f32 {
         }
     }
     total
+}
+
+// ---------------------------------------------------------------------------------------
+// Q5_0_R16's test data, and what only it refuses.
+// ---------------------------------------------------------------------------------------
+
+const Q5_0: GgmlType = GgmlType::Q5_0;
+
+/// Q5_0 rows of three kinds: quantized random values (`kind` 0), raw random codes and high
+/// bits with finite random scales (1), or extreme blocks (2): all codes 31 (every `qs` and
+/// `qh` byte 0xFF), all codes 0, or codes of 0 and 31 only, with the f16 extremes as scales
+/// (±65504, the smallest normal and subnormal, 0).
+fn q5_0_rows(rng: &mut Rng, rows: usize, blocks: usize, kind: usize) -> Vec<u8> {
+    let mut w = weights(rng, Q5_0, rows, blocks * QK, kind != 0);
+    if kind != 0 {
+        for block in w.chunks_exact_mut(22) {
+            if kind == 1 {
+                set_d(block, rng.f32() * 0.01);
+            } else {
+                let d = [65504.0, -65504.0, 6.1035156e-5, 5.9604645e-8, 0.0, 60000.0];
+                set_d(block, d[rng.u64() as usize % d.len()]);
+                match rng.u64() % 3 {
+                    0 => block[2..].fill(0xFF),
+                    1 => block[2..].fill(0x00),
+                    _ => {
+                        // Every nibble 0 or 15, and the high bit with it: codes 0 or 31.
+                        let bits = rng.u64() as u32;
+                        block[2..6].copy_from_slice(&bits.to_le_bytes());
+                        for (j, q) in block[6..].iter_mut().enumerate() {
+                            let (lo, hi) = ((bits >> j) & 1, (bits >> (j + 16)) & 1);
+                            *q = ((lo * 0x0F) | (hi * 0xF0)) as u8;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    w
+}
+
+/// `Σ |d · (code − 16) · x|` over one Q5_0 row and the values `x` it multiplies: bounds the
+/// rounding of any order of summing the row's products.
+fn q5_0_magnitude(row: &[u8], x: &[f32]) -> f32 {
+    let mut w = vec![0.0f32; x.len()];
+    formats::dequantize_row(Q5_0, row, &mut w).unwrap();
+    w.iter().zip(x).map(|(w, x)| (w * x).abs()).sum()
+}
+
+#[test]
+fn q5_0_r16_rows_of_partial_columns_are_refused() {
+    // 96 values are three Q5_0 blocks: not whole 64-value columns of Q5_0_R16.
+    let data = vec![0u8; 16 * 3 * 22];
+    assert!(QMatrix::new(GgmlType::Q5_0_R16, &data, 16, 96).is_err());
+    assert!(QMatrix::new(Q5_0, &data, 16, 96).is_ok());
 }
 
 #[test]

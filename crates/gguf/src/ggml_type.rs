@@ -89,6 +89,13 @@ pub enum GgmlType {
     Q1_0 = 41,
     /// 64 values: f16 scale, 2-bit codes.
     Q2_0 = 42,
+    /// **grist-private**: Q5_0 with 16 rows interleaved per column of two blocks (the 16
+    /// rows' 32 scales, their high bits, then their 4-bit codes, so one SIMD lane
+    /// accumulates one row; written by `grist repack`, see
+    /// `grist_kernels::formats::interleaved`). Its table geometry is one column's share of
+    /// a row, 64 values in 44 bytes: the bytes per value of Q5_0, and rows must be whole
+    /// columns. No other engine reads it.
+    Q5_0_R16 = 1006,
     /// **grist-private**: Q8_0 with 16 rows interleaved per column of two blocks (the 16
     /// rows' 32 scales, then their codes stored `+ 128` (`xor 0x80`), so one SIMD lane
     /// accumulates one row; written by `grist repack`, see
@@ -147,6 +154,7 @@ const TABLE: &[(GgmlType, &str, usize, usize)] = &[
     (GgmlType::NVFP4, "NVFP4", 64, 36),
     (GgmlType::Q1_0, "Q1_0", 128, 18),
     (GgmlType::Q2_0, "Q2_0", 64, 18),
+    (GgmlType::Q5_0_R16, "Q5_0_R16", 64, 44),
     (GgmlType::Q8_0_R16, "Q8_0_R16", 64, 68),
     (GgmlType::Q4_K_R16, "Q4_K_R16", 256, 144),
     (GgmlType::Q6_K_R16, "Q6_K_R16", 256, 210),
@@ -178,6 +186,7 @@ impl GgmlType {
         match self {
             GgmlType::Q4_K_R16 => Some((GgmlType::Q4_K, 16)),
             GgmlType::Q8_0_R16 => Some((GgmlType::Q8_0, 16)),
+            GgmlType::Q5_0_R16 => Some((GgmlType::Q5_0, 16)),
             GgmlType::Q6_K_R16 => Some((GgmlType::Q6_K, 16)),
             _ => None,
         }
@@ -313,6 +322,12 @@ mod tests {
         // Rows of Q8_0_R16 are whole 64-value columns.
         assert_eq!(GgmlType::Q8_0_R16.bytes_for(640), Some(680));
         assert_eq!(GgmlType::Q8_0_R16.bytes_for(96), None);
+        assert_eq!(GgmlType::Q5_0_R16.interleaved(), Some((GgmlType::Q5_0, 16)));
+        assert_eq!(GgmlType::from_name("q5_0_r16"), Some(GgmlType::Q5_0_R16));
+        assert_eq!(GgmlType::from_id(1006), Some(GgmlType::Q5_0_R16));
+        assert_eq!(GgmlType::Q5_0_R16.bits_per_weight(), 5.5);
+        assert_eq!(GgmlType::Q5_0_R16.bytes_for(896), Some(616));
+        assert_eq!(GgmlType::Q5_0_R16.bytes_for(96), None);
         assert_eq!(GgmlType::Q6_K_R16.interleaved(), Some((GgmlType::Q6_K, 16)));
         assert_eq!(GgmlType::from_name("Q6_K_R16"), Some(GgmlType::Q6_K_R16));
         assert_eq!(GgmlType::from_id(1014), Some(GgmlType::Q6_K_R16));
@@ -322,7 +337,12 @@ mod tests {
             .collect();
         assert_eq!(
             interleaved,
-            [GgmlType::Q8_0_R16, GgmlType::Q4_K_R16, GgmlType::Q6_K_R16]
+            [
+                GgmlType::Q5_0_R16,
+                GgmlType::Q8_0_R16,
+                GgmlType::Q4_K_R16,
+                GgmlType::Q6_K_R16
+            ]
         );
     }
 

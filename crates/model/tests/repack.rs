@@ -1,7 +1,7 @@
 //! `grist_model::repack`: the fixture models and a hand-built GGUF are repacked and read
 //! back. Metadata is the input's plus the alignment and `grist.repack` (the interleaved types
-//! written); tensor names, order and shapes are unchanged; every repackable Q4_K, Q6_K or Q8_0
-//! matrix is Q4_K_R16, Q6_K_R16 or Q8_0_R16, and each de-interleaves to the original
+//! written); tensor names, order and shapes are unchanged; every repackable Q4_K, Q6_K, Q8_0 or
+//! Q5_0 matrix is Q4_K_R16, Q6_K_R16, Q8_0_R16 or Q5_0_R16, and each de-interleaves to the original
 //! bytes exactly; every other tensor is byte-identical; every tensor starts on a 64-byte line.
 //! Bad paths are refused without touching the input.
 
@@ -74,6 +74,7 @@ fn check_repacked(input: &Path, output: &Path, report: &RepackReport) -> Vec<Str
             GgmlType::Q4_K if matrix => Some(GgmlType::Q4_K_R16),
             GgmlType::Q6_K if matrix => Some(GgmlType::Q6_K_R16),
             GgmlType::Q8_0 if matrix && s.dims[0] % 64 == 0 => Some(GgmlType::Q8_0_R16),
+            GgmlType::Q5_0 if matrix && s.dims[0] % 64 == 0 => Some(GgmlType::Q5_0_R16),
             _ => None,
         };
         if let Some(ty) = eligible {
@@ -398,6 +399,85 @@ fn only_2d_q8_0_with_whole_groups_and_columns_is_repacked() {
     );
     let first = src.tensor_data(&src.tensors()[0])[2];
     assert_eq!(dst.data[64], first ^ 0x80);
+}
+
+#[test]
+fn the_q5_0_fixture_repacks_losslessly_and_runs_like_the_original() {
+    // tiny-llama-q5_0: 15 Q5_0 matrices (token_embd included; rows of 256 or 512 values, 128
+    // to 1024 rows) and the Q6_K output.
+    let name = "tiny-llama-q5_0";
+    let input = fixture(name);
+    let dir = scratch(name);
+    let output = dir.join("out.gguf");
+    let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
+    let repacked = check_repacked(&input, &output, &report);
+    assert_eq!(
+        report.repacked_types,
+        [(GgmlType::Q5_0_R16, 15), (GgmlType::Q6_K_R16, 1)]
+    );
+    assert!(report.kept.is_empty(), "{:?}", report.kept);
+    assert!(repacked.contains(&"token_embd.weight".to_string()));
+    let out = GgufFile::open(&output).unwrap();
+    assert_eq!(out.get_str("grist.repack").unwrap(), "Q5_0_R16,Q6_K_R16");
+    // The same prompt logits bit for bit (de-interleaved rows, the same kernels), the steps
+    // up to float rounding (the interleaved kernel sums as the scalar reference does).
+    let (plain, packed) = (Model::load(&input).unwrap(), Model::load(&output).unwrap());
+    let ((prompt_p, steps_p), (prompt_i, steps_i)) =
+        (prompt_then_steps(&plain), prompt_then_steps(&packed));
+    assert!(
+        prompt_p
+            .iter()
+            .zip(&prompt_i)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "prompt logits differ"
+    );
+    let scale = steps_p.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    for (i, (a, b)) in steps_p.iter().zip(&steps_i).enumerate() {
+        assert!((a - b).abs() <= 1e-4 * scale, "step logit {i}: {a} vs {b}");
+    }
+    only_files(&dir, &["out.gguf"]);
+}
+
+#[test]
+fn only_2d_q5_0_with_whole_groups_and_columns_is_repacked() {
+    let dir = scratch("built-q5_0");
+    let input = dir.join("in.gguf");
+    let q5_0 = |rows: usize, cols: usize, seed: usize| -> Vec<u8> {
+        (0..rows * cols / 32 * 22)
+            .map(|i| (i * 29 + i / 241 + seed) as u8)
+            .collect()
+    };
+    let mut w = GgufWriter::new();
+    w.add("general.architecture", "llama").unwrap();
+    let tensors: Vec<(&str, GgmlType, Vec<u64>, Vec<u8>)> = vec![
+        ("rows32", GgmlType::Q5_0, vec![896, 32], q5_0(32, 896, 1)),
+        ("rows24", GgmlType::Q5_0, vec![896, 24], q5_0(24, 896, 2)),
+        ("cols96", GgmlType::Q5_0, vec![96, 16], q5_0(16, 96, 3)),
+        ("three_d", GgmlType::Q5_0, vec![64, 16, 2], q5_0(32, 64, 4)),
+        ("q8_0", GgmlType::Q8_0, vec![64, 16], vec![0x3c; 16 * 68]),
+    ];
+    for (name, ty, dims, data) in &tensors {
+        w.add_tensor(name, *ty, dims, data.clone()).unwrap();
+    }
+    w.write_to_path(&input).unwrap();
+    let output = dir.join("out.gguf");
+    let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
+    assert_eq!(check_repacked(&input, &output, &report), ["rows32", "q8_0"]);
+    assert_eq!(
+        report.repacked_types,
+        [(GgmlType::Q5_0_R16, 1), (GgmlType::Q8_0_R16, 1)]
+    );
+    assert_eq!(report.kept, ["rows24", "cols96", "three_d"]);
+    let out = GgufFile::open(&output).unwrap();
+    assert_eq!(out.get_str("grist.repack").unwrap(), "Q5_0_R16,Q8_0_R16");
+    // Row 0's first code dword (its qs[0..4]) sits at byte 192 of the matrix, row 1's at 196.
+    let (src, dst) = (
+        GgufFile::open(&input).unwrap(),
+        out.tensor("rows32").unwrap(),
+    );
+    let plain = src.tensor_data(&src.tensors()[0]);
+    assert_eq!(dst.data[192..196], plain[6..10]);
+    assert_eq!(dst.data[196..200], plain[28 * 22 + 6..28 * 22 + 10]);
 }
 
 #[test]

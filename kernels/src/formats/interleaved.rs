@@ -41,6 +41,34 @@
 //! permutation of the Q8_0 bytes: [`interleave`] adds the bias and [`deinterleave`] /
 //! [`extract_row`] take it off, so the round trip is still exact. The table geometry of
 //! [`GgmlType::Q8_0_R16`] is one column's share of a row (64 values, 68 bytes).
+//!
+//! **Q5_0_R16.** The same for Q5_0 (`[d: f16][qh: u32][qs: 16 B]`, code `v` =
+//! `nibble | (bit v of qh) << 4`, value `d · (code − 16)`; `qs[i]` holds value `i` in its low
+//! nibble and `i + 16` in its high one): `rows / 16` groups of `cols / 64` columns of
+//! [`Q5_0_R16_COLUMN`] = 704 bytes = two Q5_0 blocks of 16 rows = 11 cache lines, as many
+//! bytes as plain Q5_0. Column `c` (blocks `2c`, `2c + 1`), row `r` at lane `r`:
+//!
+//! ```text
+//! offset   0: d of block 2c       [16 × f16]   row r at 2r
+//! offset  32: d of block 2c + 1   [16 × f16]   row r at 32 + 2r
+//! offset  64: high bits of block 2c, 1 register   row r: its qh, permuted, at 64 + 4r
+//! offset 128: high bits of block 2c + 1            the same at 128 + 4r
+//! offset 192: codes of block 2c, 4 registers      register t, row r: qs[4t .. 4t + 4]
+//!                                                   at 192 + 64t + 4r
+//! offset 448: codes of block 2c + 1, 4 registers  the same at 448 + 64t + 4r
+//! ```
+//!
+//! Code register `t` holds values `4t .. 4t + 4` in its low nibbles and `16 + 4t ..` in its
+//! high ones: "register" `u` = `t` and `u` = `t + 4` of the block's values `4u .. 4u + 4`.
+//! The high bits are **permuted within their dword**: bit `4u + j` of `qh` (the high bit of
+//! value `4u + j`) is stored at bit `8j + u`, so `(hb << (4 − u)) & 0x10101010` (`>> (u − 4)`
+//! for `u > 4`) is exactly the bit-4 part of register `u`'s four code bytes, one shift and
+//! one mask (or one `vgf2p8affineqb`) per code register. The permutation is a bijection:
+//! [`deinterleave`] and [`extract_row`] restore `qh`, and the round trip is exact. The codes
+//! are unsigned `0..32`, `vpdpbusd`'s unsigned operand, and the kernel removes the offset 16
+//! with one `−16 · Σ a` per activation block. The table geometry of
+//! [`GgmlType::Q5_0_R16`] is one column's share of a row (64 values, 44 bytes).
+//!
 //! **Q6_K_R16.** The same for Q6_K (`[ql: 128][qh: 64][scales: 16 × i8][d: f16]`, see
 //! `formats::q6_k`): `blocks` columns of [`Q6_K_R16_COLUMN`] = 3360 bytes = 16 Q6_K blocks
 //! per group. One column, row `r` at lane `r`, every register 64 bytes (one dword per row):
@@ -77,6 +105,8 @@ use grist_gguf::GgmlType;
 
 use super::FormatError;
 
+mod q5_0_r16;
+pub use q5_0_r16::{Q5_0_R16_COLUMN, Q5_0_R16_OFF_CODES, Q5_0_R16_OFF_HIGH, Q5_0_R16_ROWS};
 mod q8_0_r16;
 pub use q8_0_r16::{Q8_0_R16_CODE_BIAS, Q8_0_R16_COLUMN, Q8_0_R16_OFF_CODES, Q8_0_R16_ROWS};
 
@@ -278,7 +308,8 @@ fn check(ty: GgmlType, bytes: usize, row_bytes: usize) -> Result<usize, FormatEr
 
 /// Interleaves plain rows into `ty`'s layout: `plain` holds `k × 16` rows of the base type
 /// (`row_bytes` each, row after row); `out` (the same length) receives the `k` groups.
-/// (Q8_0_R16 also adds its code bias, see the module docs.)
+/// (Q8_0_R16 also adds its code bias, Q5_0_R16 permutes the bits of `qh`, see the module
+/// docs.)
 pub fn interleave(
     ty: GgmlType,
     plain: &[u8],
@@ -287,6 +318,9 @@ pub fn interleave(
 ) -> Result<(), FormatError> {
     if ty == GgmlType::Q8_0_R16 {
         return q8_0_r16::interleave(plain, row_bytes, out);
+    }
+    if ty == GgmlType::Q5_0_R16 {
+        return q5_0_r16::interleave(plain, row_bytes, out);
     }
     permute(ty, plain, row_bytes, out, true)
 }
@@ -302,6 +336,9 @@ pub fn deinterleave(
 ) -> Result<(), FormatError> {
     if ty == GgmlType::Q8_0_R16 {
         return q8_0_r16::deinterleave(src, row_bytes, out);
+    }
+    if ty == GgmlType::Q5_0_R16 {
+        return q5_0_r16::deinterleave(src, row_bytes, out);
     }
     permute(ty, src, row_bytes, out, false)
 }
@@ -489,6 +526,10 @@ pub fn extract_row(
     let g = &src[(r / group_rows) * group..][..group];
     if ty == GgmlType::Q8_0_R16 {
         q8_0_r16::extract_row(g, r % group_rows, out);
+        return Ok(());
+    }
+    if ty == GgmlType::Q5_0_R16 {
+        q5_0_r16::extract_row(g, r % group_rows, out);
         return Ok(());
     }
     let layout = Layout::of(ty).ok_or(FormatError::Unsupported(ty))?;

@@ -1,6 +1,6 @@
 //! AVX-512 VNNI token generation with interleaved Q4_K, Q6_K and Q8_0 weights
 //! ([`GgmlType::Q4_K_R16`], [`GgmlType::Q6_K_R16`], [`GgmlType::Q8_0_R16`], layouts in
-//! [`crate::formats::interleaved`]).
+//! [`crate::formats::interleaved`]); Q5_0's ([`GgmlType::Q5_0_R16`]) in [`q5_0_r16`].
 //!
 //! Lane `r` of every register belongs to row `r` of a 16-row group, so a super-block column
 //! is 32 code registers, each multiplied by one broadcast dword of activations
@@ -37,6 +37,9 @@ use crate::formats::interleaved::{
 };
 use crate::formats::interleaved::{Q8_0_R16_COLUMN, Q8_0_R16_OFF_CODES, Q8_0_R16_ROWS};
 
+pub mod q5_0_r16;
+pub use q5_0_r16::{gemv_q5_0_r16, gemv_q5_0_r16_gfni};
+
 /// Installs the interleaved kernels.
 pub(crate) fn install(table: &mut Kernels) {
     table.set_gemv(GgmlType::Q4_K_R16, q4_k_r16_gemv_bytes);
@@ -47,6 +50,12 @@ pub(crate) fn install(table: &mut Kernels) {
         q6_k_r16_gemv_bytes
     };
     table.set_gemv(GgmlType::Q6_K_R16, q6_k_r16);
+    let q5_0_r16 = if table.features().gfni {
+        q5_0_r16_gfni_gemv_bytes as GemvFn
+    } else {
+        q5_0_r16_gemv_bytes
+    };
+    table.set_gemv(GgmlType::Q5_0_R16, q5_0_r16);
 }
 
 /// Defines a [`crate::dispatch::GemvFn`] adapter `$name` around the typed kernel `$kernel`:
@@ -86,6 +95,8 @@ interleaved_adapter!(q4_k_r16_gemv_bytes, gemv_q4_k_r16, BlockQ8_K, 144);
 interleaved_adapter!(q6_k_r16_gemv_bytes, gemv_q6_k_r16, BlockQ8_K, 210);
 interleaved_adapter!(q6_k_r16_gfni_gemv_bytes, gemv_q6_k_r16_gfni, BlockQ8_K, 210);
 interleaved_adapter!(q8_0_r16_gemv_bytes, gemv_q8_0_r16, BlockQ8_0, 34);
+interleaved_adapter!(q5_0_r16_gemv_bytes, gemv_q5_0_r16, BlockQ8_0, 22);
+interleaved_adapter!(q5_0_r16_gfni_gemv_bytes, gemv_q5_0_r16_gfni, BlockQ8_0, 22);
 
 /// Byte offset of the three scale registers in a column.
 const OFF_SCALES: usize = 64;
