@@ -1,5 +1,5 @@
 //! AVX-512 panel unpackers of the interleaved types ([`crate::panel::PanelGroupUnpackFn`]):
-//! a group of 16 Q4_K_R16 / Q6_K_R16 / Q8_0_R16 rows goes straight from its columns
+//! a group of 16 rows of Q4_K_R16, Q6_K_R16, Q8_0_R16 or Q5_0_R16 goes straight from its columns
 //! ([`crate::formats::interleaved`]) to the panel layout ([`crate::panel`]), without first
 //! de-interleaving the rows into plain blocks.
 //!
@@ -24,8 +24,9 @@ use grist_gguf::GgmlType;
 
 use crate::dispatch::Kernels;
 use crate::formats::interleaved::{
-    Q4_K_R16_COLUMN, Q6_K_R16_COLUMN, Q6_K_R16_OFF_CODES, Q6_K_R16_OFF_D, Q6_K_R16_OFF_SCALES,
-    Q8_0_R16_CODE_BIAS, Q8_0_R16_COLUMN, Q8_0_R16_OFF_CODES,
+    Q4_K_R16_COLUMN, Q5_0_R16_COLUMN, Q5_0_R16_OFF_CODES, Q5_0_R16_OFF_HIGH, Q6_K_R16_COLUMN,
+    Q6_K_R16_OFF_CODES, Q6_K_R16_OFF_D, Q6_K_R16_OFF_SCALES, Q8_0_R16_CODE_BIAS, Q8_0_R16_COLUMN,
+    Q8_0_R16_OFF_CODES,
 };
 use crate::panel::UNPACK_GROUP_ROWS;
 
@@ -34,6 +35,7 @@ pub(crate) fn install(table: &mut Kernels) {
     table.set_panel_group(GgmlType::Q4_K_R16, unpack_q4_k_r16);
     table.set_panel_group(GgmlType::Q6_K_R16, unpack_q6_k_r16);
     table.set_panel_group(GgmlType::Q8_0_R16, unpack_q8_0_r16);
+    table.set_panel_group(GgmlType::Q5_0_R16, unpack_q5_0_r16);
 }
 
 /// The group rows held by output register `p` of [`transpose_8x16`]: its low 256 bits are
@@ -183,6 +185,7 @@ macro_rules! group_adapter {
 group_adapter!(unpack_q4_k_r16, q4_k_r16_group, Q4_K_R16_COLUMN, 256, 32);
 group_adapter!(unpack_q6_k_r16, q6_k_r16_group, Q6_K_R16_COLUMN, 256, 16);
 group_adapter!(unpack_q8_0_r16, q8_0_r16_group, Q8_0_R16_COLUMN, 64, 32);
+group_adapter!(unpack_q5_0_r16, q5_0_r16_group, Q5_0_R16_COLUMN, 64, 32);
 
 /// Q4_K_R16 → panel: per column (super-block `b`), the 8 scales and mins of 16 rows from the
 /// 3 scale registers, then per pair of sub-blocks `2j, 2j + 1` the 8 code registers
@@ -419,6 +422,80 @@ unsafe fn q8_0_r16_group(
                 let x = x.map(|v| _mm512_xor_si512(v, code_bias));
                 let at = 64 * c + 32 * h;
                 for (y, &(ra, rb)) in transpose_8x16(&x).iter().zip(&ROW_PAIRS) {
+                    _mm256_storeu_si256(
+                        codes.as_mut_ptr().add(ra * cols + at).cast(),
+                        _mm512_castsi512_si256(*y),
+                    );
+                    _mm256_storeu_si256(
+                        codes.as_mut_ptr().add(rb * cols + at).cast(),
+                        _mm512_extracti64x4_epi64::<1>(*y),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Q5_0_R16 → panel: per column (blocks `2c`, `2c + 1`) and block, the 16 rows' `d`
+/// (`dw = d`), the block's 8 registers of 5-bit codes built from the code nibbles and the
+/// stored high bits (register `u` holds values `4u .. 4u + 4`, its fifth bits are bit `u` of
+/// each byte of the high-bit register), their sums (the biases) and, minus 16 and
+/// transposed, each row's 32 codes.
+///
+/// # Safety
+/// Lengths checked with [`check_group`]; the CPU has the enabled features.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q5_0_r16_group(
+    group: &[u8],
+    cols: usize,
+    codes: &mut [i8],
+    dw: &mut [f32],
+    ow: &mut [f32],
+    bias: &mut [i32],
+    stride: usize,
+) {
+    let nibbles = _mm512_set1_epi8(0x0F);
+    let fifth = _mm512_set1_epi8(0x10);
+    let sixteen = _mm512_set1_epi8(16);
+    let ones = _mm512_set1_epi8(1);
+    for c in 0..cols / 64 {
+        // SAFETY (all loads and stores below): column `c` is inside `group`; the scale
+        // stores reach sub-block 2c + 1 ≤ n_sub − 1, row 15, and the code stores row 15,
+        // value 64c + 63 < cols (checked by the caller).
+        unsafe {
+            let col = group.as_ptr().add(c * Q5_0_R16_COLUMN);
+            prefetch_column(col, Q5_0_R16_COLUMN);
+            for h in 0..2 {
+                let at = (2 * c + h) * stride;
+                let d = _mm512_cvtph_ps(_mm256_loadu_si256(col.add(32 * h).cast()));
+                _mm512_storeu_ps(dw.as_mut_ptr().add(at), d);
+                _mm512_storeu_ps(ow.as_mut_ptr().add(at), _mm512_setzero_ps());
+                let high = _mm512_loadu_si512(col.add(Q5_0_R16_OFF_HIGH + 64 * h).cast());
+                let q: [__m512i; 8] = std::array::from_fn(|u| {
+                    let x = _mm512_loadu_si512(
+                        col.add(Q5_0_R16_OFF_CODES + 256 * h + 64 * (u % 4)).cast(),
+                    );
+                    let low = if u < 4 { x } else { _mm512_srli_epi16::<4>(x) };
+                    // Bit u of each high-bit byte to bit 4.
+                    let bit = if u <= 4 {
+                        _mm512_sll_epi32(high, _mm_cvtsi32_si128(4 - u as i32))
+                    } else {
+                        _mm512_srl_epi32(high, _mm_cvtsi32_si128(u as i32 - 4))
+                    };
+                    // (low & 0x0F) | (bit & 0x10): with a = low, b = bit & 0x10, c = 0x0F,
+                    // the truth table of (a & c) | b is 0xEC.
+                    _mm512_ternarylogic_epi32::<0xEC>(low, _mm512_and_si512(bit, fifth), nibbles)
+                });
+                let mut sum = _mm512_setzero_si512();
+                for &v in &q {
+                    sum = _mm512_dpbusd_epi32(sum, v, ones);
+                }
+                // Σ (q − 16) over 32 values = Σ q − 512.
+                let sum = _mm512_sub_epi32(sum, _mm512_set1_epi32(512));
+                _mm512_storeu_si512(bias.as_mut_ptr().add(at).cast(), times_minus_128(sum));
+                let q = q.map(|v| _mm512_sub_epi8(v, sixteen));
+                let at = 64 * c + 32 * h;
+                for (y, &(ra, rb)) in transpose_8x16(&q).iter().zip(&ROW_PAIRS) {
                     _mm256_storeu_si256(
                         codes.as_mut_ptr().add(ra * cols + at).cast(),
                         _mm512_castsi512_si256(*y),
