@@ -100,6 +100,7 @@ use grist_gguf::GgmlType;
 
 use super::FormatError;
 
+mod block_pairs;
 mod q4_1_r16;
 mod q8_0_r16;
 pub use q4_1_r16::{Q4_1_R16_COLUMN, Q4_1_R16_OFF_CODES, Q4_1_R16_OFF_M, Q4_1_R16_ROWS};
