@@ -8,9 +8,10 @@
 //! ```sh
 //! cargo run --release -p grist-kernels --example interleaved_speed -- ROWS COLS [THREADS [N [TYPE]]]
 //! ```
-//! e.g. `65536 640` (gemma-3-270m's tied output, 42 MB of Q8_0), `2048 2560`, or `4864 896`
-//! (qwen2.5-0.5b's ffn gate/up, Q5_0); `TYPE` keeps the interleaved types whose name contains
-//! it (`Q8_0`, `Q5_0`).
+//! e.g. `65536 640` (gemma-3-270m's tied output, 42 MB of Q8_0), `2048 2560`, `1536 576`
+//! (SmolLM2-135M's ffn_gate, 0.55 MB of Q4_1, in L2) or `4864 896` (qwen2.5-0.5b's ffn
+//! gate/up, Q5_0); `TYPE` keeps the interleaved types whose name contains it (`Q8_0`, `Q4_1`,
+//! `Q5_0`). Q8_0_R16, Q4_1_R16 and Q5_0_R16 need `COLS` a multiple of 64.
 mod cputime;
 use cputime::time;
 

@@ -1,25 +1,26 @@
-//! Interleaved weights (Q4_K_R16, Q6_K_R16, Q8_0_R16 and Q5_0_R16,
+//! Interleaved weights (Q4_K_R16, Q6_K_R16, Q8_0_R16, Q4_1_R16 and Q5_0_R16,
 //! `grist_kernels::formats::interleaved`), every test run for each layout (row lengths counted
 //! in the layout's blocks):
 //! - every table's interleaved token-generation kernel, and on x86 both Q6_K_R16 and both
 //!   Q5_0_R16 kernels (with and without GFNI), against the scalar reference
 //!   (`gemv_reference`: the base type's reference `vec_dot` of each de-interleaved row), on
 //!   quantized random rows, raw random codes and scales, and extreme codes/scales/activations,
-//!   for row lengths on both sides of the kernels' passes (64 super-blocks, 256 Q8_0 or Q5_0
-//!   blocks); the Q8_0_R16 and Q5_0_R16 kernels' outputs are the reference's bits;
+//!   for row lengths on both sides of the kernels' passes (64 super-blocks, 256 Q8_0, Q4_1 or
+//!   Q5_0 blocks); the Q8_0_R16, Q4_1_R16 and Q5_0_R16 kernels' outputs are the reference's
+//!   bits;
 //! - the matmul driver: an interleaved matrix gives the plain matrix's results, bit for
 //!   bit wherever the same kernels run (prompt processing, the fused gate/up product, and
 //!   token generation on tables without an interleaved kernel), up to float rounding where
 //!   the interleaved kernel runs; in a fused group after a matrix whose rows are not a
 //!   multiple of 16; for 1–3 threads;
-//! - a matrix that is not whole groups (or, for Q8_0_R16 and Q5_0_R16, whole 64-value
+//! - a matrix that is not whole groups (or, for Q8_0_R16, Q4_1_R16 and Q5_0_R16, whole 64-value
 //!   columns) is refused.
 
 mod common;
 
 use common::{same, weights, Rng};
 use grist_gguf::GgmlType;
-use grist_kernels::blocks::{BlockQ8_0, BlockQ8_K, QK, QK_K};
+use grist_kernels::blocks::{BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K};
 use grist_kernels::dispatch::{select, GemvFn, Isa, Kernels};
 use grist_kernels::formats::{self, interleaved};
 use grist_kernels::matmul::{
@@ -28,15 +29,16 @@ use grist_kernels::matmul::{
 };
 
 /// The interleaved types and their base types.
-const TYPES: [(GgmlType, GgmlType); 4] = [
+const TYPES: [(GgmlType, GgmlType); 5] = [
     (GgmlType::Q4_K_R16, GgmlType::Q4_K),
     (GgmlType::Q6_K_R16, GgmlType::Q6_K),
     (GgmlType::Q8_0_R16, GgmlType::Q8_0),
+    (GgmlType::Q4_1_R16, GgmlType::Q4_1),
     (GgmlType::Q5_0_R16, GgmlType::Q5_0),
 ];
 
 /// Base-type blocks per block of the interleaved type `ty` (Q8_0_R16's 64-value column is
-/// two Q8_0 blocks): row lengths in the tests count the interleaved type's blocks, so every
+/// two Q8_0 blocks, Q4_1_R16's two Q4_1 blocks): row lengths in the tests count the interleaved type's blocks, so every
 /// length is valid for every type.
 fn base_blocks(ty: GgmlType, base: GgmlType, blocks: usize) -> usize {
     blocks * ty.block_elems() / base.block_elems()
@@ -58,12 +60,13 @@ fn interleave(ty: GgmlType, plain: &[u8], rb: usize) -> Vec<u8> {
 }
 
 /// Rows of `base` of three kinds, see [`q4_k_rows`], [`q6_k_rows`], [`q8_0_rows`] and
-/// [`q5_0_rows`].
+/// [`q4_1_rows`] or [`q5_0_rows`].
 fn base_rows(base: GgmlType, rng: &mut Rng, rows: usize, blocks: usize, kind: usize) -> Vec<u8> {
     match base {
         GgmlType::Q4_K => q4_k_rows(rng, rows, blocks, kind),
         GgmlType::Q6_K => q6_k_rows(rng, rows, blocks, kind),
         GgmlType::Q8_0 => q8_0_rows(rng, rows, blocks, kind),
+        GgmlType::Q4_1 => q4_1_rows(rng, rows, blocks, kind),
         GgmlType::Q5_0 => q5_0_rows(rng, rows, blocks, kind),
         _ => unreachable!("{base} has no interleaved layout"),
     }
@@ -146,13 +149,14 @@ fn q8_k_row(rng: &mut Rng, blocks: usize, extreme: bool) -> Vec<u8> {
 }
 
 /// The size of the float terms one row of `base` and the values `x` it multiplies sum:
-/// [`q4_k_magnitude`], [`q6_k_magnitude`], [`q8_0_magnitude`] or [`q5_0_magnitude`]. It
-/// bounds the rounding of any order of summing them.
+/// [`q4_k_magnitude`], [`q6_k_magnitude`], [`q8_0_magnitude`], [`q4_1_magnitude`] or
+/// [`q5_0_magnitude`]. It bounds the rounding of any order of summing them.
 fn magnitude(base: GgmlType, row: &[u8], x: &[f32]) -> f32 {
     match base {
         GgmlType::Q4_K => q4_k_magnitude(row, x),
         GgmlType::Q6_K => q6_k_magnitude(row, x),
         GgmlType::Q8_0 => q8_0_magnitude(row, x),
+        GgmlType::Q4_1 => q4_1_magnitude(row, x),
         GgmlType::Q5_0 => q5_0_magnitude(row, x),
         _ => unreachable!("{base} has no interleaved layout"),
     }
@@ -184,11 +188,12 @@ fn q4_k_magnitude(row: &[u8], x: &[f32]) -> f32 {
     total
 }
 
-/// An activation row of `blocks` blocks of `base` for its activation type: [`q8_k_row`]
-/// or [`q8_0_act`].
+/// An activation row of `blocks` blocks of `base` for its activation type: [`q8_k_row`],
+/// [`q8_0_act`] or [`q8_1_act`].
 fn act_row(base: GgmlType, rng: &mut Rng, blocks: usize, extreme: bool) -> Vec<u8> {
     match base {
         GgmlType::Q8_0 | GgmlType::Q5_0 => q8_0_act(rng, blocks, extreme),
+        GgmlType::Q4_1 => q8_1_act(rng, blocks, extreme),
         _ => q8_k_row(rng, blocks * base.block_elems() / QK_K, extreme),
     }
 }
@@ -307,12 +312,13 @@ fn interleaved_gemv_matches_the_scalar_reference() {
                         let x = act_values(base, &a);
                         for r in 0..rows {
                             // The integer sums are exact; only the float arithmetic
-                            // per block and across them differs. The Q8_0_R16 and Q5_0_R16
+                            // per block and across them differs. The Q8_0_R16, Q4_1_R16 and Q5_0_R16
                             // kernels do the reference's float operations in its order: its
                             // bits.
                             let row = &plain[r * rb..(r + 1) * rb];
                             let tol = 1e-5 * magnitude(base, row, &x) + 1e-30;
-                            let bitwise = matches!(base, GgmlType::Q8_0 | GgmlType::Q5_0);
+                            let bitwise =
+                                matches!(base, GgmlType::Q8_0 | GgmlType::Q4_1 | GgmlType::Q5_0);
                             let exact = !bitwise || same(got[r], want[r]);
                             assert!(
                                 (got[r] - want[r]).abs() <= tol && exact,
@@ -407,7 +413,7 @@ fn interleaved_rows_after_an_unaligned_matrix_in_a_fused_group() {
         let blocks = base_blocks(ty, base, 4);
         let cols = blocks * base.block_elems();
         // A plain type of the same activation format (the group shares one quantization).
-        let first = [GgmlType::Q6_K, GgmlType::Q4_0]
+        let first = [GgmlType::Q6_K, GgmlType::Q4_0, GgmlType::Q5_1]
             .into_iter()
             .find(|&t| formats::activation_type(t) == formats::activation_type(base))
             .unwrap();
@@ -678,4 +684,98 @@ fn embedding_rows_gather_from_interleaved_matrices() {
             });
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Q4_1_R16's test data, and what only it refuses.
+// ---------------------------------------------------------------------------------------
+
+/// Writes `d` and `m` as the f16 scale and minimum of a Q4_1 block.
+fn set_d_m(block: &mut [u8], d: f32, m: f32) {
+    block[0..2].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+    block[2..4].copy_from_slice(&half::f16::from_f32(m).to_bits().to_le_bytes());
+}
+
+/// Q4_1 rows of three kinds: quantized random values (`kind` 0), raw random codes with
+/// finite random scales and minimums (1), or f16 extremes (2): every code 15 in one block of
+/// three and codes of 0 and 15 only in the others (bytes 0x00, 0x0F, 0xF0, 0xFF), with `d`
+/// and `m` each the largest finite f16 (±65504) or the smallest subnormal (±2⁻²⁴).
+fn q4_1_rows(rng: &mut Rng, rows: usize, blocks: usize, kind: usize) -> Vec<u8> {
+    let mut w = weights(rng, GgmlType::Q4_1, rows, blocks * QK, kind != 0);
+    if kind != 0 {
+        let tiny = half::f16::from_bits(1).to_f32();
+        let ends = [65504.0, -65504.0, tiny, -tiny];
+        for (b, block) in w.chunks_exact_mut(20).enumerate() {
+            if kind == 1 {
+                set_d_m(block, rng.f32() * 0.01, rng.f32() * 0.1);
+                continue;
+            }
+            let pick = rng.u64();
+            set_d_m(
+                block,
+                ends[pick as usize % 4],
+                ends[(pick >> 2) as usize % 4],
+            );
+            for q in &mut block[4..] {
+                *q = if b % 3 == 0 {
+                    0xFF
+                } else {
+                    [0x00, 0x0F, 0xF0, 0xFF][(rng.u64() >> 9) as usize % 4]
+                };
+            }
+        }
+    }
+    w
+}
+
+/// A Q8_1 activation row: quantized random values (`extreme` false), or codes of −128 and 127
+/// only (whole blocks of each, and mixed blocks) with `s = d · Σ q`, so each block's code sum
+/// reaches both its ends.
+fn q8_1_act(rng: &mut Rng, blocks: usize, extreme: bool) -> Vec<u8> {
+    let mut row: Vec<BlockQ8_1> = vec![bytemuck::Zeroable::zeroed(); blocks];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut row);
+    if !extreme {
+        let x = rng.vec(blocks * QK, 3.0);
+        formats::quantize_row(GgmlType::Q8_1, &x, bytes).unwrap();
+        return bytes.to_vec();
+    }
+    let d = half::f16::from_f32(1.0 / 127.0);
+    for (b, y) in row.iter_mut().enumerate() {
+        y.d = d.to_bits();
+        for q in y.qs.iter_mut() {
+            *q = match b % 3 {
+                0 => -128,
+                1 => 127,
+                _ => [-128, 127][rng.u64() as usize % 2],
+            };
+        }
+        let sum: i32 = y.qs.iter().map(|&q| q as i32).sum();
+        y.s = half::f16::from_f32(d.to_f32() * sum as f32).to_bits();
+    }
+    bytemuck::cast_slice(&row).to_vec()
+}
+
+/// `Σ (|d · q| + |m|) · |x|` over one Q4_1 row and the values `x` it multiplies: the size of
+/// the two float terms (scaled codes, minimums) a block adds, which bounds the rounding of
+/// any order of summing them.
+fn q4_1_magnitude(row: &[u8], x: &[f32]) -> f32 {
+    let mut total = 0.0f32;
+    for (block, x) in row.chunks_exact(20).zip(x.chunks_exact(QK)) {
+        let f = |i: usize| half::f16::from_bits(u16::from_le_bytes([block[i], block[i + 1]]));
+        let (d, m) = (f(0).to_f32().abs(), f(2).to_f32().abs());
+        for (j, &xv) in x.iter().enumerate() {
+            let byte = block[4 + j % 16];
+            let q = if j < 16 { byte & 15 } else { byte >> 4 };
+            total += (d * q as f32 + m) * xv.abs();
+        }
+    }
+    total
+}
+
+#[test]
+fn q4_1_r16_rows_of_partial_columns_are_refused() {
+    // 96 values are three Q4_1 blocks: not whole 64-value columns of Q4_1_R16.
+    let data = vec![0u8; 16 * 3 * 20];
+    assert!(QMatrix::new(GgmlType::Q4_1_R16, &data, 16, 96).is_err());
+    assert!(QMatrix::new(GgmlType::Q4_1, &data, 16, 96).is_ok());
 }

@@ -1,5 +1,5 @@
-//! `grist repack`: rewrite a GGUF's Q4_K, Q6_K, Q8_0 and Q5_0 matrices in grist's
-//! interleaved Q4_K_R16, Q6_K_R16, Q8_0_R16 and Q5_0_R16 layouts.
+//! `grist repack`: rewrite a GGUF's Q4_K, Q6_K, Q8_0, Q4_1 and Q5_0 matrices in grist's
+//! interleaved Q4_K_R16, Q6_K_R16, Q8_0_R16, Q4_1_R16 and Q5_0_R16 layouts.
 //!
 //! The output is a GGUF that only grist reads; grist memory-maps it as is, so the faster
 //! token-generation layout costs no second copy in RAM and no start-up time. See
@@ -18,7 +18,7 @@ use grist_model::repack::{self, RepackOptions};
 use crate::common;
 use crate::CliError;
 
-/// Q4_K (Q8_0) tensors kept as they are listed by name in the summary; beyond that, only
+/// Repackable-type tensors kept as they are listed by name in the summary; beyond that, only
 /// their count.
 const MAX_KEPT_NAMES: usize = 8;
 
@@ -43,7 +43,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let pool = common::thread_pool(args.threads)?;
     eprintln!(
         "repack: {} -> {} (Q4_K -> Q4_K_R16, Q6_K -> Q6_K_R16, Q8_0 -> Q8_0_R16, \
-         Q5_0 -> Q5_0_R16)",
+         Q4_1 -> Q4_1_R16, Q5_0 -> Q5_0_R16)",
         args.input.display(),
         args.output.display()
     );
@@ -98,11 +98,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     );
     kept(
         &report.kept,
-        "not 2-D, rows not a multiple of 16, or Q8_0/Q5_0 rows not a multiple of 64 values",
+        "not 2-D, rows not a multiple of 16, or Q8_0/Q4_1/Q5_0 rows not a multiple of 64 values",
     );
     if report.n_repacked == 0 {
         eprintln!(
-            "repack: warning: no Q4_K, Q6_K, Q8_0 or Q5_0 matrix to repack; the output holds \
+            "repack: warning: no Q4_K, Q6_K, Q8_0, Q4_1 or Q5_0 matrix to repack; the output holds \
              the input's tensors unchanged"
         );
     }
@@ -117,7 +117,7 @@ fn kept(names: &[String], why: &str) {
     let shown = &names[..names.len().min(MAX_KEPT_NAMES)];
     let more = names.len() - shown.len();
     eprintln!(
-        "repack: {} Q4_K/Q6_K/Q8_0/Q5_0 tensors kept as they are ({why}): {}{}",
+        "repack: {} Q4_K/Q6_K/Q8_0/Q4_1/Q5_0 tensors kept as they are ({why}): {}{}",
         names.len(),
         shown.join(", "),
         if more > 0 {

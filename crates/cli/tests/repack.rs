@@ -1,8 +1,8 @@
 //! `grist repack` run as a program: the summary of a successful run (and of
-//! Q4_K/Q6_K/Q8_0/Q5_0 tensors left as they are), the repacked file as `grist inspect` shows it, and clean failures
-//! (message, non-zero status, no panic) for a missing input, a non-GGUF input, an output that
-//! is the input and a missing `-o`. (`grist_model::repack`'s tests check the file's contents
-//! byte by byte.)
+//! Q4_K/Q6_K/Q8_0/Q4_1/Q5_0 tensors left as they are), the repacked file as `grist inspect`
+//! shows it, and clean failures (message, non-zero status, no panic) for a missing input, a
+//! non-GGUF input, an output that is the input and a missing `-o`. (`grist_model::repack`'s
+//! tests check the file's contents byte by byte.)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -65,7 +65,7 @@ fn repack_prints_a_summary_and_inspect_shows_the_layout() {
     // tiny-qwen3 Q4_K_M: 12 Q4_K and 3 Q6_K matrices, 9 F32 norms.
     for needle in [
         "repack: 100% (24 / 24 tensors)",
-        "(Q4_K -> Q4_K_R16, Q6_K -> Q6_K_R16, Q8_0 -> Q8_0_R16, Q5_0 -> Q5_0_R16)",
+        "(Q4_K -> Q4_K_R16, Q6_K -> Q6_K_R16, Q8_0 -> Q8_0_R16, Q4_1 -> Q4_1_R16, Q5_0 -> Q5_0_R16)",
         "15 tensors repacked (12 to Q4_K_R16, 3 to Q6_K_R16; ",
         "9 copied as they are",
         &format!("{} bytes in", std::fs::metadata(&output).unwrap().len()),
@@ -98,7 +98,7 @@ fn repack_prints_a_summary_and_inspect_shows_the_layout() {
     let err = repack_ok(&output, &again, &[]);
     assert!(
         err.contains("0 tensors repacked (0.0 MB)")
-            && err.contains("warning: no Q4_K, Q6_K, Q8_0 or Q5_0 matrix"),
+            && err.contains("warning: no Q4_K, Q6_K, Q8_0, Q4_1 or Q5_0 matrix"),
         "{err}"
     );
 
@@ -125,8 +125,8 @@ fn q4_k_left_as_is_is_named() {
     );
     assert!(
         err.contains(
-            "1 Q4_K/Q6_K/Q8_0/Q5_0 tensors kept as they are (not 2-D, rows not a multiple of \
-             16, or Q8_0/Q5_0 rows not a multiple of 64 values): rows24"
+            "1 Q4_K/Q6_K/Q8_0/Q4_1/Q5_0 tensors kept as they are (not 2-D, rows not a multiple of \
+             16, or Q8_0/Q4_1/Q5_0 rows not a multiple of 64 values): rows24"
         ),
         "{err}"
     );
@@ -162,8 +162,8 @@ fn q8_0_matrices_are_repacked_and_the_others_named() {
     for needle in [
         "2 tensors repacked (1 to Q8_0_R16, 1 to Q4_K_R16; ",
         "2 copied as they are",
-        "2 Q4_K/Q6_K/Q8_0/Q5_0 tensors kept as they are (not 2-D, rows not a multiple of 16, \
-         or Q8_0/Q5_0 rows not a multiple of 64 values): cols96, rows8",
+        "2 Q4_K/Q6_K/Q8_0/Q4_1/Q5_0 tensors kept as they are (not 2-D, rows not a multiple of 16, \
+         or Q8_0/Q4_1/Q5_0 rows not a multiple of 64 values): cols96, rows8",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
@@ -203,8 +203,8 @@ fn q5_0_matrices_are_repacked_and_the_others_named() {
     for needle in [
         "1 tensors repacked (1 to Q5_0_R16; ",
         "1 copied as they are",
-        "1 Q4_K/Q6_K/Q8_0/Q5_0 tensors kept as they are (not 2-D, rows not a multiple of 16, \
-         or Q8_0/Q5_0 rows not a multiple of 64 values): cols96",
+        "1 Q4_K/Q6_K/Q8_0/Q4_1/Q5_0 tensors kept as they are (not 2-D, rows not a multiple of 16, \
+         or Q8_0/Q4_1/Q5_0 rows not a multiple of 64 values): cols96",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
@@ -281,5 +281,50 @@ fn bad_inputs_and_outputs_fail_cleanly() {
         .collect();
     left.sort();
     assert_eq!(left, ["model.gguf", "text.gguf"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn q4_1_matrices_are_repacked_and_the_others_named() {
+    let dir = scratch("q4_1");
+    // tiny-llama Q4_1: 15 Q4_1 matrices (token_embd included) and a Q6_K output, 5 F32 norms.
+    let input = workspace().join("tests/fixtures/models/tiny-llama-q4_1.gguf");
+    let output = dir.join("out.gguf");
+    let err = repack_ok(&input, &output, &[]);
+    for needle in [
+        "16 tensors repacked (15 to Q4_1_R16, 1 to Q6_K_R16; ",
+        "5 copied as they are",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(!err.contains("kept") && !err.contains("warning"), "{err}");
+    let out = grist(&["inspect", output.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("\"Q4_1_R16,Q6_K_R16\""), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("blk.1.ffn_down.weight") && l.contains("Q4_1_R16")),
+        "{text}"
+    );
+
+    // Q4_1 rows of three blocks (96 values) are not whole Q4_1_R16 columns.
+    let input = dir.join("in.gguf");
+    let mut w = grist_gguf::GgufWriter::new();
+    w.add("general.architecture", "llama").unwrap();
+    for (name, cols, rows) in [("whole", 576u64, 32u64), ("cols96", 96, 16)] {
+        let bytes = vec![0x3cu8; (rows * cols / 32 * 20) as usize];
+        w.add_tensor(name, grist_gguf::GgmlType::Q4_1, &[cols, rows], bytes)
+            .unwrap();
+    }
+    w.write_to_path(&input).unwrap();
+    let err = repack_ok(&input, &dir.join("built.gguf"), &[]);
+    for needle in [
+        "1 tensors repacked (1 to Q4_1_R16; ",
+        "1 Q4_K/Q6_K/Q8_0/Q4_1/Q5_0 tensors kept as they are (not 2-D, rows not a multiple of \
+         16, or Q8_0/Q4_1/Q5_0 rows not a multiple of 64 values): cols96",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -89,6 +89,13 @@ pub enum GgmlType {
     Q1_0 = 41,
     /// 64 values: f16 scale, 2-bit codes.
     Q2_0 = 42,
+    /// **grist-private**: Q4_1 with 16 rows interleaved per column of two blocks (the 16
+    /// rows' 32 scales, their 32 minimums, then their codes as they are, so one SIMD lane
+    /// accumulates one row; written by `grist repack`, see
+    /// `grist_kernels::formats::interleaved`). Its table geometry is one column's share of
+    /// a row, 64 values in 40 bytes: the bytes per value of Q4_1, and rows must be whole
+    /// columns. No other engine reads it.
+    Q4_1_R16 = 1003,
     /// **grist-private**: Q5_0 with 16 rows interleaved per column of two blocks (the 16
     /// rows' 32 scales, their high bits, then their 4-bit codes, so one SIMD lane
     /// accumulates one row; written by `grist repack`, see
@@ -154,6 +161,7 @@ const TABLE: &[(GgmlType, &str, usize, usize)] = &[
     (GgmlType::NVFP4, "NVFP4", 64, 36),
     (GgmlType::Q1_0, "Q1_0", 128, 18),
     (GgmlType::Q2_0, "Q2_0", 64, 18),
+    (GgmlType::Q4_1_R16, "Q4_1_R16", 64, 40),
     (GgmlType::Q5_0_R16, "Q5_0_R16", 64, 44),
     (GgmlType::Q8_0_R16, "Q8_0_R16", 64, 68),
     (GgmlType::Q4_K_R16, "Q4_K_R16", 256, 144),
@@ -180,11 +188,13 @@ impl GgmlType {
     }
 
     /// For an interleaved (grist-private) layout, the ggml type whose blocks it reorders and
-    /// how many rows it interleaves: `Q4_K_R16` → `(Q4_K, 16)`, `Q6_K_R16` → `(Q6_K, 16)`.
+    /// how many rows it interleaves: `Q4_K_R16` → `(Q4_K, 16)`, `Q6_K_R16` → `(Q6_K, 16)`,
+    /// `Q4_1_R16` → `(Q4_1, 16)`.
     /// `None` for ggml's types, whose rows are stored one after another.
     pub fn interleaved(self) -> Option<(GgmlType, usize)> {
         match self {
             GgmlType::Q4_K_R16 => Some((GgmlType::Q4_K, 16)),
+            GgmlType::Q4_1_R16 => Some((GgmlType::Q4_1, 16)),
             GgmlType::Q8_0_R16 => Some((GgmlType::Q8_0, 16)),
             GgmlType::Q5_0_R16 => Some((GgmlType::Q5_0, 16)),
             GgmlType::Q6_K_R16 => Some((GgmlType::Q6_K, 16)),
@@ -332,12 +342,20 @@ mod tests {
         assert_eq!(GgmlType::from_name("Q6_K_R16"), Some(GgmlType::Q6_K_R16));
         assert_eq!(GgmlType::from_id(1014), Some(GgmlType::Q6_K_R16));
         assert_eq!(GgmlType::Q6_K_R16.bits_per_weight(), 6.5625);
+        assert_eq!(GgmlType::Q4_1_R16.interleaved(), Some((GgmlType::Q4_1, 16)));
+        assert_eq!(GgmlType::from_name("q4_1_r16"), Some(GgmlType::Q4_1_R16));
+        assert_eq!(GgmlType::from_id(1003), Some(GgmlType::Q4_1_R16));
+        assert_eq!(GgmlType::Q4_1_R16.bits_per_weight(), 5.0);
+        // Rows of Q4_1_R16 are whole 64-value columns (SmolLM2's 576 and 1536 are).
+        assert_eq!(GgmlType::Q4_1_R16.bytes_for(576), Some(360));
+        assert_eq!(GgmlType::Q4_1_R16.bytes_for(96), None);
         let interleaved: Vec<GgmlType> = GgmlType::all()
             .filter(|t| t.interleaved().is_some())
             .collect();
         assert_eq!(
             interleaved,
             [
+                GgmlType::Q4_1_R16,
                 GgmlType::Q5_0_R16,
                 GgmlType::Q8_0_R16,
                 GgmlType::Q4_K_R16,

@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Offline tools write GGUF files: [`synth`] (a real model's shape, random weights) and
-//! [`repack`] (Q4_K, Q6_K, Q8_0 and Q5_0 matrices rewritten in the interleaved Q4_K_R16,
-//! Q6_K_R16, Q8_0_R16 and Q5_0_R16 layouts, which grist memory-maps as they are).
+//! [`repack`] (Q4_K, Q6_K, Q8_0, Q4_1 and Q5_0 matrices rewritten in the interleaved Q4_K_R16,
+//! Q6_K_R16, Q8_0_R16, Q4_1_R16 and Q5_0_R16 layouts, which grist memory-maps as they are).
 
 #![warn(missing_docs)]
 

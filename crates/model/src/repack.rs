@@ -1,7 +1,7 @@
-//! Offline repacking: rewrite a GGUF's Q4_K, Q6_K, Q8_0 and Q5_0 matrices in grist's
+//! Offline repacking: rewrite a GGUF's Q4_K, Q6_K, Q8_0, Q4_1 and Q5_0 matrices in grist's
 //! interleaved layouts, [`GgmlType::Q4_K_R16`], [`GgmlType::Q6_K_R16`],
-//! [`GgmlType::Q8_0_R16`] and [`GgmlType::Q5_0_R16`], so grist memory-maps the faster layouts
-//! as they are.
+//! [`GgmlType::Q8_0_R16`], [`GgmlType::Q4_1_R16`] and [`GgmlType::Q5_0_R16`], so grist
+//! memory-maps the faster layouts as they are.
 //!
 //! In these layouts the blocks of 16 consecutive rows are stored column by column, so one
 //! 512-bit register holds the same bytes of 16 rows and token generation needs no horizontal
@@ -9,17 +9,17 @@
 //! Interleaving at load time would cost a second copy of the weights in RAM and start-up
 //! time; [`repack_file`] does it once, offline, and writes a file whose bytes are used
 //! directly. A layout holds as many bytes as its base type: Q4_K_R16 the same bytes
-//! (and Q6_K_R16) reordered, Q8_0_R16 reordered with every code stored `+ 128`, Q5_0_R16
-//! reordered with the bits of each block's `qh` permuted. The file keeps its size (give
-//! or take alignment padding) and [`deinterleave`] restores the original exactly.
+//! (and Q6_K_R16, Q4_1_R16) reordered, Q8_0_R16 reordered with every code stored `+ 128`,
+//! Q5_0_R16 reordered with the bits of each block's `qh` permuted. The file keeps its size
+//! (give or take alignment padding) and [`deinterleave`] restores the original exactly.
 //!
 //! ```text
 //! input GGUF (mmap)
 //!   → metadata: every key copied in order, general.alignment = 64, + grist.repack = the
 //!     interleaved types the output holds ("Q4_K_R16", "Q8_0_R16,Q4_K_R16", …)
 //!   → tensor infos: same names, order and shapes; each repackable matrix ([`repacked_type`]:
-//!     2-D Q4_K or Q6_K with a multiple of 16 rows, 2-D Q8_0 or Q5_0 with a multiple of 16
-//!     rows of a multiple of 64 values) declared in its interleaved type, every other tensor
+//!     2-D Q4_K or Q6_K with a multiple of 16 rows, 2-D Q8_0, Q4_1 or Q5_0 with a multiple
+//!     of 16 rows of a multiple of 64 values) declared in its interleaved type, every other tensor
 //!     keeps its type
 //!   → GgufStreamWriter, tensor after tensor:
 //!       interleaved: chunks of whole 16-row groups interleaved in parallel (rayon) into one
@@ -52,10 +52,9 @@ use crate::error::ModelError;
 pub const REPACK_KEY: &str = "grist.repack";
 
 /// The alignment of the repacked file's data section and tensors: one cache line. A
-/// Q4_K_R16 column is 36 whole lines, a Q8_0_R16 column 17 and a Q5_0_R16 column 11, so each
-/// 64-byte load of the
-/// interleaved kernels then touches exactly one line (a Q6_K_R16 column is 52.5 lines: every
-/// other column starts on a line).
+/// Q4_K_R16 column is 36 whole lines, a Q8_0_R16 column 17, a Q4_1_R16 column 10 and a
+/// Q5_0_R16 column 11, so each 64-byte load of the interleaved kernels then touches exactly
+/// one line (a Q6_K_R16 column is 52.5 lines: every other column starts on a line).
 pub const REPACK_ALIGNMENT: u32 = 64;
 
 /// Default bytes interleaved per parallel batch ([`RepackOptions::chunk_bytes`]).
@@ -86,7 +85,7 @@ impl Default for RepackOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepackReport {
     /// Matrices rewritten in an interleaved layout (Q4_K as Q4_K_R16, Q6_K as Q6_K_R16, Q8_0
-    /// as Q8_0_R16, Q5_0 as Q5_0_R16).
+    /// as Q8_0_R16, Q4_1 as Q4_1_R16, Q5_0 as Q5_0_R16).
     pub n_repacked: usize,
     /// Of those, how many went to each interleaved type, in id order (types with none left
     /// out).
@@ -97,9 +96,9 @@ pub struct RepackReport {
     pub n_copied: usize,
     /// Bytes of those tensors.
     pub bytes_copied: u64,
-    /// Names of the Q4_K, Q6_K, Q8_0 and Q5_0 tensors among the copied ones, left as they
-    /// are because they are not 2-D, their row count is not a multiple of 16 or (Q8_0, Q5_0)
-    /// their rows not a multiple of 64 values: they run at the plain type's speed.
+    /// Names of the Q4_K, Q6_K, Q8_0, Q4_1 and Q5_0 tensors among the copied ones, left as
+    /// they are because they are not 2-D, their row count is not a multiple of 16 or (Q8_0,
+    /// Q4_1, Q5_0) their rows not a multiple of 64 values: they run at the plain type's speed.
     pub kept: Vec<String>,
     /// Size of the output file in bytes.
     pub file_bytes: u64,
@@ -128,10 +127,9 @@ pub fn is_repackable(info: &TensorInfo) -> bool {
 
 /// The interleaved type a tensor is rewritten as, if any: a 2-D matrix (`dims = [cols,
 /// rows]`) of a type with an interleaved layout (Q4_K → Q4_K_R16, Q6_K → Q6_K_R16, Q8_0 →
-/// Q8_0_R16, Q5_0 → Q5_0_R16) whose row
-/// count is a positive multiple of the layout's group (16 rows) and whose rows are whole
-/// blocks of the layout (256 values for Q4_K_R16, 64 for Q8_0_R16 and Q5_0_R16: two blocks
-/// per column).
+/// Q8_0_R16, Q4_1 → Q4_1_R16, Q5_0 → Q5_0_R16) whose row count is a positive multiple of
+/// the layout's group (16 rows) and whose rows are whole blocks of the layout (256 values for
+/// Q4_K_R16, 64 for Q8_0_R16, Q4_1_R16 and Q5_0_R16: two blocks per column).
 pub fn repacked_type(info: &TensorInfo) -> Option<GgmlType> {
     let ty = layout_of(info.ty)?;
     let (_, group_rows) = ty.interleaved()?;
@@ -148,6 +146,7 @@ fn layout_of(ty: GgmlType) -> Option<GgmlType> {
         GgmlType::Q4_K => GgmlType::Q4_K_R16,
         GgmlType::Q6_K => GgmlType::Q6_K_R16,
         GgmlType::Q8_0 => GgmlType::Q8_0_R16,
+        GgmlType::Q4_1 => GgmlType::Q4_1_R16,
         GgmlType::Q5_0 => GgmlType::Q5_0_R16,
         _ => return None,
     })
@@ -470,6 +469,23 @@ mod tests {
     }
 
     #[test]
+    fn q4_1_matrices_of_whole_groups_and_columns_are_repackable() {
+        let q4_1 = |dims: &[u64]| repacked_type(&info(GgmlType::Q4_1, dims));
+        assert_eq!(q4_1(&[64, 16]), Some(GgmlType::Q4_1_R16));
+        // SmolLM2-135M's ffn_down and ffn_gate, attn_k.
+        assert_eq!(q4_1(&[1536, 576]), Some(GgmlType::Q4_1_R16));
+        assert_eq!(q4_1(&[576, 1536]), Some(GgmlType::Q4_1_R16));
+        assert_eq!(q4_1(&[576, 192]), Some(GgmlType::Q4_1_R16));
+        assert_eq!(q4_1(&[96, 16]), None); // three Q4_1 blocks: not whole 64-value columns
+        assert_eq!(q4_1(&[64, 24]), None);
+        assert_eq!(q4_1(&[64, 0]), None);
+        assert_eq!(q4_1(&[64, 16, 2]), None);
+        assert_eq!(q4_1(&[1024]), None);
+        assert!(!is_repackable(&info(GgmlType::Q4_1_R16, &[64, 16])));
+        assert!(!is_repackable(&info(GgmlType::Q5_1, &[64, 16])));
+    }
+
+    #[test]
     fn q5_0_matrices_of_whole_groups_and_columns_are_repackable() {
         let q5 = |dims: &[u64]| repacked_type(&info(GgmlType::Q5_0, dims));
         assert_eq!(q5(&[64, 16]), Some(GgmlType::Q5_0_R16));
@@ -499,6 +515,8 @@ mod tests {
             f32,
         ];
         assert_eq!(layouts(&both), "Q8_0_R16,Q4_K_R16");
+        let with_q4_1 = [decl(GgmlType::Q8_0_R16), decl(GgmlType::Q4_1_R16)];
+        assert_eq!(layouts(&with_q4_1), "Q4_1_R16,Q8_0_R16");
         let q5 = [decl(GgmlType::Q8_0_R16), decl(GgmlType::Q5_0_R16)];
         assert_eq!(layouts(&q5), "Q5_0_R16,Q8_0_R16");
     }

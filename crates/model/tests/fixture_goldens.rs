@@ -1,8 +1,9 @@
 //! Every tiny-fixture golden (tests/fixtures/goldens/*.json), teacher-forced, against
 //! compare.py's criteria in its class: F32/F16 → f32, BF16 → bf16, quantized → quant. The
-//! Q4_K_M, Q8_0 and Q5_0 fixtures run a second time from a `grist repack`ed copy (interleaved
-//! layouts Q4_K_R16, Q6_K_R16, Q8_0_R16, Q5_0_R16; the tied llama's token_embd is both its
-//! embedding table and its output), which must meet the same goldens.
+//! Q4_K_M, Q8_0, Q4_1 and Q5_0 fixtures run a second time from a `grist repack`ed copy
+//! (interleaved layouts Q4_K_R16, Q6_K_R16, Q8_0_R16, Q4_1_R16, Q5_0_R16; the tied llama's
+//! token_embd is both its embedding table and its output; the Q4_1 and Q5_0 llamas'
+//! token_embd are interleaved embedding tables), which must meet the same goldens.
 
 mod common;
 
@@ -137,5 +138,6 @@ repacked_fixture_tests! {
     gemma3_q4_k_m_repacked => "tiny-gemma3-q4_k_m",
     llama_q8_0_repacked => "tiny-llama-q8_0",
     llama_tied_q8_0_repacked => "tiny-llama-tied-q8_0",
+    llama_q4_1_repacked => "tiny-llama-q4_1",
     llama_q5_0_repacked => "tiny-llama-q5_0",
 }

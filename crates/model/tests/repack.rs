@@ -1,9 +1,9 @@
 //! `grist_model::repack`: the fixture models and a hand-built GGUF are repacked and read
 //! back. Metadata is the input's plus the alignment and `grist.repack` (the interleaved types
-//! written); tensor names, order and shapes are unchanged; every repackable Q4_K, Q6_K, Q8_0 or
-//! Q5_0 matrix is Q4_K_R16, Q6_K_R16, Q8_0_R16 or Q5_0_R16, and each de-interleaves to the original
-//! bytes exactly; every other tensor is byte-identical; every tensor starts on a 64-byte line.
-//! Bad paths are refused without touching the input.
+//! written); tensor names, order and shapes are unchanged; every repackable Q4_K, Q6_K, Q8_0,
+//! Q4_1 or Q5_0 matrix is Q4_K_R16, Q6_K_R16, Q8_0_R16, Q4_1_R16 or Q5_0_R16, and each
+//! de-interleaves to the original bytes exactly; every other tensor is byte-identical; every
+//! tensor starts on a 64-byte line. Bad paths are refused without touching the input.
 
 mod common;
 
@@ -74,6 +74,7 @@ fn check_repacked(input: &Path, output: &Path, report: &RepackReport) -> Vec<Str
             GgmlType::Q4_K if matrix => Some(GgmlType::Q4_K_R16),
             GgmlType::Q6_K if matrix => Some(GgmlType::Q6_K_R16),
             GgmlType::Q8_0 if matrix && s.dims[0] % 64 == 0 => Some(GgmlType::Q8_0_R16),
+            GgmlType::Q4_1 if matrix && s.dims[0] % 64 == 0 => Some(GgmlType::Q4_1_R16),
             GgmlType::Q5_0 if matrix && s.dims[0] % 64 == 0 => Some(GgmlType::Q5_0_R16),
             _ => None,
         };
@@ -533,4 +534,75 @@ fn bad_paths_are_refused_and_the_input_is_untouched() {
 
     // Nothing was written.
     only_files(&dir, &["model.gguf", "text.gguf"]);
+}
+
+#[test]
+fn the_q4_1_fixture_repacks_losslessly() {
+    // Every Q4_1 matrix of the tiny llama (token_embd, 7 per layer × 2 layers) has 256-value
+    // rows and a multiple of 16 rows; the output is Q6_K.
+    let name = "tiny-llama-q4_1";
+    let input = fixture(name);
+    let dir = scratch(name);
+    let output = dir.join("out.gguf");
+    let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
+    let repacked = check_repacked(&input, &output, &report);
+    assert_eq!(
+        report.repacked_types,
+        [(GgmlType::Q4_1_R16, 15), (GgmlType::Q6_K_R16, 1)]
+    );
+    assert_eq!(repacked.len(), 16);
+    assert!(report.kept.is_empty(), "{:?}", report.kept);
+    let out = GgufFile::open(&output).unwrap();
+    assert_eq!(out.get_str("grist.repack").unwrap(), "Q4_1_R16,Q6_K_R16");
+    assert_eq!(
+        out.tensor("token_embd.weight").unwrap().ty(),
+        GgmlType::Q4_1_R16
+    );
+    only_files(&dir, &["out.gguf"]);
+    // A second repack copies the Q4_1_R16 tensors as they are.
+    let again = dir.join("again.gguf");
+    let report = repack_file(&output, &again, &RepackOptions::default()).unwrap();
+    assert_eq!(report.n_repacked, 0);
+    assert!(
+        std::fs::read(&again).unwrap() == std::fs::read(&output).unwrap(),
+        "a second repack changed the file"
+    );
+}
+
+#[test]
+fn only_2d_q4_1_with_whole_groups_and_columns_is_repacked() {
+    let dir = scratch("built-q4_1");
+    let input = dir.join("in.gguf");
+    let q4_1 = |rows: usize, cols: usize, seed: usize| -> Vec<u8> {
+        (0..rows * cols / 32 * 20)
+            .map(|i| (i * 29 + i / 241 + seed) as u8)
+            .collect()
+    };
+    let mut w = GgufWriter::new();
+    w.add("general.architecture", "llama").unwrap();
+    let tensors: Vec<(&str, GgmlType, Vec<u64>, Vec<u8>)> = vec![
+        ("rows32", GgmlType::Q4_1, vec![576, 32], q4_1(32, 576, 1)),
+        ("rows24", GgmlType::Q4_1, vec![576, 24], q4_1(24, 576, 2)),
+        ("cols96", GgmlType::Q4_1, vec![96, 16], q4_1(16, 96, 3)),
+        ("three_d", GgmlType::Q4_1, vec![64, 16, 2], q4_1(32, 64, 4)),
+        ("vector", GgmlType::Q4_1, vec![64], q4_1(1, 64, 5)),
+    ];
+    for (name, ty, dims, data) in &tensors {
+        w.add_tensor(name, *ty, dims, data.clone()).unwrap();
+    }
+    w.write_to_path(&input).unwrap();
+    let output = dir.join("out.gguf");
+    let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
+    assert_eq!(check_repacked(&input, &output, &report), ["rows32"]);
+    assert_eq!(report.repacked_types, [(GgmlType::Q4_1_R16, 1)]);
+    assert_eq!(report.kept, ["rows24", "cols96", "three_d", "vector"]);
+    // A pure permutation: row 1's m (its bytes 2..4) sits at byte 64 + 2 of the matrix.
+    let (src, out) = (
+        GgufFile::open(&input).unwrap(),
+        GgufFile::open(&output).unwrap(),
+    );
+    let row_bytes = 576 / 32 * 20;
+    let plain = src.tensor_data(&src.tensors()[0]);
+    let dst = out.tensor("rows32").unwrap();
+    assert_eq!(dst.data[66..68], plain[row_bytes + 2..row_bytes + 4]);
 }

@@ -42,6 +42,27 @@
 //! [`extract_row`] take it off, so the round trip is still exact. The table geometry of
 //! [`GgmlType::Q8_0_R16`] is one column's share of a row (64 values, 68 bytes).
 //!
+//! **Q4_1_R16.** The same two-block columns for Q4_1 (`[d: f16][m: f16][qs: 16 B]`, byte `j`
+//! of `qs` = value `j` in the low nibble, value `j + 16` in the high one, see
+//! `formats::q4_1`): a matrix of `rows` (a multiple of 16) Q4_1 rows of `cols` (a multiple
+//! of 64) values is `rows / 16` groups, each `cols / 64` columns of [`Q4_1_R16_COLUMN`] =
+//! 640 bytes = two consecutive Q4_1 blocks of 16 rows = 10 cache lines. Column `c` (blocks
+//! `2c`, `2c + 1`), row `r` of the group at lane `r`:
+//!
+//! ```text
+//! offset   0: d of block 2c       [16 × f16]  row r at 2r
+//! offset  32: d of block 2c + 1   [16 × f16]  row r at 32 + 2r
+//! offset  64: m of block 2c       [16 × f16]  row r at 64 + 2r
+//! offset  96: m of block 2c + 1   [16 × f16]  row r at 96 + 2r
+//! offset 128: codes, 8 registers  register 4h + t (block 2c + h, h < 2, t < 4), row r:
+//!                                   qs[4t .. 4t + 4] at 128 + 64(4h + t) + 4r
+//! ```
+//!
+//! Code register `4h + t` holds values `4t .. 4t + 4` of block `2c + h` in its low nibbles
+//! and values `16 + 4t .. 16 + 4t + 4` in its high ones: two `vpdpbusd` against two broadcast
+//! activation dwords, the nibbles unsigned as they are. A pure permutation of the Q4_1
+//! bytes (no bias); the table geometry of [`GgmlType::Q4_1_R16`] is one column's share of a
+//! row (64 values, 40 bytes).
 //! **Q5_0_R16.** The same for Q5_0 (`[d: f16][qh: u32][qs: 16 B]`, code `v` =
 //! `nibble | (bit v of qh) << 4`, value `d · (code − 16)`; `qs[i]` holds value `i` in its low
 //! nibble and `i + 16` in its high one): `rows / 16` groups of `cols / 64` columns of
@@ -105,9 +126,12 @@ use grist_gguf::GgmlType;
 
 use super::FormatError;
 
+mod block_pairs;
+mod q4_1_r16;
 mod q5_0_r16;
-pub use q5_0_r16::{Q5_0_R16_COLUMN, Q5_0_R16_OFF_CODES, Q5_0_R16_OFF_HIGH, Q5_0_R16_ROWS};
 mod q8_0_r16;
+pub use q4_1_r16::{Q4_1_R16_COLUMN, Q4_1_R16_OFF_CODES, Q4_1_R16_OFF_M, Q4_1_R16_ROWS};
+pub use q5_0_r16::{Q5_0_R16_COLUMN, Q5_0_R16_OFF_CODES, Q5_0_R16_OFF_HIGH, Q5_0_R16_ROWS};
 pub use q8_0_r16::{Q8_0_R16_CODE_BIAS, Q8_0_R16_COLUMN, Q8_0_R16_OFF_CODES, Q8_0_R16_ROWS};
 
 /// Rows per group of [`GgmlType::Q4_K_R16`].
@@ -319,6 +343,9 @@ pub fn interleave(
     if ty == GgmlType::Q8_0_R16 {
         return q8_0_r16::interleave(plain, row_bytes, out);
     }
+    if ty == GgmlType::Q4_1_R16 {
+        return q4_1_r16::interleave(plain, row_bytes, out);
+    }
     if ty == GgmlType::Q5_0_R16 {
         return q5_0_r16::interleave(plain, row_bytes, out);
     }
@@ -336,6 +363,9 @@ pub fn deinterleave(
 ) -> Result<(), FormatError> {
     if ty == GgmlType::Q8_0_R16 {
         return q8_0_r16::deinterleave(src, row_bytes, out);
+    }
+    if ty == GgmlType::Q4_1_R16 {
+        return q4_1_r16::deinterleave(src, row_bytes, out);
     }
     if ty == GgmlType::Q5_0_R16 {
         return q5_0_r16::deinterleave(src, row_bytes, out);
@@ -526,6 +556,10 @@ pub fn extract_row(
     let g = &src[(r / group_rows) * group..][..group];
     if ty == GgmlType::Q8_0_R16 {
         q8_0_r16::extract_row(g, r % group_rows, out);
+        return Ok(());
+    }
+    if ty == GgmlType::Q4_1_R16 {
+        q4_1_r16::extract_row(g, r % group_rows, out);
         return Ok(());
     }
     if ty == GgmlType::Q5_0_R16 {

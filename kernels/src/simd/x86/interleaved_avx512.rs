@@ -1,6 +1,7 @@
-//! AVX-512 VNNI token generation with interleaved Q4_K, Q6_K and Q8_0 weights
-//! ([`GgmlType::Q4_K_R16`], [`GgmlType::Q6_K_R16`], [`GgmlType::Q8_0_R16`], layouts in
-//! [`crate::formats::interleaved`]); Q5_0's ([`GgmlType::Q5_0_R16`]) in [`q5_0_r16`].
+//! AVX-512 VNNI token generation with interleaved Q4_K, Q6_K, Q8_0, Q4_1 and Q5_0 weights
+//! ([`GgmlType::Q4_K_R16`], [`GgmlType::Q6_K_R16`], [`GgmlType::Q8_0_R16`],
+//! [`GgmlType::Q4_1_R16`] in [`q4_1_r16`], [`GgmlType::Q5_0_R16`] in [`q5_0_r16`]; layouts in
+//! [`crate::formats::interleaved`]).
 //!
 //! Lane `r` of every register belongs to row `r` of a 16-row group, so a super-block column
 //! is 32 code registers, each multiplied by one broadcast dword of activations
@@ -20,7 +21,9 @@
 //!
 //! Q8_0_R16 ([`gemv_q8_0_r16`]): per activation block, 8 code registers (stored `q + 128`)
 //! against broadcast activation dwords into a sum that starts at `−128 · Σ a`, then the
-//! reference's float operations in its order.
+//! reference's float operations in its order. Q4_1_R16 ([`gemv_q4_1_r16`], in its own
+//! module) the same with the nibbles of 4 code registers per block (low and high nibbles
+//! against two broadcast activation dwords) and the minimums' term `m_w · s_a`.
 //!
 //! The sum per row is exact in `i32` per super-block, then one float multiply-add per
 //! super-block, so the result differs from the reference `vec_dot` by float rounding alone.
@@ -29,7 +32,7 @@ use std::arch::x86_64::*;
 
 use grist_gguf::GgmlType;
 
-use crate::blocks::{f16_to_f32, BlockQ8_0, BlockQ8_K};
+use crate::blocks::{f16_to_f32, BlockQ8_0, BlockQ8_1, BlockQ8_K};
 use crate::dispatch::{GemvFn, Kernels};
 use crate::formats::interleaved::{
     Q4_K_R16_COLUMN, Q4_K_R16_ROWS, Q6_K_R16_COLUMN, Q6_K_R16_OFF_CODES, Q6_K_R16_OFF_D,
@@ -37,13 +40,16 @@ use crate::formats::interleaved::{
 };
 use crate::formats::interleaved::{Q8_0_R16_COLUMN, Q8_0_R16_OFF_CODES, Q8_0_R16_ROWS};
 
+pub mod q4_1_r16;
 pub mod q5_0_r16;
+pub use q4_1_r16::gemv_q4_1_r16;
 pub use q5_0_r16::{gemv_q5_0_r16, gemv_q5_0_r16_gfni};
 
 /// Installs the interleaved kernels.
 pub(crate) fn install(table: &mut Kernels) {
     table.set_gemv(GgmlType::Q4_K_R16, q4_k_r16_gemv_bytes);
     table.set_gemv(GgmlType::Q8_0_R16, q8_0_r16_gemv_bytes);
+    table.set_gemv(GgmlType::Q4_1_R16, q4_1_r16_gemv_bytes);
     let q6_k_r16 = if table.features().gfni {
         q6_k_r16_gfni_gemv_bytes as GemvFn
     } else {
@@ -95,6 +101,7 @@ interleaved_adapter!(q4_k_r16_gemv_bytes, gemv_q4_k_r16, BlockQ8_K, 144);
 interleaved_adapter!(q6_k_r16_gemv_bytes, gemv_q6_k_r16, BlockQ8_K, 210);
 interleaved_adapter!(q6_k_r16_gfni_gemv_bytes, gemv_q6_k_r16_gfni, BlockQ8_K, 210);
 interleaved_adapter!(q8_0_r16_gemv_bytes, gemv_q8_0_r16, BlockQ8_0, 34);
+interleaved_adapter!(q4_1_r16_gemv_bytes, gemv_q4_1_r16, BlockQ8_1, 20);
 interleaved_adapter!(q5_0_r16_gemv_bytes, gemv_q5_0_r16, BlockQ8_0, 22);
 interleaved_adapter!(q5_0_r16_gfni_gemv_bytes, gemv_q5_0_r16_gfni, BlockQ8_0, 22);
 

@@ -1,5 +1,6 @@
 //! AVX-512 panel unpackers of the interleaved types ([`crate::panel::PanelGroupUnpackFn`]):
-//! a group of 16 rows of Q4_K_R16, Q6_K_R16, Q8_0_R16 or Q5_0_R16 goes straight from its columns
+//! a group of 16 rows of any interleaved type (Q4_K_R16, Q6_K_R16, Q8_0_R16, Q4_1_R16,
+//! Q5_0_R16) goes straight from its columns
 //! ([`crate::formats::interleaved`]) to the panel layout ([`crate::panel`]), without first
 //! de-interleaving the rows into plain blocks.
 //!
@@ -24,9 +25,9 @@ use grist_gguf::GgmlType;
 
 use crate::dispatch::Kernels;
 use crate::formats::interleaved::{
-    Q4_K_R16_COLUMN, Q5_0_R16_COLUMN, Q5_0_R16_OFF_CODES, Q5_0_R16_OFF_HIGH, Q6_K_R16_COLUMN,
-    Q6_K_R16_OFF_CODES, Q6_K_R16_OFF_D, Q6_K_R16_OFF_SCALES, Q8_0_R16_CODE_BIAS, Q8_0_R16_COLUMN,
-    Q8_0_R16_OFF_CODES,
+    Q4_1_R16_COLUMN, Q4_1_R16_OFF_CODES, Q4_1_R16_OFF_M, Q4_K_R16_COLUMN, Q5_0_R16_COLUMN,
+    Q5_0_R16_OFF_CODES, Q5_0_R16_OFF_HIGH, Q6_K_R16_COLUMN, Q6_K_R16_OFF_CODES, Q6_K_R16_OFF_D,
+    Q6_K_R16_OFF_SCALES, Q8_0_R16_CODE_BIAS, Q8_0_R16_COLUMN, Q8_0_R16_OFF_CODES,
 };
 use crate::panel::UNPACK_GROUP_ROWS;
 
@@ -35,6 +36,7 @@ pub(crate) fn install(table: &mut Kernels) {
     table.set_panel_group(GgmlType::Q4_K_R16, unpack_q4_k_r16);
     table.set_panel_group(GgmlType::Q6_K_R16, unpack_q6_k_r16);
     table.set_panel_group(GgmlType::Q8_0_R16, unpack_q8_0_r16);
+    table.set_panel_group(GgmlType::Q4_1_R16, unpack_q4_1_r16);
     table.set_panel_group(GgmlType::Q5_0_R16, unpack_q5_0_r16);
 }
 
@@ -185,6 +187,7 @@ macro_rules! group_adapter {
 group_adapter!(unpack_q4_k_r16, q4_k_r16_group, Q4_K_R16_COLUMN, 256, 32);
 group_adapter!(unpack_q6_k_r16, q6_k_r16_group, Q6_K_R16_COLUMN, 256, 16);
 group_adapter!(unpack_q8_0_r16, q8_0_r16_group, Q8_0_R16_COLUMN, 64, 32);
+group_adapter!(unpack_q4_1_r16, q4_1_r16_group, Q4_1_R16_COLUMN, 64, 32);
 group_adapter!(unpack_q5_0_r16, q5_0_r16_group, Q5_0_R16_COLUMN, 64, 32);
 
 /// Q4_K_R16 → panel: per column (super-block `b`), the 8 scales and mins of 16 rows from the
@@ -431,6 +434,74 @@ unsafe fn q8_0_r16_group(
                         _mm512_extracti64x4_epi64::<1>(*y),
                     );
                 }
+            }
+        }
+    }
+}
+
+/// Q4_1_R16 → panel: per column (blocks `2c`, `2c + 1`), the 16 rows' `d` and `m` of each
+/// block as they are (`dw = d`, `ow = m`), the nibble sums of each block's 4 code registers
+/// (the biases), and the 8 code registers transposed to each row's two blocks of 16 code
+/// bytes, split into nibbles.
+///
+/// # Safety
+/// Lengths checked with [`check_group`]; the CPU has the enabled features.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_1_r16_group(
+    group: &[u8],
+    cols: usize,
+    codes: &mut [i8],
+    dw: &mut [f32],
+    ow: &mut [f32],
+    bias: &mut [i32],
+    stride: usize,
+) {
+    let nibbles = _mm512_set1_epi8(0x0F);
+    let ones = _mm512_set1_epi8(1);
+    // Row a of a transposed pair: 128-bit lanes low 0, high 0, low 1, high 1 (block 2c's 16
+    // low nibbles, its 16 high ones, the same of block 2c + 1); row b: lanes 2 and 3.
+    let row_a = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    let row_b = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    for c in 0..cols / 64 {
+        // SAFETY (all loads and stores below): column `c` is inside `group`; the scale
+        // stores reach sub-block 2c + 1 ≤ n_sub − 1, row 15, and the code stores row 15,
+        // value 64c + 63 < cols (checked by the caller).
+        unsafe {
+            let col = group.as_ptr().add(c * Q4_1_R16_COLUMN);
+            prefetch_column(col, Q4_1_R16_COLUMN);
+            // x[4h + t], row r: qs[4t .. 4t + 4] of block 2c + h.
+            let x: [__m512i; 8] = std::array::from_fn(|i| {
+                _mm512_loadu_si512(col.add(Q4_1_R16_OFF_CODES + 64 * i).cast())
+            });
+            for h in 0..2 {
+                let at = (2 * c + h) * stride;
+                let d = _mm512_cvtph_ps(_mm256_loadu_si256(col.add(32 * h).cast()));
+                let m =
+                    _mm512_cvtph_ps(_mm256_loadu_si256(col.add(Q4_1_R16_OFF_M + 32 * h).cast()));
+                _mm512_storeu_ps(dw.as_mut_ptr().add(at), d);
+                _mm512_storeu_ps(ow.as_mut_ptr().add(at), m);
+                let (mut low_sum, mut byte_sum) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for &v in &x[4 * h..4 * h + 4] {
+                    low_sum = _mm512_dpbusd_epi32(low_sum, _mm512_and_si512(v, nibbles), ones);
+                    byte_sum = _mm512_dpbusd_epi32(byte_sum, v, ones);
+                }
+                // Σ bytes = Σ low + 16 Σ high.
+                let high_sum = _mm512_srli_epi32::<4>(_mm512_sub_epi32(byte_sum, low_sum));
+                let sum = _mm512_add_epi32(low_sum, high_sum);
+                _mm512_storeu_si512(bias.as_mut_ptr().add(at).cast(), times_minus_128(sum));
+            }
+            for (y, &(ra, rb)) in transpose_8x16(&x).iter().zip(&ROW_PAIRS) {
+                let lo = _mm512_and_si512(*y, nibbles);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(*y), nibbles);
+                let at = 64 * c;
+                _mm512_storeu_si512(
+                    codes.as_mut_ptr().add(ra * cols + at).cast(),
+                    _mm512_permutex2var_epi64(lo, row_a, hi),
+                );
+                _mm512_storeu_si512(
+                    codes.as_mut_ptr().add(rb * cols + at).cast(),
+                    _mm512_permutex2var_epi64(lo, row_b, hi),
+                );
             }
         }
     }
