@@ -4,13 +4,13 @@
 //!
 //! qwen2.5-coder-1.5b (its Q4_K and Q6_K matrices in Q4_K_R16 and Q6_K_R16), gemma-3-270m
 //! (its tied 262144×640 Q8_0 token_embd, the embedding table and the output, and its Q8_0
-//! attn_v in Q8_0_R16, the Q4_K and Q6_K matrices in Q4_K_R16 and Q6_K_R16), SmolLM2-135M
-//! (its tied 49152×576 Q8_0 token_embd in Q8_0_R16, its 210 Q4_1 matrices in Q4_1_R16) and
-//! qwen2.5-coder-0.5b (its Q5_0 attn q/k/o, ffn gate/up and token_embd in Q5_0_R16, its Q8_0
-//! output and attn_v in Q8_0_R16, Q4_K/Q6_K ffn_down in Q4_K_R16/Q6_K_R16) also run from a
-//! `grist repack`ed copy, batched and one token per step; the step-by-step passes judge top-1
-//! agreement pooled over each model's goldens (see `check_repacked`: near-ties of one prompt
-//! flip).
+//! attn_v in Q8_0_R16, the Q5_0, Q4_K and Q6_K matrices in Q5_0_R16, Q4_K_R16 and Q6_K_R16),
+//! SmolLM2-135M (its tied 49152×576 Q8_0 token_embd in Q8_0_R16, its 210 Q4_1 matrices in
+//! Q4_1_R16) and qwen2.5-coder-0.5b (its Q5_0 attn q/k/o, ffn gate/up and token_embd in
+//! Q5_0_R16, its Q8_0 output and attn_v in Q8_0_R16, Q4_K/Q6_K ffn_down in
+//! Q4_K_R16/Q6_K_R16) also run from a `grist repack`ed copy, batched and one token per step;
+//! the step-by-step passes judge top-1 agreement pooled over each model's goldens (see
+//! `check_repacked`: near-ties of one prompt flip).
 //!
 //! Criteria: compare.py's class `real`, for every golden on its own: mean |d| ≤ 0.5, top-1
 //! agreement ≥ 92 %, and no top-1 miss where the golden's top1–top2 margin is ≥ 2.5. The
@@ -154,7 +154,7 @@ fn gemma3_270m_q4_k_m_repacked() {
     check_repacked(
         "gemma-3-270m-q4_k_m",
         "gemma-3-270m-q4_k_m.gguf",
-        "Q8_0_R16,Q4_K_R16,Q6_K_R16",
+        "Q5_0_R16,Q8_0_R16,Q4_K_R16,Q6_K_R16",
     );
 }
 
