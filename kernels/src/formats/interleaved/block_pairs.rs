@@ -1,5 +1,5 @@
 //! The loops shared by the layouts whose column holds two consecutive blocks of 16 rows
-//! (Q8_0_R16, Q4_1_R16): a group of `ty` is `row_bytes / PAIR` columns of `COLUMN` bytes,
+//! (Q8_0_R16, Q4_1_R16, Q5_0_R16): a group of `ty` is `row_bytes / PAIR` columns of `COLUMN` bytes,
 //! and row `r`'s `PAIR` plain bytes (two blocks) of column `c` are bytes `c × PAIR ..` of
 //! the row. Each layout supplies only how one row's pair goes into a column and back; the
 //! fixed-size arrays let the compiler drop every bounds check of those moves.

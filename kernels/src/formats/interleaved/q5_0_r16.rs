@@ -7,7 +7,7 @@
 
 use grist_gguf::GgmlType;
 
-use super::{check, FormatError};
+use super::{block_pairs, FormatError};
 
 /// Rows per group of [`GgmlType::Q5_0_R16`].
 pub const Q5_0_R16_ROWS: usize = 16;
@@ -79,56 +79,31 @@ pub(crate) const fn unpack_high_bits(stored: u32) -> u32 {
     qh
 }
 
-/// Checks whole groups and equal lengths; returns the bytes of one group.
-fn check_lengths(src: &[u8], row_bytes: usize, out: &[u8]) -> Result<usize, FormatError> {
-    let rows = check(GgmlType::Q5_0_R16, src.len(), row_bytes)?;
-    if out.len() != src.len() {
-        return Err(FormatError::LengthMismatch {
-            left: src.len(),
-            right: out.len(),
-        });
-    }
-    Ok(rows * row_bytes)
-}
-
 /// Reads 4 bytes at `o`.
 #[inline(always)]
 fn word(bytes: &[u8], o: usize) -> [u8; 4] {
     bytes[o..o + 4].try_into().unwrap()
 }
 
-/// Plain Q5_0 rows → Q5_0_R16 groups (see [`super::interleave`]).
-pub(super) fn interleave(
-    plain: &[u8],
-    row_bytes: usize,
-    out: &mut [u8],
-) -> Result<(), FormatError> {
-    let group = check_lengths(plain, row_bytes, out)?;
-    for (g_src, g_out) in plain.chunks_exact(group).zip(out.chunks_exact_mut(group)) {
-        for (c, column) in g_out.chunks_exact_mut(Q5_0_R16_COLUMN).enumerate() {
-            let column: &mut [u8; Q5_0_R16_COLUMN] = column.try_into().unwrap();
-            for r in 0..Q5_0_R16_ROWS {
-                let pair = &g_src[r * row_bytes + c * 2 * Q5_0_BLOCK..][..2 * Q5_0_BLOCK];
-                for (h, block) in pair.chunks_exact(Q5_0_BLOCK).enumerate() {
-                    column[d_offset(h, r)..][..2].copy_from_slice(&block[..2]);
-                    let high = pack_high_bits(u32::from_le_bytes(word(block, 2)));
-                    column[high_offset(h, r)..][..4].copy_from_slice(&high.to_le_bytes());
-                    for t in 0..CODE_WORDS {
-                        column[codes_offset(h, t, r)..][..4]
-                            .copy_from_slice(&word(block, 6 + 4 * t));
-                    }
-                }
-            }
+/// Writes row `r`'s 44 plain bytes (blocks `2c`, `2c + 1`) into its column, the high bits
+/// through [`pack_high_bits`].
+#[inline(always)]
+fn to_column(pair: &[u8; 2 * Q5_0_BLOCK], r: usize, column: &mut [u8; Q5_0_R16_COLUMN]) {
+    for (h, block) in pair.chunks_exact(Q5_0_BLOCK).enumerate() {
+        column[d_offset(h, r)..][..2].copy_from_slice(&block[..2]);
+        let high = pack_high_bits(u32::from_le_bytes(word(block, 2)));
+        column[high_offset(h, r)..][..4].copy_from_slice(&high.to_le_bytes());
+        for t in 0..CODE_WORDS {
+            column[codes_offset(h, t, r)..][..4].copy_from_slice(&word(block, 6 + 4 * t));
         }
     }
-    Ok(())
 }
 
-/// The 44 plain bytes (blocks `2c`, `2c + 1`) of row `r` from one column.
+/// Reads row `r`'s 44 plain bytes (blocks `2c`, `2c + 1`) out of its column: 2 `u16` and
+/// 10 `u32` moves, two of them through [`unpack_high_bits`], whatever the alignment.
 #[inline(always)]
-fn row_pair(column: &[u8; Q5_0_R16_COLUMN], r: usize, pair: &mut [u8; 2 * Q5_0_BLOCK]) {
-    for h in 0..2 {
-        let block = &mut pair[h * Q5_0_BLOCK..][..Q5_0_BLOCK];
+fn from_column(column: &[u8; Q5_0_R16_COLUMN], r: usize, pair: &mut [u8; 2 * Q5_0_BLOCK]) {
+    for (h, block) in pair.chunks_exact_mut(Q5_0_BLOCK).enumerate() {
         block[..2].copy_from_slice(&column[d_offset(h, r)..][..2]);
         let qh = unpack_high_bits(u32::from_le_bytes(word(column, high_offset(h, r))));
         block[2..6].copy_from_slice(&qh.to_le_bytes());
@@ -138,38 +113,28 @@ fn row_pair(column: &[u8; Q5_0_R16_COLUMN], r: usize, pair: &mut [u8; 2 * Q5_0_B
     }
 }
 
-/// Q5_0_R16 groups → plain Q5_0 rows (see [`super::deinterleave`]). Fixed-size column and
-/// row-pair arrays let the compiler drop the bounds checks: each row's 44 bytes are 2 `u16`
-/// and 10 `u32` moves, two of them through [`unpack_high_bits`], whatever the alignment.
+/// Plain Q5_0 rows → Q5_0_R16 groups (see [`super::interleave`]).
+pub(super) fn interleave(
+    plain: &[u8],
+    row_bytes: usize,
+    out: &mut [u8],
+) -> Result<(), FormatError> {
+    block_pairs::interleave(GgmlType::Q5_0_R16, plain, row_bytes, out, to_column)
+}
+
+/// Q5_0_R16 groups → plain Q5_0 rows (see [`super::deinterleave`]).
 pub(super) fn deinterleave(
     src: &[u8],
     row_bytes: usize,
     out: &mut [u8],
 ) -> Result<(), FormatError> {
-    let group = check_lengths(src, row_bytes, out)?;
-    for (g_src, g_out) in src.chunks_exact(group).zip(out.chunks_exact_mut(group)) {
-        for (c, column) in g_src.chunks_exact(Q5_0_R16_COLUMN).enumerate() {
-            let column: &[u8; Q5_0_R16_COLUMN] = column.try_into().unwrap();
-            for (r, row) in g_out.chunks_exact_mut(row_bytes).enumerate() {
-                let pair = (&mut row[c * 2 * Q5_0_BLOCK..][..2 * Q5_0_BLOCK])
-                    .try_into()
-                    .unwrap();
-                row_pair(column, r, pair);
-            }
-        }
-    }
-    Ok(())
+    block_pairs::deinterleave(GgmlType::Q5_0_R16, src, row_bytes, out, from_column)
 }
 
 /// Row `r` of the Q5_0_R16 group `group` in the plain Q5_0 layout (see
 /// [`super::extract_row`]); the arguments are checked by the caller.
 pub(super) fn extract_row(group: &[u8], r: usize, out: &mut [u8]) {
-    for (column, pair) in group
-        .chunks_exact(Q5_0_R16_COLUMN)
-        .zip(out.chunks_exact_mut(2 * Q5_0_BLOCK))
-    {
-        row_pair(column.try_into().unwrap(), r, pair.try_into().unwrap());
-    }
+    block_pairs::extract_row(group, r, out, from_column);
 }
 
 #[cfg(test)]

@@ -115,6 +115,82 @@ fn times_minus_128(sum: __m512i) -> __m512i {
     _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(sum))
 }
 
+/// Per lane (row), the sum of the unsigned code bytes of `regs` (4 per register), minus
+/// `offset`: one `vpdpbusd` against bytes of 1 per register.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn code_sum(regs: impl IntoIterator<Item = __m512i>, offset: i32) -> __m512i {
+    let ones = _mm512_set1_epi8(1);
+    let sum = regs.into_iter().fold(_mm512_setzero_si512(), |acc, v| {
+        _mm512_dpbusd_epi32(acc, v, ones)
+    });
+    _mm512_sub_epi32(sum, _mm512_set1_epi32(offset))
+}
+
+/// Per lane (row), the sums of the low and of the high nibbles of the code bytes of `regs`:
+/// the low ones with one `vpdpbusd` of the masked bytes, the high ones from the sum of the
+/// whole bytes (`Σ bytes = Σ low + 16 Σ high`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn nibble_sums(regs: &[__m512i]) -> (__m512i, __m512i) {
+    let nibbles = _mm512_set1_epi8(0x0F);
+    let low = code_sum(regs.iter().map(|&v| _mm512_and_si512(v, nibbles)), 0);
+    let bytes = code_sum(regs.iter().copied(), 0);
+    (low, _mm512_srli_epi32::<4>(_mm512_sub_epi32(bytes, low)))
+}
+
+/// The 16 f16 at `at` as f32 (the 16 rows' scales of one block or super-block).
+///
+/// # Safety
+/// `at .. at + 32` readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn halves(at: *const u8) -> __m512 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(at.cast())) }
+}
+
+/// Stores one sub-block's values for 16 rows: `dw`, `ow` and `−128 · sum` at `at`.
+///
+/// # Safety
+/// `dw`, `ow`, `bias` writable at `at .. at + 16`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn store_sub_block(
+    (dw, ow, bias): (*mut f32, *mut f32, *mut i32),
+    at: usize,
+    scale: __m512,
+    offset: __m512,
+    sum: __m512i,
+) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        _mm512_storeu_ps(dw.add(at), scale);
+        _mm512_storeu_ps(ow.add(at), offset);
+        _mm512_storeu_si512(bias.add(at).cast(), times_minus_128(sum));
+    }
+}
+
+/// Transposes 8 code registers ([`transpose_8x16`]) and stores each row's 32 codes at
+/// `codes[r · cols + at ..]`.
+///
+/// # Safety
+/// `codes` writable at `r · cols + at .. + 32` for every row `r < 16`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn store_rows_32(codes: *mut i8, cols: usize, at: usize, q: &[__m512i; 8]) {
+    for (y, &(ra, rb)) in transpose_8x16(q).iter().zip(&ROW_PAIRS) {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            _mm256_storeu_si256(codes.add(ra * cols + at).cast(), _mm512_castsi512_si256(*y));
+            _mm256_storeu_si256(
+                codes.add(rb * cols + at).cast(),
+                _mm512_extracti64x4_epi64::<1>(*y),
+            );
+        }
+    }
+}
+
 /// `x >> n` per dword, for a shift count known only at run time.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -212,7 +288,6 @@ unsafe fn q4_k_r16_group(
         _mm512_set1_epi32(3),
     );
     let nibbles = _mm512_set1_epi8(0x0F);
-    let ones = _mm512_set1_epi8(1);
     let sign = _mm512_set1_epi32(i32::MIN);
     for b in 0..cols / 256 {
         // SAFETY (all loads and stores below): column `b` is inside `group`; the scale
@@ -221,8 +296,7 @@ unsafe fn q4_k_r16_group(
         unsafe {
             let col = group.as_ptr().add(b * Q4_K_R16_COLUMN);
             prefetch_column(col, Q4_K_R16_COLUMN);
-            let d = _mm512_cvtph_ps(_mm256_loadu_si256(col.cast()));
-            let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(col.add(32).cast()));
+            let (d, dmin) = (halves(col), halves(col.add(32)));
             // Dword k of row r: packed scale bytes 4k .. 4k + 4 (see `k4_scales_mins`).
             let s: [__m512i; 3] =
                 std::array::from_fn(|k| _mm512_loadu_si512(col.add(64 + 64 * k).cast()));
@@ -257,13 +331,7 @@ unsafe fn q4_k_r16_group(
                 let x: [__m512i; 8] = std::array::from_fn(|t| {
                     _mm512_loadu_si512(col.add(256 + 64 * (4 * t + j)).cast())
                 });
-                let (mut low_sum, mut byte_sum) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                for &v in &x {
-                    low_sum = _mm512_dpbusd_epi32(low_sum, _mm512_and_si512(v, nibbles), ones);
-                    byte_sum = _mm512_dpbusd_epi32(byte_sum, v, ones);
-                }
-                // Σ bytes = Σ low + 16 Σ high.
-                let high_sum = _mm512_srli_epi32::<4>(_mm512_sub_epi32(byte_sum, low_sum));
+                let (low_sum, high_sum) = nibble_sums(&x);
                 let at = (8 * b + 2 * j) * stride;
                 _mm512_storeu_si512(bias.as_mut_ptr().add(at).cast(), times_minus_128(low_sum));
                 _mm512_storeu_si512(
@@ -308,7 +376,6 @@ unsafe fn q6_k_r16_group(
     let nibbles = _mm512_set1_epi8(0x0F);
     let high_bits = _mm512_set1_epi8(0x30);
     let thirty_two = _mm512_set1_epi8(32);
-    let ones = _mm512_set1_epi8(1);
     for b in 0..cols / 256 {
         // SAFETY (all loads and stores below): column `b` is inside `group`; the scale
         // stores reach sub-block 16b + 15 ≤ n_sub − 1, row 15, and the code stores row 15,
@@ -352,29 +419,15 @@ unsafe fn q6_k_r16_group(
                         let qh = _mm512_and_si512(qh, high_bits);
                         _mm512_ternarylogic_epi32::<0xEC>(low, qh, nibbles)
                     });
-                    // Sub-blocks 8h + 2k (steps 0..4) and 8h + 2k + 1 (steps 4..8).
+                    // Sub-blocks 8h + 2k (steps 0..4) and 8h + 2k + 1 (steps 4..8); Σ (q − 32)
+                    // over 16 values = Σ q − 512.
                     for half in 0..2 {
-                        let mut sum = _mm512_setzero_si512();
-                        for &v in &q[4 * half..4 * half + 4] {
-                            sum = _mm512_dpbusd_epi32(sum, v, ones);
-                        }
-                        // Σ (q − 32) over 16 values = Σ q − 512.
-                        let sum = _mm512_sub_epi32(sum, _mm512_set1_epi32(512));
+                        let sum = code_sum(q[4 * half..4 * half + 4].iter().copied(), 512);
                         let at = (16 * b + 8 * h + 2 * k + half) * stride;
                         _mm512_storeu_si512(bias.as_mut_ptr().add(at).cast(), times_minus_128(sum));
                     }
                     let q = q.map(|v| _mm512_sub_epi8(v, thirty_two));
-                    let at = 256 * b + 128 * h + 32 * k;
-                    for (y, &(ra, rb)) in transpose_8x16(&q).iter().zip(&ROW_PAIRS) {
-                        _mm256_storeu_si256(
-                            codes.as_mut_ptr().add(ra * cols + at).cast(),
-                            _mm512_castsi512_si256(*y),
-                        );
-                        _mm256_storeu_si256(
-                            codes.as_mut_ptr().add(rb * cols + at).cast(),
-                            _mm512_extracti64x4_epi64::<1>(*y),
-                        );
-                    }
+                    store_rows_32(codes.as_mut_ptr(), cols, 256 * b + 128 * h + 32 * k, &q);
                 }
             }
         }
@@ -398,7 +451,7 @@ unsafe fn q8_0_r16_group(
     stride: usize,
 ) {
     let code_bias = _mm512_set1_epi8(Q8_0_R16_CODE_BIAS as i8);
-    let ones = _mm512_set1_epi8(1);
+    let scales = (dw.as_mut_ptr(), ow.as_mut_ptr(), bias.as_mut_ptr());
     for c in 0..cols / 64 {
         // SAFETY (all loads and stores below): column `c` is inside `group`; the scale
         // stores reach sub-block 2c + 1 ≤ n_sub − 1, row 15, and the code stores row 15,
@@ -407,33 +460,16 @@ unsafe fn q8_0_r16_group(
             let col = group.as_ptr().add(c * Q8_0_R16_COLUMN);
             prefetch_column(col, Q8_0_R16_COLUMN);
             for h in 0..2 {
-                let at = (2 * c + h) * stride;
-                let d = _mm512_cvtph_ps(_mm256_loadu_si256(col.add(32 * h).cast()));
-                _mm512_storeu_ps(dw.as_mut_ptr().add(at), d);
-                _mm512_storeu_ps(ow.as_mut_ptr().add(at), _mm512_setzero_ps());
                 // x[t], row r: qs[4t .. 4t + 4] + 128 of block 2c + h.
                 let x: [__m512i; 8] = std::array::from_fn(|t| {
                     _mm512_loadu_si512(col.add(Q8_0_R16_OFF_CODES + 512 * h + 64 * t).cast())
                 });
-                let mut sum = _mm512_setzero_si512();
-                for &v in &x {
-                    sum = _mm512_dpbusd_epi32(sum, v, ones);
-                }
                 // Σ q over 32 values = Σ (q + 128) − 32 · 128.
-                let sum = _mm512_sub_epi32(sum, _mm512_set1_epi32(32 * 128));
-                _mm512_storeu_si512(bias.as_mut_ptr().add(at).cast(), times_minus_128(sum));
+                let sum = code_sum(x, 32 * 128);
+                let d = halves(col.add(32 * h));
+                store_sub_block(scales, (2 * c + h) * stride, d, _mm512_setzero_ps(), sum);
                 let x = x.map(|v| _mm512_xor_si512(v, code_bias));
-                let at = 64 * c + 32 * h;
-                for (y, &(ra, rb)) in transpose_8x16(&x).iter().zip(&ROW_PAIRS) {
-                    _mm256_storeu_si256(
-                        codes.as_mut_ptr().add(ra * cols + at).cast(),
-                        _mm512_castsi512_si256(*y),
-                    );
-                    _mm256_storeu_si256(
-                        codes.as_mut_ptr().add(rb * cols + at).cast(),
-                        _mm512_extracti64x4_epi64::<1>(*y),
-                    );
-                }
+                store_rows_32(codes.as_mut_ptr(), cols, 64 * c + 32 * h, &x);
             }
         }
     }
@@ -457,7 +493,7 @@ unsafe fn q4_1_r16_group(
     stride: usize,
 ) {
     let nibbles = _mm512_set1_epi8(0x0F);
-    let ones = _mm512_set1_epi8(1);
+    let scales = (dw.as_mut_ptr(), ow.as_mut_ptr(), bias.as_mut_ptr());
     // Row a of a transposed pair: 128-bit lanes low 0, high 0, low 1, high 1 (block 2c's 16
     // low nibbles, its 16 high ones, the same of block 2c + 1); row b: lanes 2 and 3.
     let row_a = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
@@ -474,21 +510,13 @@ unsafe fn q4_1_r16_group(
                 _mm512_loadu_si512(col.add(Q4_1_R16_OFF_CODES + 64 * i).cast())
             });
             for h in 0..2 {
-                let at = (2 * c + h) * stride;
-                let d = _mm512_cvtph_ps(_mm256_loadu_si256(col.add(32 * h).cast()));
-                let m =
-                    _mm512_cvtph_ps(_mm256_loadu_si256(col.add(Q4_1_R16_OFF_M + 32 * h).cast()));
-                _mm512_storeu_ps(dw.as_mut_ptr().add(at), d);
-                _mm512_storeu_ps(ow.as_mut_ptr().add(at), m);
-                let (mut low_sum, mut byte_sum) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                for &v in &x[4 * h..4 * h + 4] {
-                    low_sum = _mm512_dpbusd_epi32(low_sum, _mm512_and_si512(v, nibbles), ones);
-                    byte_sum = _mm512_dpbusd_epi32(byte_sum, v, ones);
-                }
-                // Σ bytes = Σ low + 16 Σ high.
-                let high_sum = _mm512_srli_epi32::<4>(_mm512_sub_epi32(byte_sum, low_sum));
+                let (low_sum, high_sum) = nibble_sums(&x[4 * h..4 * h + 4]);
                 let sum = _mm512_add_epi32(low_sum, high_sum);
-                _mm512_storeu_si512(bias.as_mut_ptr().add(at).cast(), times_minus_128(sum));
+                let (d, m) = (
+                    halves(col.add(32 * h)),
+                    halves(col.add(Q4_1_R16_OFF_M + 32 * h)),
+                );
+                store_sub_block(scales, (2 * c + h) * stride, d, m, sum);
             }
             for (y, &(ra, rb)) in transpose_8x16(&x).iter().zip(&ROW_PAIRS) {
                 let lo = _mm512_and_si512(*y, nibbles);
@@ -528,7 +556,7 @@ unsafe fn q5_0_r16_group(
     let nibbles = _mm512_set1_epi8(0x0F);
     let fifth = _mm512_set1_epi8(0x10);
     let sixteen = _mm512_set1_epi8(16);
-    let ones = _mm512_set1_epi8(1);
+    let scales = (dw.as_mut_ptr(), ow.as_mut_ptr(), bias.as_mut_ptr());
     for c in 0..cols / 64 {
         // SAFETY (all loads and stores below): column `c` is inside `group`; the scale
         // stores reach sub-block 2c + 1 ≤ n_sub − 1, row 15, and the code stores row 15,
@@ -537,10 +565,6 @@ unsafe fn q5_0_r16_group(
             let col = group.as_ptr().add(c * Q5_0_R16_COLUMN);
             prefetch_column(col, Q5_0_R16_COLUMN);
             for h in 0..2 {
-                let at = (2 * c + h) * stride;
-                let d = _mm512_cvtph_ps(_mm256_loadu_si256(col.add(32 * h).cast()));
-                _mm512_storeu_ps(dw.as_mut_ptr().add(at), d);
-                _mm512_storeu_ps(ow.as_mut_ptr().add(at), _mm512_setzero_ps());
                 let high = _mm512_loadu_si512(col.add(Q5_0_R16_OFF_HIGH + 64 * h).cast());
                 let q: [__m512i; 8] = std::array::from_fn(|u| {
                     let x = _mm512_loadu_si512(
@@ -557,25 +581,12 @@ unsafe fn q5_0_r16_group(
                     // the truth table of (a & c) | b is 0xEC.
                     _mm512_ternarylogic_epi32::<0xEC>(low, _mm512_and_si512(bit, fifth), nibbles)
                 });
-                let mut sum = _mm512_setzero_si512();
-                for &v in &q {
-                    sum = _mm512_dpbusd_epi32(sum, v, ones);
-                }
                 // Σ (q − 16) over 32 values = Σ q − 512.
-                let sum = _mm512_sub_epi32(sum, _mm512_set1_epi32(512));
-                _mm512_storeu_si512(bias.as_mut_ptr().add(at).cast(), times_minus_128(sum));
+                let sum = code_sum(q, 512);
+                let d = halves(col.add(32 * h));
+                store_sub_block(scales, (2 * c + h) * stride, d, _mm512_setzero_ps(), sum);
                 let q = q.map(|v| _mm512_sub_epi8(v, sixteen));
-                let at = 64 * c + 32 * h;
-                for (y, &(ra, rb)) in transpose_8x16(&q).iter().zip(&ROW_PAIRS) {
-                    _mm256_storeu_si256(
-                        codes.as_mut_ptr().add(ra * cols + at).cast(),
-                        _mm512_castsi512_si256(*y),
-                    );
-                    _mm256_storeu_si256(
-                        codes.as_mut_ptr().add(rb * cols + at).cast(),
-                        _mm512_extracti64x4_epi64::<1>(*y),
-                    );
-                }
+                store_rows_32(codes.as_mut_ptr(), cols, 64 * c + 32 * h, &q);
             }
         }
     }
