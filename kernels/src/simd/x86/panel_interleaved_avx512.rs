@@ -9,7 +9,7 @@
 //! and so do the sums of the codes behind `bias = −128 · Σ w_q` (one `vpdpbusd` against
 //! bytes of 1 per code register, no horizontal reduction). The panel wants the codes row
 //! by row, so each run of 8 code registers (dwords `t = 0 .. 8` of a 32-byte row of codes,
-//! for 16 rows) is transposed in registers to 16 rows × 32 bytes ([`transpose_8x16`]), then
+//! for 16 rows) is transposed in registers to 16 rows × 32 bytes (`transpose_8x16`), then
 //! split into nibbles and stored.
 //!
 //! The panel bytes are exactly those of de-interleaving the group and calling the base
