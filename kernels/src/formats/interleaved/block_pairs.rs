@@ -86,3 +86,79 @@ pub(super) fn extract_row<const COLUMN: usize, const PAIR: usize>(
         from_column(column.try_into().unwrap(), r, pair.try_into().unwrap());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use grist_gguf::GgmlType;
+
+    use super::super::{deinterleave, extract_row, interleave};
+
+    /// The two-block layouts and the bytes of one of their base type's blocks.
+    const LAYOUTS: [(GgmlType, usize); 3] = [
+        (GgmlType::Q8_0_R16, 34),
+        (GgmlType::Q4_1_R16, 20),
+        (GgmlType::Q5_0_R16, 22),
+    ];
+
+    /// `rows` plain rows of `blocks` blocks of `block` bytes whose bytes are all different-ish.
+    fn plain(rows: usize, blocks: usize, block: usize) -> Vec<u8> {
+        (0..rows * blocks * block)
+            .map(|i| (i * 7 + i / 251) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn interleave_round_trips_and_rows_extract() {
+        for (ty, block) in LAYOUTS {
+            for blocks in [2, 6, 18, 48] {
+                let rb = blocks * block;
+                let p = plain(48, blocks, block);
+                let mut inter = vec![0u8; p.len()];
+                interleave(ty, &p, rb, &mut inter).unwrap();
+                assert_ne!(inter, p);
+                let mut back = vec![0u8; p.len()];
+                deinterleave(ty, &inter, rb, &mut back).unwrap();
+                assert_eq!(back, p, "{ty}, {blocks} blocks");
+                // From a source at an odd address too.
+                let mut shifted = vec![0u8; p.len() + 1];
+                shifted[1..].copy_from_slice(&inter);
+                let mut back = vec![0u8; p.len()];
+                deinterleave(ty, &shifted[1..], rb, &mut back).unwrap();
+                assert_eq!(back, p, "{ty}, {blocks} blocks, unaligned");
+                let mut row = vec![0u8; rb];
+                for r in 0..48 {
+                    extract_row(ty, &inter, rb, r, &mut row).unwrap();
+                    assert_eq!(row, p[r * rb..][..rb], "{ty}, {blocks} blocks, row {r}");
+                }
+                assert!(extract_row(ty, &inter, rb, 48, &mut row).is_err());
+                assert!(extract_row(ty, &inter, rb, 0, &mut row[1..]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn partial_groups_and_odd_block_counts_are_refused() {
+        for (ty, block) in LAYOUTS {
+            let (base, _) = ty.interleaved().unwrap();
+            let rb = 2 * block;
+            let (src, mut out) = (vec![0u8; 15 * rb], vec![0u8; 15 * rb]);
+            assert!(interleave(ty, &src, rb, &mut out).is_err(), "{ty}");
+            assert!(deinterleave(ty, &src, rb, &mut out).is_err(), "{ty}");
+            // Rows of an odd number of blocks are not whole 64-value columns.
+            let rb = 3 * block;
+            let (src, mut out) = (vec![0u8; 16 * rb], vec![0u8; 16 * rb]);
+            assert!(interleave(ty, &src, rb, &mut out).is_err(), "{ty}");
+            assert!(deinterleave(ty, &src, rb, &mut out).is_err(), "{ty}");
+            let mut row = vec![0u8; rb];
+            assert!(extract_row(ty, &src, rb, 0, &mut row).is_err(), "{ty}");
+            // Different lengths, and the plain type.
+            let rb = 2 * block;
+            let (src, mut out) = (vec![0u8; 16 * rb], vec![0u8; 32 * rb]);
+            assert!(interleave(ty, &src, rb, &mut out).is_err(), "{ty}");
+            assert!(
+                interleave(base, &src, rb, &mut out[..16 * rb]).is_err(),
+                "{ty}"
+            );
+        }
+    }
+}

@@ -89,8 +89,6 @@ pub(super) fn extract_row(group: &[u8], r: usize, out: &mut [u8]) {
 mod tests {
     use super::*;
 
-    const R16: GgmlType = GgmlType::Q4_1_R16;
-
     /// Where byte `p` of block `h` of row `r` lands in a column.
     fn offset(h: usize, p: usize, r: usize) -> usize {
         match p {
@@ -156,52 +154,5 @@ mod tests {
         let column = &inter[16 * rb + Q4_1_R16_COLUMN..][..Q4_1_R16_COLUMN];
         assert_eq!(column[106..108], block[2..4]);
         assert_eq!(column[128 + 384 + 20..][..4], block[12..16]);
-    }
-
-    #[test]
-    fn interleave_round_trips_and_rows_extract() {
-        for blocks in [2, 6, 18, 48] {
-            let rb = blocks * Q4_1_BLOCK;
-            let p = plain(48, blocks);
-            let mut inter = vec![0u8; p.len()];
-            super::super::interleave(R16, &p, rb, &mut inter).unwrap();
-            assert_ne!(inter, p);
-            let mut back = vec![0u8; p.len()];
-            super::super::deinterleave(R16, &inter, rb, &mut back).unwrap();
-            assert_eq!(back, p, "{blocks} blocks");
-            // From a source at an odd address too.
-            let mut shifted = vec![0u8; p.len() + 1];
-            shifted[1..].copy_from_slice(&inter);
-            let mut back = vec![0u8; p.len()];
-            super::super::deinterleave(R16, &shifted[1..], rb, &mut back).unwrap();
-            assert_eq!(back, p, "{blocks} blocks, unaligned");
-            let mut row = vec![0u8; rb];
-            for r in 0..48 {
-                super::super::extract_row(R16, &inter, rb, r, &mut row).unwrap();
-                assert_eq!(row, p[r * rb..][..rb], "{blocks} blocks, row {r}");
-            }
-            assert!(super::super::extract_row(R16, &inter, rb, 48, &mut row).is_err());
-            assert!(super::super::extract_row(R16, &inter, rb, 0, &mut row[1..]).is_err());
-        }
-    }
-
-    #[test]
-    fn partial_groups_and_odd_block_counts_are_refused() {
-        let rb = 2 * Q4_1_BLOCK;
-        let (src, mut out) = (vec![0u8; 15 * rb], vec![0u8; 15 * rb]);
-        assert!(super::super::interleave(R16, &src, rb, &mut out).is_err());
-        assert!(super::super::deinterleave(R16, &src, rb, &mut out).is_err());
-        // Rows of an odd number of Q4_1 blocks are not whole 64-value columns.
-        let rb = 3 * Q4_1_BLOCK;
-        let (src, mut out) = (vec![0u8; 16 * rb], vec![0u8; 16 * rb]);
-        assert!(super::super::interleave(R16, &src, rb, &mut out).is_err());
-        assert!(super::super::deinterleave(R16, &src, rb, &mut out).is_err());
-        let mut row = vec![0u8; rb];
-        assert!(super::super::extract_row(R16, &src, rb, 0, &mut row).is_err());
-        // Different lengths, and the plain type.
-        let rb = 2 * Q4_1_BLOCK;
-        let (src, mut out) = (vec![0u8; 16 * rb], vec![0u8; 32 * rb]);
-        assert!(super::super::interleave(R16, &src, rb, &mut out).is_err());
-        assert!(super::super::interleave(GgmlType::Q4_1, &src, rb, &mut out[..16 * rb]).is_err());
     }
 }

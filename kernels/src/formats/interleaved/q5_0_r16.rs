@@ -141,8 +141,6 @@ pub(super) fn extract_row(group: &[u8], r: usize, out: &mut [u8]) {
 mod tests {
     use super::*;
 
-    const R16: GgmlType = GgmlType::Q5_0_R16;
-
     /// Where byte `p` of block `h` of row `r` lands in a column (`qh`'s four bytes as a
     /// whole: its bits are permuted within the dword).
     fn offset(h: usize, p: usize, r: usize) -> usize {
@@ -244,52 +242,5 @@ mod tests {
         let column1 = &inter[Q5_0_R16_COLUMN..][..Q5_0_R16_COLUMN];
         assert_eq!(column1[42..44], row5[..2]);
         assert_eq!(column1[192 + 256 + 64 + 20..][..4], row5[10..14]);
-    }
-
-    #[test]
-    fn interleave_round_trips_and_rows_extract() {
-        for blocks in [2, 6, 28] {
-            let rb = blocks * Q5_0_BLOCK;
-            let p = plain(48, blocks);
-            let mut inter = vec![0u8; p.len()];
-            super::super::interleave(R16, &p, rb, &mut inter).unwrap();
-            assert_ne!(inter, p);
-            let mut back = vec![0u8; p.len()];
-            super::super::deinterleave(R16, &inter, rb, &mut back).unwrap();
-            assert_eq!(back, p, "{blocks} blocks");
-            // From a source at an odd address too.
-            let mut shifted = vec![0u8; p.len() + 1];
-            shifted[1..].copy_from_slice(&inter);
-            let mut back = vec![0u8; p.len()];
-            super::super::deinterleave(R16, &shifted[1..], rb, &mut back).unwrap();
-            assert_eq!(back, p, "{blocks} blocks, unaligned");
-            let mut row = vec![0u8; rb];
-            for r in 0..48 {
-                super::super::extract_row(R16, &inter, rb, r, &mut row).unwrap();
-                assert_eq!(row, p[r * rb..][..rb], "{blocks} blocks, row {r}");
-            }
-            assert!(super::super::extract_row(R16, &inter, rb, 48, &mut row).is_err());
-            assert!(super::super::extract_row(R16, &inter, rb, 0, &mut row[1..]).is_err());
-        }
-    }
-
-    #[test]
-    fn partial_groups_and_odd_block_counts_are_refused() {
-        let rb = 2 * Q5_0_BLOCK;
-        let (src, mut out) = (vec![0u8; 15 * rb], vec![0u8; 15 * rb]);
-        assert!(super::super::interleave(R16, &src, rb, &mut out).is_err());
-        assert!(super::super::deinterleave(R16, &src, rb, &mut out).is_err());
-        // Rows of an odd number of Q5_0 blocks are not whole 64-value columns.
-        let rb = 3 * Q5_0_BLOCK;
-        let (src, mut out) = (vec![0u8; 16 * rb], vec![0u8; 16 * rb]);
-        assert!(super::super::interleave(R16, &src, rb, &mut out).is_err());
-        assert!(super::super::deinterleave(R16, &src, rb, &mut out).is_err());
-        let mut row = vec![0u8; rb];
-        assert!(super::super::extract_row(R16, &src, rb, 0, &mut row).is_err());
-        // Different lengths, and the plain type.
-        let rb = 2 * Q5_0_BLOCK;
-        let (src, mut out) = (vec![0u8; 16 * rb], vec![0u8; 32 * rb]);
-        assert!(super::super::interleave(R16, &src, rb, &mut out).is_err());
-        assert!(super::super::interleave(GgmlType::Q5_0, &src, rb, &mut out[..16 * rb]).is_err());
     }
 }
