@@ -1,8 +1,7 @@
 //! AVX-512 panel unpackers of the interleaved types ([`crate::panel::PanelGroupUnpackFn`]):
 //! a group of 16 rows of any interleaved type (Q4_K_R16, Q6_K_R16, Q8_0_R16, Q4_1_R16,
-//! Q5_0_R16) goes straight from its columns
-//! ([`crate::formats::interleaved`]) to the panel layout ([`crate::panel`]), without first
-//! de-interleaving the rows into plain blocks.
+//! Q5_0_R16) goes straight from its columns ([`crate::formats::interleaved`]) to the panel
+//! layout ([`crate::panel`]), without first de-interleaving the rows into plain blocks.
 //!
 //! In a column, lane `r` of every register is row `r`, which suits everything per row and
 //! sub-block: the 16 rows' scales come out of one register (`dw = d · sc`, `ow = −dmin · m`),
@@ -10,7 +9,8 @@
 //! bytes of 1 per code register, no horizontal reduction). The panel wants the codes row
 //! by row, so each run of 8 code registers (dwords `t = 0 .. 8` of a 32-byte row of codes,
 //! for 16 rows) is transposed in registers to 16 rows × 32 bytes (`transpose_8x16`), then
-//! split into nibbles and stored.
+//! split into nibbles and stored. The 6-bit (Q6_K) and 5-bit (Q5_0) codes are assembled in
+//! the lanes before the transpose, as the token-generation kernels do.
 //!
 //! The panel bytes are exactly those of de-interleaving the group and calling the base
 //! type's unpacker (the same integer codes and sums; the same one f32 multiply per scale),
