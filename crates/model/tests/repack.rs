@@ -215,11 +215,29 @@ fn a_repacked_model_runs_like_the_original() {
     }
 }
 
-/// Bytes of `ty` (Q4_K, Q6_K) whose blocks are all different (the permutation is visible in
-/// every byte).
+/// Bytes of `rows × cols` values of `ty` whose blocks are all different (the permutation is
+/// visible in every byte).
 fn block_bytes(ty: GgmlType, rows: usize, cols: usize, seed: usize) -> Vec<u8> {
-    let n = rows * cols / 256 * ty.block_bytes();
+    let n = rows * cols / ty.block_elems() * ty.block_bytes();
     (0..n).map(|i| (i * 31 + i / 253 + seed) as u8).collect()
+}
+
+/// A built tensor: name, type, dims (`[cols, rows]` for a matrix) and bytes.
+type Built<'a> = (&'a str, GgmlType, Vec<u64>, Vec<u8>);
+
+/// Writes `tensors` as a llama GGUF `in.gguf` in `dir` and repacks it to `out.gguf` there;
+/// returns the input, the output and the report.
+fn repack_built(dir: &Path, tensors: &[Built<'_>]) -> (PathBuf, PathBuf, RepackReport) {
+    let input = dir.join("in.gguf");
+    let mut w = GgufWriter::new();
+    w.add("general.architecture", "llama").unwrap();
+    for (name, ty, dims, data) in tensors {
+        w.add_tensor(name, *ty, dims, data.clone()).unwrap();
+    }
+    w.write_to_path(&input).unwrap();
+    let output = dir.join("out.gguf");
+    let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
+    (input, output, report)
 }
 
 /// Q4_K bytes, see [`block_bytes`].
@@ -358,15 +376,8 @@ fn q8_0_fixtures_repack_losslessly() {
 #[test]
 fn only_2d_q8_0_with_whole_groups_and_columns_is_repacked() {
     let dir = scratch("built-q8_0");
-    let input = dir.join("in.gguf");
-    let q8_0 = |rows: usize, cols: usize, seed: usize| -> Vec<u8> {
-        (0..rows * cols / 32 * 34)
-            .map(|i| (i * 29 + i / 241 + seed) as u8)
-            .collect()
-    };
-    let mut w = GgufWriter::new();
-    w.add("general.architecture", "llama").unwrap();
-    let tensors: Vec<(&str, GgmlType, Vec<u64>, Vec<u8>)> = vec![
+    let q8_0 = |rows, cols, seed| block_bytes(GgmlType::Q8_0, rows, cols, seed);
+    let tensors: Vec<Built<'_>> = vec![
         ("rows32", GgmlType::Q8_0, vec![640, 32], q8_0(32, 640, 1)),
         ("rows24", GgmlType::Q8_0, vec![640, 24], q8_0(24, 640, 2)),
         ("cols96", GgmlType::Q8_0, vec![96, 16], q8_0(16, 96, 3)),
@@ -379,12 +390,7 @@ fn only_2d_q8_0_with_whole_groups_and_columns_is_repacked() {
             q4_k_bytes(16, 256, 6),
         ),
     ];
-    for (name, ty, dims, data) in &tensors {
-        w.add_tensor(name, *ty, dims, data.clone()).unwrap();
-    }
-    w.write_to_path(&input).unwrap();
-    let output = dir.join("out.gguf");
-    let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
+    let (input, output, report) = repack_built(&dir, &tensors);
     assert_eq!(check_repacked(&input, &output, &report), ["rows32", "q4_k"]);
     assert_eq!(
         report.repacked_types,
@@ -442,27 +448,15 @@ fn the_q5_0_fixture_repacks_losslessly_and_runs_like_the_original() {
 #[test]
 fn only_2d_q5_0_with_whole_groups_and_columns_is_repacked() {
     let dir = scratch("built-q5_0");
-    let input = dir.join("in.gguf");
-    let q5_0 = |rows: usize, cols: usize, seed: usize| -> Vec<u8> {
-        (0..rows * cols / 32 * 22)
-            .map(|i| (i * 29 + i / 241 + seed) as u8)
-            .collect()
-    };
-    let mut w = GgufWriter::new();
-    w.add("general.architecture", "llama").unwrap();
-    let tensors: Vec<(&str, GgmlType, Vec<u64>, Vec<u8>)> = vec![
+    let q5_0 = |rows, cols, seed| block_bytes(GgmlType::Q5_0, rows, cols, seed);
+    let tensors: Vec<Built<'_>> = vec![
         ("rows32", GgmlType::Q5_0, vec![896, 32], q5_0(32, 896, 1)),
         ("rows24", GgmlType::Q5_0, vec![896, 24], q5_0(24, 896, 2)),
         ("cols96", GgmlType::Q5_0, vec![96, 16], q5_0(16, 96, 3)),
         ("three_d", GgmlType::Q5_0, vec![64, 16, 2], q5_0(32, 64, 4)),
         ("q8_0", GgmlType::Q8_0, vec![64, 16], vec![0x3c; 16 * 68]),
     ];
-    for (name, ty, dims, data) in &tensors {
-        w.add_tensor(name, *ty, dims, data.clone()).unwrap();
-    }
-    w.write_to_path(&input).unwrap();
-    let output = dir.join("out.gguf");
-    let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
+    let (input, output, report) = repack_built(&dir, &tensors);
     assert_eq!(check_repacked(&input, &output, &report), ["rows32", "q8_0"]);
     assert_eq!(
         report.repacked_types,
@@ -572,27 +566,15 @@ fn the_q4_1_fixture_repacks_losslessly() {
 #[test]
 fn only_2d_q4_1_with_whole_groups_and_columns_is_repacked() {
     let dir = scratch("built-q4_1");
-    let input = dir.join("in.gguf");
-    let q4_1 = |rows: usize, cols: usize, seed: usize| -> Vec<u8> {
-        (0..rows * cols / 32 * 20)
-            .map(|i| (i * 29 + i / 241 + seed) as u8)
-            .collect()
-    };
-    let mut w = GgufWriter::new();
-    w.add("general.architecture", "llama").unwrap();
-    let tensors: Vec<(&str, GgmlType, Vec<u64>, Vec<u8>)> = vec![
+    let q4_1 = |rows, cols, seed| block_bytes(GgmlType::Q4_1, rows, cols, seed);
+    let tensors: Vec<Built<'_>> = vec![
         ("rows32", GgmlType::Q4_1, vec![576, 32], q4_1(32, 576, 1)),
         ("rows24", GgmlType::Q4_1, vec![576, 24], q4_1(24, 576, 2)),
         ("cols96", GgmlType::Q4_1, vec![96, 16], q4_1(16, 96, 3)),
         ("three_d", GgmlType::Q4_1, vec![64, 16, 2], q4_1(32, 64, 4)),
         ("vector", GgmlType::Q4_1, vec![64], q4_1(1, 64, 5)),
     ];
-    for (name, ty, dims, data) in &tensors {
-        w.add_tensor(name, *ty, dims, data.clone()).unwrap();
-    }
-    w.write_to_path(&input).unwrap();
-    let output = dir.join("out.gguf");
-    let report = repack_file(&input, &output, &RepackOptions::default()).unwrap();
+    let (input, output, report) = repack_built(&dir, &tensors);
     assert_eq!(check_repacked(&input, &output, &report), ["rows32"]);
     assert_eq!(report.repacked_types, [(GgmlType::Q4_1_R16, 1)]);
     assert_eq!(report.kept, ["rows24", "cols96", "three_d", "vector"]);

@@ -340,16 +340,13 @@ pub fn interleave(
     row_bytes: usize,
     out: &mut [u8],
 ) -> Result<(), FormatError> {
-    if ty == GgmlType::Q8_0_R16 {
-        return q8_0_r16::interleave(plain, row_bytes, out);
+    use block_pairs::interleave as pairs;
+    match ty {
+        GgmlType::Q8_0_R16 => pairs(ty, plain, row_bytes, out, q8_0_r16::to_column),
+        GgmlType::Q4_1_R16 => pairs(ty, plain, row_bytes, out, q4_1_r16::to_column),
+        GgmlType::Q5_0_R16 => pairs(ty, plain, row_bytes, out, q5_0_r16::to_column),
+        _ => permute(ty, plain, row_bytes, out, true),
     }
-    if ty == GgmlType::Q4_1_R16 {
-        return q4_1_r16::interleave(plain, row_bytes, out);
-    }
-    if ty == GgmlType::Q5_0_R16 {
-        return q5_0_r16::interleave(plain, row_bytes, out);
-    }
-    permute(ty, plain, row_bytes, out, true)
 }
 
 /// The inverse of [`interleave`]: `src` holds `k` groups of `ty`; `out` (the same length)
@@ -361,16 +358,13 @@ pub fn deinterleave(
     row_bytes: usize,
     out: &mut [u8],
 ) -> Result<(), FormatError> {
-    if ty == GgmlType::Q8_0_R16 {
-        return q8_0_r16::deinterleave(src, row_bytes, out);
+    use block_pairs::deinterleave as pairs;
+    match ty {
+        GgmlType::Q8_0_R16 => pairs(ty, src, row_bytes, out, q8_0_r16::from_column),
+        GgmlType::Q4_1_R16 => pairs(ty, src, row_bytes, out, q4_1_r16::from_column),
+        GgmlType::Q5_0_R16 => pairs(ty, src, row_bytes, out, q5_0_r16::from_column),
+        _ => permute(ty, src, row_bytes, out, false),
     }
-    if ty == GgmlType::Q4_1_R16 {
-        return q4_1_r16::deinterleave(src, row_bytes, out);
-    }
-    if ty == GgmlType::Q5_0_R16 {
-        return q5_0_r16::deinterleave(src, row_bytes, out);
-    }
-    permute(ty, src, row_bytes, out, false)
 }
 
 /// For each group row `r` and dword `k ≥ 1` of its block, the dword of the column it comes
@@ -554,20 +548,27 @@ pub fn extract_row(
         });
     }
     let g = &src[(r / group_rows) * group..][..group];
-    if ty == GgmlType::Q8_0_R16 {
-        q8_0_r16::extract_row(g, r % group_rows, out);
-        return Ok(());
+    use block_pairs::extract_row as pairs;
+    let gr = r % group_rows;
+    match ty {
+        GgmlType::Q8_0_R16 => pairs(g, gr, out, q8_0_r16::from_column),
+        GgmlType::Q4_1_R16 => pairs(g, gr, out, q4_1_r16::from_column),
+        GgmlType::Q5_0_R16 => pairs(g, gr, out, q5_0_r16::from_column),
+        _ => return extract_row_by_layout(ty, g, gr, out),
     }
-    if ty == GgmlType::Q4_1_R16 {
-        q4_1_r16::extract_row(g, r % group_rows, out);
-        return Ok(());
-    }
-    if ty == GgmlType::Q5_0_R16 {
-        q5_0_r16::extract_row(g, r % group_rows, out);
-        return Ok(());
-    }
+    Ok(())
+}
+
+/// [`extract_row`] for the k-quant layouts: row `r` of the group `g`, byte by byte through
+/// the layout's permutation.
+fn extract_row_by_layout(
+    ty: GgmlType,
+    g: &[u8],
+    r: usize,
+    out: &mut [u8],
+) -> Result<(), FormatError> {
     let layout = Layout::of(ty).ok_or(FormatError::Unsupported(ty))?;
-    let offsets = layout.row(r % group_rows);
+    let offsets = layout.row(r);
     for (b, block) in out.chunks_exact_mut(layout.block).enumerate() {
         let column = &g[b * layout.column..][..layout.column];
         for (byte, &o) in block.iter_mut().zip(offsets) {

@@ -1,12 +1,8 @@
-//! [`GgmlType::Q4_1_R16`]: 16 Q4_1 rows interleaved per column of two blocks (layout in the
+//! [`GgmlType::Q4_1_R16`](grist_gguf::GgmlType::Q4_1_R16): 16 Q4_1 rows interleaved per column of two blocks (layout in the
 //! parent module's docs). A pure permutation of the Q4_1 bytes: the nibbles are the unsigned
 //! operand `vpdpbusd` wants as they are, so unlike Q8_0_R16 no bias is stored.
 
-use grist_gguf::GgmlType;
-
-use super::{block_pairs, FormatError};
-
-/// Rows per group of [`GgmlType::Q4_1_R16`].
+/// Rows per group of [`GgmlType::Q4_1_R16`](grist_gguf::GgmlType::Q4_1_R16).
 pub const Q4_1_R16_ROWS: usize = 16;
 /// Bytes of one column of a Q4_1_R16 group: two Q4_1 blocks (64 values) of 16 rows, 10 lines.
 pub const Q4_1_R16_COLUMN: usize = Q4_1_R16_ROWS * 2 * Q4_1_BLOCK;
@@ -38,7 +34,7 @@ const fn codes_offset(h: usize, t: usize, r: usize) -> usize {
 
 /// Writes row `r`'s 40 plain bytes (blocks `2c`, `2c + 1`) into its column.
 #[inline(always)]
-fn to_column(pair: &[u8; 2 * Q4_1_BLOCK], r: usize, column: &mut [u8; Q4_1_R16_COLUMN]) {
+pub(super) fn to_column(pair: &[u8; 2 * Q4_1_BLOCK], r: usize, column: &mut [u8; Q4_1_R16_COLUMN]) {
     for (h, block) in pair.chunks_exact(Q4_1_BLOCK).enumerate() {
         column[d_offset(h, r)..][..2].copy_from_slice(&block[..2]);
         column[m_offset(h, r)..][..2].copy_from_slice(&block[2..4]);
@@ -51,7 +47,11 @@ fn to_column(pair: &[u8; 2 * Q4_1_BLOCK], r: usize, column: &mut [u8; Q4_1_R16_C
 /// Reads row `r`'s 40 plain bytes (blocks `2c`, `2c + 1`) out of its column: 4 `u16` and
 /// 8 `u32` moves, whatever the alignment.
 #[inline(always)]
-fn from_column(column: &[u8; Q4_1_R16_COLUMN], r: usize, pair: &mut [u8; 2 * Q4_1_BLOCK]) {
+pub(super) fn from_column(
+    column: &[u8; Q4_1_R16_COLUMN],
+    r: usize,
+    pair: &mut [u8; 2 * Q4_1_BLOCK],
+) {
     for (h, block) in pair.chunks_exact_mut(Q4_1_BLOCK).enumerate() {
         block[..2].copy_from_slice(&column[d_offset(h, r)..][..2]);
         block[2..4].copy_from_slice(&column[m_offset(h, r)..][..2]);
@@ -61,32 +61,10 @@ fn from_column(column: &[u8; Q4_1_R16_COLUMN], r: usize, pair: &mut [u8; 2 * Q4_
     }
 }
 
-/// Plain Q4_1 rows → Q4_1_R16 groups (see [`super::interleave`]).
-pub(super) fn interleave(
-    plain: &[u8],
-    row_bytes: usize,
-    out: &mut [u8],
-) -> Result<(), FormatError> {
-    block_pairs::interleave(GgmlType::Q4_1_R16, plain, row_bytes, out, to_column)
-}
-
-/// Q4_1_R16 groups → plain Q4_1 rows (see [`super::deinterleave`]).
-pub(super) fn deinterleave(
-    src: &[u8],
-    row_bytes: usize,
-    out: &mut [u8],
-) -> Result<(), FormatError> {
-    block_pairs::deinterleave(GgmlType::Q4_1_R16, src, row_bytes, out, from_column)
-}
-
-/// Row `r` of the Q4_1_R16 group `group` in the plain Q4_1 layout (see
-/// [`super::extract_row`]); the arguments are checked by the caller.
-pub(super) fn extract_row(group: &[u8], r: usize, out: &mut [u8]) {
-    block_pairs::extract_row(group, r, out, from_column);
-}
-
 #[cfg(test)]
 mod tests {
+    use grist_gguf::GgmlType;
+
     use super::*;
 
     /// Where byte `p` of block `h` of row `r` lands in a column.
@@ -135,7 +113,7 @@ mod tests {
         let (blocks, rb) = (4, 4 * Q4_1_BLOCK);
         let p = plain(32, blocks);
         let mut inter = vec![0u8; p.len()];
-        interleave(&p, rb, &mut inter).unwrap();
+        super::super::interleave(GgmlType::Q4_1_R16, &p, rb, &mut inter).unwrap();
         for g in 0..2 {
             for r in 0..16 {
                 for b in 0..blocks {

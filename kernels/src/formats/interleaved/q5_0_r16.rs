@@ -1,15 +1,11 @@
-//! [`GgmlType::Q5_0_R16`]: 16 Q5_0 rows interleaved per column of two blocks (layout in the
+//! [`GgmlType::Q5_0_R16`](grist_gguf::GgmlType::Q5_0_R16): 16 Q5_0 rows interleaved per column of two blocks (layout in the
 //! parent module's docs). The scales and code nibbles only move; each block's 32 high bits
 //! `qh` are also **permuted within their dword** ([`pack_high_bits`]) so that the kernel
 //! gets the fifth bit of every code byte of a code register with one shift and one mask.
 //! The permutation is a bijection of the 32 bits, so [`deinterleave`] and [`extract_row`]
 //! restore `qh` exactly.
 
-use grist_gguf::GgmlType;
-
-use super::{block_pairs, FormatError};
-
-/// Rows per group of [`GgmlType::Q5_0_R16`].
+/// Rows per group of [`GgmlType::Q5_0_R16`](grist_gguf::GgmlType::Q5_0_R16).
 pub const Q5_0_R16_ROWS: usize = 16;
 /// Bytes of one column of a Q5_0_R16 group: two Q5_0 blocks (64 values) of 16 rows, 11 lines.
 pub const Q5_0_R16_COLUMN: usize = Q5_0_R16_ROWS * 2 * Q5_0_BLOCK;
@@ -88,7 +84,7 @@ fn word(bytes: &[u8], o: usize) -> [u8; 4] {
 /// Writes row `r`'s 44 plain bytes (blocks `2c`, `2c + 1`) into its column, the high bits
 /// through [`pack_high_bits`].
 #[inline(always)]
-fn to_column(pair: &[u8; 2 * Q5_0_BLOCK], r: usize, column: &mut [u8; Q5_0_R16_COLUMN]) {
+pub(super) fn to_column(pair: &[u8; 2 * Q5_0_BLOCK], r: usize, column: &mut [u8; Q5_0_R16_COLUMN]) {
     for (h, block) in pair.chunks_exact(Q5_0_BLOCK).enumerate() {
         column[d_offset(h, r)..][..2].copy_from_slice(&block[..2]);
         let high = pack_high_bits(u32::from_le_bytes(word(block, 2)));
@@ -102,7 +98,11 @@ fn to_column(pair: &[u8; 2 * Q5_0_BLOCK], r: usize, column: &mut [u8; Q5_0_R16_C
 /// Reads row `r`'s 44 plain bytes (blocks `2c`, `2c + 1`) out of its column: 2 `u16` and
 /// 10 `u32` moves, two of them through [`unpack_high_bits`], whatever the alignment.
 #[inline(always)]
-fn from_column(column: &[u8; Q5_0_R16_COLUMN], r: usize, pair: &mut [u8; 2 * Q5_0_BLOCK]) {
+pub(super) fn from_column(
+    column: &[u8; Q5_0_R16_COLUMN],
+    r: usize,
+    pair: &mut [u8; 2 * Q5_0_BLOCK],
+) {
     for (h, block) in pair.chunks_exact_mut(Q5_0_BLOCK).enumerate() {
         block[..2].copy_from_slice(&column[d_offset(h, r)..][..2]);
         let qh = unpack_high_bits(u32::from_le_bytes(word(column, high_offset(h, r))));
@@ -113,32 +113,10 @@ fn from_column(column: &[u8; Q5_0_R16_COLUMN], r: usize, pair: &mut [u8; 2 * Q5_
     }
 }
 
-/// Plain Q5_0 rows → Q5_0_R16 groups (see [`super::interleave`]).
-pub(super) fn interleave(
-    plain: &[u8],
-    row_bytes: usize,
-    out: &mut [u8],
-) -> Result<(), FormatError> {
-    block_pairs::interleave(GgmlType::Q5_0_R16, plain, row_bytes, out, to_column)
-}
-
-/// Q5_0_R16 groups → plain Q5_0 rows (see [`super::deinterleave`]).
-pub(super) fn deinterleave(
-    src: &[u8],
-    row_bytes: usize,
-    out: &mut [u8],
-) -> Result<(), FormatError> {
-    block_pairs::deinterleave(GgmlType::Q5_0_R16, src, row_bytes, out, from_column)
-}
-
-/// Row `r` of the Q5_0_R16 group `group` in the plain Q5_0 layout (see
-/// [`super::extract_row`]); the arguments are checked by the caller.
-pub(super) fn extract_row(group: &[u8], r: usize, out: &mut [u8]) {
-    block_pairs::extract_row(group, r, out, from_column);
-}
-
 #[cfg(test)]
 mod tests {
+    use grist_gguf::GgmlType;
+
     use super::*;
 
     /// Where byte `p` of block `h` of row `r` lands in a column (`qh`'s four bytes as a
@@ -218,7 +196,7 @@ mod tests {
         let (blocks, rb) = (4, 4 * Q5_0_BLOCK);
         let p = plain(32, blocks);
         let mut inter = vec![0u8; p.len()];
-        interleave(&p, rb, &mut inter).unwrap();
+        super::super::interleave(GgmlType::Q5_0_R16, &p, rb, &mut inter).unwrap();
         for g in 0..2 {
             for r in 0..16 {
                 for b in 0..blocks {

@@ -1,14 +1,10 @@
-//! [`GgmlType::Q8_0_R16`]: 16 Q8_0 rows interleaved per column of two blocks (layout in the
+//! [`GgmlType::Q8_0_R16`](grist_gguf::GgmlType::Q8_0_R16): 16 Q8_0 rows interleaved per column of two blocks (layout in the
 //! parent module's docs). Unlike the k-quant layouts this is not a pure permutation: the
 //! codes are stored `+ 128` (`xor 0x80`, i.e. as unsigned bytes), which [`interleave`] applies
 //! and [`deinterleave`] / [`extract_row`] undo, so the kernel's `vpdpbusd` takes them as its
 //! unsigned operand as they are.
 
-use grist_gguf::GgmlType;
-
-use super::{block_pairs, FormatError};
-
-/// Rows per group of [`GgmlType::Q8_0_R16`].
+/// Rows per group of [`GgmlType::Q8_0_R16`](grist_gguf::GgmlType::Q8_0_R16).
 pub const Q8_0_R16_ROWS: usize = 16;
 /// Bytes of one column of a Q8_0_R16 group: two Q8_0 blocks (64 values) of 16 rows, 17 lines.
 pub const Q8_0_R16_COLUMN: usize = Q8_0_R16_ROWS * 2 * Q8_0_BLOCK;
@@ -42,7 +38,7 @@ fn word(bytes: &[u8], o: usize) -> [u8; 4] {
 
 /// Writes row `r`'s 68 plain bytes (blocks `2c`, `2c + 1`) into its column, the codes biased.
 #[inline(always)]
-fn to_column(pair: &[u8; 2 * Q8_0_BLOCK], r: usize, column: &mut [u8; Q8_0_R16_COLUMN]) {
+pub(super) fn to_column(pair: &[u8; 2 * Q8_0_BLOCK], r: usize, column: &mut [u8; Q8_0_R16_COLUMN]) {
     for (h, block) in pair.chunks_exact(Q8_0_BLOCK).enumerate() {
         column[d_offset(h, r)..][..2].copy_from_slice(&block[..2]);
         for t in 0..CODES / 4 {
@@ -55,7 +51,11 @@ fn to_column(pair: &[u8; 2 * Q8_0_BLOCK], r: usize, column: &mut [u8; Q8_0_R16_C
 /// Reads row `r`'s 68 plain bytes (blocks `2c`, `2c + 1`) out of its column, the bias taken
 /// off: 2 `u16` and 16 `u32` moves with an xor, whatever the alignment.
 #[inline(always)]
-fn from_column(column: &[u8; Q8_0_R16_COLUMN], r: usize, pair: &mut [u8; 2 * Q8_0_BLOCK]) {
+pub(super) fn from_column(
+    column: &[u8; Q8_0_R16_COLUMN],
+    r: usize,
+    pair: &mut [u8; 2 * Q8_0_BLOCK],
+) {
     for (h, block) in pair.chunks_exact_mut(Q8_0_BLOCK).enumerate() {
         block[..2].copy_from_slice(&column[d_offset(h, r)..][..2]);
         for t in 0..CODES / 4 {
@@ -65,32 +65,10 @@ fn from_column(column: &[u8; Q8_0_R16_COLUMN], r: usize, pair: &mut [u8; 2 * Q8_
     }
 }
 
-/// Plain Q8_0 rows → Q8_0_R16 groups (see [`super::interleave`]).
-pub(super) fn interleave(
-    plain: &[u8],
-    row_bytes: usize,
-    out: &mut [u8],
-) -> Result<(), FormatError> {
-    block_pairs::interleave(GgmlType::Q8_0_R16, plain, row_bytes, out, to_column)
-}
-
-/// Q8_0_R16 groups → plain Q8_0 rows (see [`super::deinterleave`]).
-pub(super) fn deinterleave(
-    src: &[u8],
-    row_bytes: usize,
-    out: &mut [u8],
-) -> Result<(), FormatError> {
-    block_pairs::deinterleave(GgmlType::Q8_0_R16, src, row_bytes, out, from_column)
-}
-
-/// Row `r` of the Q8_0_R16 group `group` in the plain Q8_0 layout (see
-/// [`super::extract_row`]); the arguments are checked by the caller.
-pub(super) fn extract_row(group: &[u8], r: usize, out: &mut [u8]) {
-    block_pairs::extract_row(group, r, out, from_column);
-}
-
 #[cfg(test)]
 mod tests {
+    use grist_gguf::GgmlType;
+
     use super::*;
 
     /// Where byte `p` of block `h` of row `r` lands in a column.
@@ -136,7 +114,7 @@ mod tests {
         let (blocks, rb) = (4, 4 * Q8_0_BLOCK);
         let p = plain(32, blocks);
         let mut inter = vec![0u8; p.len()];
-        interleave(&p, rb, &mut inter).unwrap();
+        super::super::interleave(GgmlType::Q8_0_R16, &p, rb, &mut inter).unwrap();
         for g in 0..2 {
             for r in 0..16 {
                 for b in 0..blocks {
