@@ -45,8 +45,8 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Write a GGUF with a real model's shape and random weights (for speed tests).
     Synth(synth::Args),
-    /// Rewrite a GGUF's Q4_K and Q6_K matrices in grist's interleaved layouts (faster token
-    /// generation, memory-mapped as they are).
+    /// Rewrite a GGUF's Q4_K, Q6_K, Q8_0, Q4_1 and Q5_0 matrices in grist's interleaved
+    /// layouts (faster token generation and prompts, memory-mapped as they are).
     Repack(repack::Args),
 }
 
