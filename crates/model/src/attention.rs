@@ -481,6 +481,16 @@ pub const SPLIT_CHUNK_KEYS: usize = 512;
 /// per-head list of partials on the stack).
 pub const MAX_SPLIT_CHUNKS: usize = 256;
 
+/// The (query, key) pairs a call of `n` queries from position `pos0` computes: each query
+/// sees the cached positions up to its own, or the last `window` of them. The work measure
+/// of `grist bench --profile` (attention does about `4 · head_dim` flops per pair and query
+/// head: the score and the weighted value, a multiply and an add each).
+pub fn visible_pairs(pos0: usize, n: usize, window: Option<usize>) -> u64 {
+    (pos0..pos0 + n)
+        .map(|p| visible_keys(p, window).len() as u64)
+        .sum()
+}
+
 /// The keys query position `p` sees: all cached positions up to `p`, or the last `w` with
 /// a sliding window of `w`.
 fn visible_keys(p: usize, window: Option<usize>) -> std::ops::Range<usize> {
@@ -720,6 +730,17 @@ mod tests {
         let mut out = vec![f32::NAN; c.n * c.shape.n_head * c.shape.head_dim];
         attention(&c.q, &c.kc, &c.vc, &mut out, c.shape, 0.2, window);
         out
+    }
+
+    #[test]
+    fn visible_pairs_count_the_causal_triangle_and_the_window() {
+        // A 4-token prompt: 1 + 2 + 3 + 4 pairs; after 10 cached tokens: 11 + … + 14.
+        assert_eq!(visible_pairs(0, 4, None), 10);
+        assert_eq!(visible_pairs(10, 4, None), 50);
+        // A window of 3: 1, 2, 3, 3, 3.
+        assert_eq!(visible_pairs(0, 5, Some(3)), 12);
+        assert_eq!(visible_pairs(7, 1, None), 8);
+        assert_eq!(visible_pairs(0, 0, None), 0);
     }
 
     #[test]

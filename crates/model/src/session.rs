@@ -321,14 +321,14 @@ impl<'m> Session<'m> {
                 attn_scale
             };
             // Append k, v to the cache (f16).                        [n_ctx, kv_dim]
-            let n_keys = (pos0 + n) as u64;
-            let _p = scope(Op::Attention, 0, 4 * n as u64 * n_keys * qd as u64);
+            let window = if swa { Some(hp.n_swa) } else { None };
+            let pairs = attention::visible_pairs(pos0, n, window);
+            let _p = scope(Op::Attention, 0, 4 * pairs * qd as u64);
             let kc = &mut self.k_cache[il];
             let vc = &mut self.v_cache[il];
             ops::f32_to_f16_row(k, &mut kc[pos0 * kvd..(pos0 + n) * kvd]);
             ops::f32_to_f16_row(v, &mut vc[pos0 * kvd..(pos0 + n) * kvd]);
             // att = softmax(q·Kᵀ·scale + mask)·V                    [n, q_dim]
-            let window = if swa { Some(hp.n_swa) } else { None };
             attention::attention(
                 q,
                 &kc[..(pos0 + n) * kvd],
