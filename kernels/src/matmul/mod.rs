@@ -826,7 +826,7 @@ fn panel_item(
     ng: usize,
     n: usize,
 ) {
-    use crate::panel::GROUP;
+    use crate::panel::{PanelOut, GROUP};
     let w = &job.w;
     let gb = panel_groups_per_call(w.cols, ng);
     PANEL_SCRATCH.with(|cell| {
@@ -834,22 +834,31 @@ fn panel_item(
         let PanelScratch { weights, out } = &mut *guard;
         let mut wp = unpack_panel(w, fmt, job.native_panel_group, r0, nr, weights);
         wp.prefetch = next_item_weights(w, r0, nr, g0 + ng == n_groups_of(n));
-        if out.len() < nr * gb * GROUP {
-            out.resize(nr * gb * GROUP, 0.0);
+        if out.len() < nr * GROUP {
+            out.resize(nr * GROUP, 0.0);
         }
         for gs in (g0..g0 + ng).step_by(gb) {
             let ngs = gb.min(g0 + ng - gs);
-            let width = ngs * GROUP;
-            let o = &mut out[..width * nr]; // [ngs × 16, nr]
-            gemm(&wp, act, gs, ngs, o);
-            for t in gs * GROUP..((gs + ngs) * GROUP).min(n) {
-                let lane = t - gs * GROUP;
+            let t0 = gs * GROUP;
+            // The groups whose 16 tokens all exist are stored straight into `y`; a last,
+            // partial group (its padding tokens have no line in `y`) goes through the tile
+            // buffer. Splitting the call changes no bit (the kernel's order does not depend
+            // on the tile shape).
+            let full = ((n - t0) / GROUP).min(ngs);
+            if full > 0 {
                 // SAFETY: this item is the only one writing rows r0..r0+nr of the outputs of
                 // tokens in groups g0..g0+ng of this matrix (items tile `y` without overlap).
-                unsafe {
-                    job.out
-                        .write(t * w.rows + r0, &o[lane * nr..(lane + 1) * nr])
-                };
+                let o = unsafe { job.out.rect(w.rows, t0, full * GROUP, r0, nr) };
+                gemm(&wp, act, gs, full, o);
+            }
+            if full < ngs {
+                let o = &mut out[..nr * GROUP]; // [16, nr]: the last group
+                gemm(&wp, act, gs + full, 1, PanelOut::dense(o, nr));
+                let first = t0 + full * GROUP;
+                for (lane, vals) in o.chunks_exact(nr).take(n - first).enumerate() {
+                    // SAFETY: as above.
+                    unsafe { job.out.write((first + lane) * w.rows + r0, vals) };
+                }
             }
         }
     });
@@ -1079,6 +1088,35 @@ impl DisjointOut {
         assert!(at + vals.len() <= self.len, "output range out of bounds");
         // SAFETY: in bounds (checked above) and exclusive (guaranteed by the caller).
         unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr(), self.ptr.add(at), vals.len()) };
+    }
+
+    /// The rectangle of token lines `t0 .. t0 + tokens` × values `r0 .. r0 + rows` of `y`
+    /// (`[_, stride]`), as a panel kernel's output.
+    ///
+    /// # Safety
+    /// No other thread reads or writes the rectangle while the returned value lives.
+    unsafe fn rect<'s>(
+        &self,
+        stride: usize,
+        t0: usize,
+        tokens: usize,
+        r0: usize,
+        rows: usize,
+    ) -> crate::panel::PanelOut<'s> {
+        assert!(
+            tokens > 0 && r0 + rows <= stride && (t0 + tokens) * stride <= self.len,
+            "output rectangle out of bounds"
+        );
+        // SAFETY: every line `t0 + t` (t < tokens) holds values r0 .. r0 + rows inside `y`
+        // (checked above); `y` outlives the parallel loop; exclusive by the caller.
+        unsafe {
+            crate::panel::PanelOut::from_raw_parts(
+                self.ptr.add(t0 * stride + r0),
+                stride,
+                tokens,
+                rows,
+            )
+        }
     }
 
     /// `y[at .. at + len]` as a mutable slice.

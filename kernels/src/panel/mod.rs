@@ -450,13 +450,94 @@ pub fn build_act_panel(
         .for_each(|(g, cells)| build(act_type, acts, row_bytes, n, g, cells));
 }
 
-/// Multiplies a weight panel by token groups `g0 .. g0 + ng` of an activation panel:
-/// `out[((g − g0)·16 + lane) · rows + r]` = row `r` · token `16g + lane` (`out`: `[ng × 16,
-/// rows]`, the layout of the matmul output, fully overwritten; padding tokens included).
+/// Where a panel product writes: value (token `t`, weight row `r`) at `ptr[t · stride + r]`,
+/// for `t < tokens` and `r < rows`. Either a dense `[tokens, rows]` buffer
+/// ([`PanelOut::dense`]) or, so that the kernel stores straight into the matmul output
+/// `y` (`[n, all_rows]`) instead of into a tile buffer that is then copied, a rectangle of
+/// `y`: `stride` = its row length, the rectangle's first value at `ptr`
+/// ([`PanelOut::from_raw_parts`]). Only the `rows` values of each of the `tokens` lines are
+/// written; the values between them (other work items' rows) are never touched.
+pub struct PanelOut<'o> {
+    ptr: *mut f32,
+    stride: usize,
+    tokens: usize,
+    rows: usize,
+    _out: std::marker::PhantomData<&'o mut [f32]>,
+}
+
+impl<'o> PanelOut<'o> {
+    /// All of `out` as `[out.len() / rows, rows]`.
+    pub fn dense(out: &'o mut [f32], rows: usize) -> Self {
+        assert!(
+            rows > 0 && out.len().is_multiple_of(rows),
+            "panel output of {} values is not whole lines of {rows}",
+            out.len()
+        );
+        PanelOut {
+            ptr: out.as_mut_ptr(),
+            stride: rows,
+            tokens: out.len() / rows,
+            rows,
+            _out: std::marker::PhantomData,
+        }
+    }
+
+    /// The rectangle `ptr[t · stride + r]`, `t < tokens`, `r < rows`.
+    ///
+    /// # Safety
+    /// `rows <= stride`; every address of the rectangle is valid for writes for `'o`, and
+    /// nothing else reads or writes the rectangle's values while the `PanelOut` lives.
+    pub unsafe fn from_raw_parts(ptr: *mut f32, stride: usize, tokens: usize, rows: usize) -> Self {
+        assert!(rows <= stride, "panel output lines overlap");
+        PanelOut {
+            ptr,
+            stride,
+            tokens,
+            rows,
+            _out: std::marker::PhantomData,
+        }
+    }
+
+    /// Token lines in the rectangle.
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// Values per token line (weight rows).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Floats from one token line to the next.
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// The first value, for kernels that store with their own addressing inside the
+    /// rectangle (`t · stride + r`, `t < tokens`, `r < rows`).
+    pub fn as_mut_ptr(&mut self) -> *mut f32 {
+        self.ptr
+    }
+
+    /// Stores `v` at (token `t`, row `r`).
+    pub fn set(&mut self, t: usize, r: usize, v: f32) {
+        assert!(
+            t < self.tokens && r < self.rows,
+            "panel output index out of range"
+        );
+        // SAFETY: inside the rectangle (checked above), which is valid and exclusive by the
+        // constructors' contracts.
+        unsafe { *self.ptr.add(t * self.stride + r) = v };
+    }
+}
+
+/// Multiplies a weight panel by token groups `g0 .. g0 + ng` of an activation panel: token
+/// `16(g − g0) + lane` × weight row `r` into `out` at (token `16(g − g0) + lane`, row `r`)
+/// (`out`: `ng × 16` tokens × `rows`, fully overwritten; padding tokens included).
 /// Implementations must perform exactly the float operations of [`panel_gemm_scalar`], in
 /// its order.
 pub type PanelGemmFn =
-    fn(w: &WeightPanel<'_>, a: &ActPanel<'_>, g0: usize, ng: usize, out: &mut [f32]);
+    fn(w: &WeightPanel<'_>, a: &ActPanel<'_>, g0: usize, ng: usize, out: PanelOut<'_>);
 
 /// The scalar reference panel product (see the module documentation for the arithmetic).
 pub fn panel_gemm_scalar(
@@ -464,12 +545,15 @@ pub fn panel_gemm_scalar(
     a: &ActPanel<'_>,
     g0: usize,
     ng: usize,
-    out: &mut [f32],
+    mut out: PanelOut<'_>,
 ) {
     w.check();
     a.check();
     assert!(g0 + ng <= a.n_groups && a.n_blocks * PANEL_BLOCK == w.cols);
-    assert_eq!(out.len(), w.rows * ng * GROUP, "panel output");
+    assert!(
+        out.tokens() == ng * GROUP && out.rows() == w.rows,
+        "panel output shape"
+    );
     let halves = PANEL_BLOCK / w.sub_len; // weight sub-blocks per activation block
     let k4_per_sub = w.sub_len / 4;
     let sb = a.scale_blocks == 8;
@@ -529,7 +613,7 @@ pub fn panel_gemm_scalar(
                         tot = x.mul_add(dy, tot);
                     }
                 }
-                out[(gi * GROUP + lane) * w.rows + r] = tot;
+                out.set(gi * GROUP + lane, r, tot);
             }
         }
     }

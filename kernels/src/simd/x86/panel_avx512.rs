@@ -22,7 +22,7 @@ use grist_gguf::GgmlType;
 use crate::blocks::*;
 use crate::dispatch::Kernels;
 use crate::panel::{
-    ActPanel, Line, PanelFormat, PanelUnpackFn, WeightPanel, CELL_LINES, DY_LINE, GROUP,
+    ActPanel, Line, PanelFormat, PanelOut, PanelUnpackFn, WeightPanel, CELL_LINES, DY_LINE, GROUP,
     PANEL_BLOCK, SY_LINE,
 };
 
@@ -231,16 +231,17 @@ unsafe fn store_4x16_transposed(v: [__m512; 4], out: *mut f32, stride: usize) {
 /// token groups stream past).
 ///
 /// # Safety
-/// As for [`tile`]: checked panels, `g0 + ng <= a.n_groups`, `out.len() == rows·ng·16`.
+/// As for [`tile`]: checked panels, `g0 + ng <= a.n_groups`, `out` is `ng·16` tokens ×
+/// `w.rows`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn run<const HALVES: usize, const OFF: bool, const SB: bool>(
     w: &WeightPanel<'_>,
     a: &ActPanel<'_>,
     g0: usize,
     ng: usize,
-    out: &mut [f32],
+    mut out: PanelOut<'_>,
 ) {
-    let stride = w.rows; // floats per token of `out`
+    let stride = out.stride(); // floats per token of `out`
     let o = out.as_mut_ptr();
     // The prefetch hint, cut into one slice of whole lines per row tile.
     let lines = w.prefetch.len().div_ceil(64);
@@ -318,12 +319,15 @@ unsafe fn row_tiles<const R: usize, const HALVES: usize, const OFF: bool, const 
 }
 
 /// The table's [`crate::panel::PanelGemmFn`].
-fn panel_gemm(w: &WeightPanel<'_>, a: &ActPanel<'_>, g0: usize, ng: usize, out: &mut [f32]) {
+fn panel_gemm(w: &WeightPanel<'_>, a: &ActPanel<'_>, g0: usize, ng: usize, out: PanelOut<'_>) {
     w.check();
     a.check();
     assert!(g0 + ng <= a.n_groups, "token groups out of range");
     assert_eq!(a.n_blocks * PANEL_BLOCK, w.cols, "panel widths differ");
-    assert_eq!(out.len(), w.rows * ng * GROUP, "panel output");
+    assert!(
+        out.tokens() == ng * GROUP && out.rows() == w.rows,
+        "panel output shape"
+    );
     // SAFETY: shapes checked above; only reachable through a table built for a CPU with
     // these features.
     unsafe {
