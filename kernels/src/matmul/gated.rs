@@ -145,42 +145,24 @@ impl<'w> GatedPair<'_, 'w> {
             };
             let gate_panel = unpack(self.gate, &mut g.weights);
             let up_panel = unpack(self.up, &mut u.weights);
-            if g.out.len() < nr * GROUP {
-                g.out.resize(nr * GROUP, 0.0);
-            }
-            if u.out.len() < nr * gb * GROUP {
-                u.out.resize(nr * gb * GROUP, 0.0);
+            for o in [&mut g.out, &mut u.out] {
+                if o.len() < nr * gb * GROUP {
+                    o.resize(nr * gb * GROUP, 0.0);
+                }
             }
             for gs in (g0..g0 + ng).step_by(gb) {
                 let ngs = gb.min(g0 + ng - gs);
                 let t0 = gs * GROUP;
+                let valid = (ngs * GROUP).min(self.n - t0); // the padding tokens are dropped
+                let og = &mut g.out[..ngs * GROUP * nr]; // [ngs × 16, nr]
                 let ou = &mut u.out[..ngs * GROUP * nr]; // [ngs × 16, nr]
+                (self.gemm)(&gate_panel, self.act, gs, ngs, PanelOut::dense(og, nr));
                 (self.gemm)(&up_panel, self.act, gs, ngs, PanelOut::dense(ou, nr));
-                // The gate product of the groups whose 16 tokens all exist goes straight into
-                // `y`, and the activation runs there, line by line; a last, partial group
-                // (padding tokens have no line in `y`) goes through the tile buffer.
-                let full = ((self.n - t0) / GROUP).min(ngs);
-                if full > 0 {
+                (self.glu)(&mut og[..valid * nr], &ou[..valid * nr]);
+                for (lane, vals) in og[..valid * nr].chunks_exact(nr).enumerate() {
                     // SAFETY: this item is the only one writing rows r0..r0+nr of the
                     // outputs of tokens in groups g0..g0+ng (items tile `y` without overlap).
-                    let o = unsafe { self.y.rect(up.rows, t0, full * GROUP, r0, nr) };
-                    (self.gemm)(&gate_panel, self.act, gs, full, o);
-                    for (lane, u_vals) in ou.chunks_exact(nr).take(full * GROUP).enumerate() {
-                        // SAFETY: as above; the gate product above has returned.
-                        let vals = unsafe { self.y.slice_mut((t0 + lane) * up.rows + r0, nr) };
-                        (self.glu)(vals, u_vals);
-                    }
-                }
-                if full < ngs {
-                    let og = &mut g.out[..GROUP * nr]; // [16, nr]: the last group
-                    (self.gemm)(&gate_panel, self.act, gs + full, 1, PanelOut::dense(og, nr));
-                    let first = t0 + full * GROUP;
-                    let valid = (self.n - first) * nr; // the padding tokens are dropped
-                    (self.glu)(&mut og[..valid], &ou[full * GROUP * nr..][..valid]);
-                    for (lane, vals) in og[..valid].chunks_exact(nr).enumerate() {
-                        // SAFETY: as above.
-                        unsafe { self.y.write((first + lane) * up.rows + r0, vals) };
-                    }
+                    unsafe { self.y.write((t0 + lane) * up.rows + r0, vals) };
                 }
             }
         });
