@@ -120,8 +120,12 @@ pub fn attention(
         // it waits, this thread may run other rayon jobs, even another attention call.
         let mut wide = WIDE_TILES.take();
         let tiles = WideTiles::fill(kern, (k_cache, v_cache), shape, window, &mut wide);
+        // Largest tasks first: under the causal mask a task's work grows with its position,
+        // and rayon's threads each run their range front to back and steal the back half of
+        // another's, so in this order the last pieces left to share are the smallest ones.
         out.par_chunks_mut(Q_TILE * qd)
             .enumerate()
+            .rev()
             .for_each(|(it, o)| {
                 SCRATCH.with_borrow_mut(|buf| {
                     let rows = Rows {
