@@ -68,33 +68,18 @@ mod x86 {
             concat!("vcvtdq2ps zmm", $i, ", zmm", $i, "\n")
         };
         (cvt_fma, $i:literal, $s:literal) => {
-            concat!(
-                "vcvtdq2ps zmm",
-                $i,
-                ", zmm",
-                $i,
-                "\n",
-                "vfmadd231ps zmm",
-                $s,
-                ", zmm",
-                $i,
-                ", zmm30\n"
-            )
+            concat!(fold!(cvt, $i, $s), fold!(fma, $i, $s, "zmm30"))
         };
         (cvt_mul_fma, $i:literal, $s:literal) => {
             concat!(
                 "vmulps zmm31, zmm30, zmm28\n",
-                "vcvtdq2ps zmm",
-                $i,
-                ", zmm",
-                $i,
-                "\n",
-                "vfmadd231ps zmm",
-                $s,
-                ", zmm",
-                $i,
-                ", zmm31\n"
+                fold!(cvt, $i, $s),
+                fold!(fma, $i, $s, "zmm31")
             )
+        };
+        // `sum += f32(acc) · scale` (a building block of the mixes above).
+        (fma, $i:literal, $s:literal, $scale:literal) => {
+            concat!("vfmadd231ps zmm", $s, ", zmm", $i, ", ", $scale, "\n")
         };
         (int_add, $i:literal, $s:literal) => {
             concat!("vpaddd zmm", $s, ", zmm", $s, ", zmm", $i, "\n")
