@@ -12,8 +12,8 @@
 //! | --- | --- | --- |
 //! | `int only` | nothing | (a bound) |
 //! | `cvt` | `vcvtdq2ps` | |
-//! | `cvt fma` | `vcvtdq2ps`, `vfmadd` by a broadcast scale | k-quants (`x += f32(acc)·dw`) |
-//! | `cvt mul fma` | `vcvtdq2ps`, `vmulps` (`dw·dy`), `vfmadd` | Q4_0, Q5_0, Q8_0, IQ4_NL |
+//! | `cvt fma` | `vcvtdq2ps`, `vfmadd` by a broadcast scale | a k-quant fold without its offset |
+//! | `cvt mul fma` | `vcvtdq2ps`, `vmulps` (`dw·dy`), `vfmadd` | Q4_0, Q5_0, Q8_0, IQ4_NL; as many multiplies as Q4_K/Q5_K (offset `fma`) and Q6_K (two sub-blocks) |
 //! | `int add` | `vpaddd` | (what an integer-only fold would cost) |
 //!
 //! `cargo run --release -p grist-kernels --example pipe_mix` (x86-64 with AVX-512 VNNI and
