@@ -96,7 +96,7 @@ mod x86 {
             #[target_feature(enable = "avx512f,avx512vnni")]
             unsafe fn $name(iters: usize) {
                 // SAFETY: reads only `DATA` (4096 bytes; offsets ≤ 1040) and `ONE`; writes
-                // only the registers declared as clobbered.
+                // only `rcx` and vector registers, all of which `clobber_abi("C")` declares.
                 unsafe {
                     asm!(
                         "vxorps xmm16, xmm16, xmm16",
@@ -118,19 +118,12 @@ mod x86 {
                         fold!($mix, 3, 19), fold!($mix, 4, 20), fold!($mix, 5, 21),
                         fold!($mix, 6, 22), fold!($mix, 7, 23), fold!($mix, 8, 24),
                         fold!($mix, 9, 25), fold!($mix, 10, 26), fold!($mix, 11, 27),
-                        "dec {n}",
+                        "dec rcx",
                         "jnz 2b",
                         a = in(reg) DATA.0.as_ptr(),
                         one = in(reg) &ONE,
-                        n = inout(reg) iters.max(1) => _,
-                        out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
-                        out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
-                        out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
-                        out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _,
-                        out("zmm16") _, out("zmm17") _, out("zmm18") _, out("zmm19") _,
-                        out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _,
-                        out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _,
-                        out("zmm28") _, out("zmm29") _, out("zmm30") _, out("zmm31") _,
+                        inout("rcx") iters.max(1) => _,
+                        clobber_abi("C"),
                         options(nostack, readonly),
                     );
                 }
@@ -153,7 +146,8 @@ mod x86 {
             /// The CPU has the instruction's feature.
             #[target_feature(enable = $feature)]
             unsafe fn $name(iters: usize) {
-                // SAFETY: reads only `ONE`; writes only the clobbered registers.
+                // SAFETY: reads only `ONE`; writes only `rcx` and vector registers, all of
+                // which `clobber_abi("C")` declares.
                 unsafe {
                     asm!(
                         "vbroadcastss zmm12, dword ptr [{one}]",
@@ -170,14 +164,11 @@ mod x86 {
                         concat!($op, " zmm6, zmm12, zmm13"), concat!($op, " zmm7, zmm12, zmm13"),
                         concat!($op, " zmm8, zmm12, zmm13"), concat!($op, " zmm9, zmm12, zmm13"),
                         concat!($op, " zmm10, zmm12, zmm13"), concat!($op, " zmm11, zmm12, zmm13"),
-                        "dec {n}",
+                        "dec rcx",
                         "jnz 2b",
                         one = in(reg) &ONE,
-                        n = inout(reg) iters.max(1) => _,
-                        out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
-                        out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
-                        out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
-                        out("zmm12") _, out("zmm13") _,
+                        inout("rcx") iters.max(1) => _,
+                        clobber_abi("C"),
                         options(nostack, readonly),
                     );
                 }

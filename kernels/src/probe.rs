@@ -227,6 +227,38 @@ pub fn int8_instruction_name(isa: Isa) -> Option<&'static str> {
 /// `sdot` (16 products) = 32, without dotprod `smull`+`sadalp` 8 products = 16 per pair.
 pub fn int8_instruction_peak(isa: Isa, millis: u64, reps: usize) -> Option<f64> {
     let (kernel, ops_per_iter): (fn(u64), f64) = instruction_loop(isa)?;
+    Some(loop_peak(kernel, ops_per_iter, millis, reps))
+}
+
+/// [`int8_instruction_peak`] with the panel microkernel's per-block float work added: per
+/// 32-value block, 8 `vpdpbusd` into each of 12 accumulators, then per accumulator the fold
+/// of the 32-value formats (`vcvtdq2ps`, `vmulps` for `dw·dy`, `vfmadd231ps`), registers
+/// only. On cores where the float multiplies share the `vpdpbusd` pipes this is the ceiling
+/// of the prompt-processing kernel, below the instruction's own (80 % on Zen 4; see
+/// docs/PERFORMANCE.md, "Round 17", and `kernels/examples/pipe_mix.rs`). GOPS counts the
+/// int8 work only. `None` unless `isa` is AVX-512 and available (the only panel kernel).
+pub fn panel_mix_peak(isa: Isa, millis: u64, reps: usize) -> Option<f64> {
+    if isa != Isa::Avx512 || !isa.available() {
+        return None;
+    }
+    Some(loop_peak(panel_mix_loop()?, 96.0 * 128.0, millis, reps))
+}
+
+/// The timing loop of [`panel_mix_peak`] (x86-64 only).
+fn panel_mix_loop() -> Option<fn(u64)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Some(peak_loops::vpdpbusd_zmm_panel_mix)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// GOPS of `kernel` (`ops_per_iter` int8 ops per iteration) run on every thread of the current
+/// rayon pool at once, ~`millis` ms per repetition, best of `reps`.
+fn loop_peak(kernel: fn(u64), ops_per_iter: f64, millis: u64, reps: usize) -> f64 {
     // Calibrate the iteration count to ~`millis` ms on one thread.
     let mut iters = 1u64 << 16;
     loop {
@@ -247,7 +279,7 @@ pub fn int8_instruction_peak(isa: Isa, millis: u64, reps: usize) -> Option<f64> 
         let secs = t.elapsed().as_secs_f64();
         best = best.max(iters as f64 * ops_per_iter * threads as f64 / secs / 1e9);
     }
-    Some(best)
+    best
 }
 
 /// The timing loop of [`int8_instruction_peak`] for `isa` and the int8 ops one iteration
@@ -307,6 +339,92 @@ mod peak_loops {
                 out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _,
                 out("zmm5") _, out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _,
                 out("zmm10") _, out("zmm11") _, out("zmm12") _, out("zmm13") _,
+                options(nomem, nostack),
+            );
+        }
+    }
+
+    /// 8 `vpdpbusd zmm` into each of the 12 accumulators zmm0–zmm11 (one 32-value block of
+    /// the panel microkernel's 4 × 3 tile).
+    macro_rules! block_of_vpdpbusd {
+        () => {
+            concat!(
+                ".rept 8\n",
+                "vpdpbusd zmm0, zmm12, zmm13\n",
+                "vpdpbusd zmm1, zmm12, zmm13\n",
+                "vpdpbusd zmm2, zmm12, zmm13\n",
+                "vpdpbusd zmm3, zmm12, zmm13\n",
+                "vpdpbusd zmm4, zmm12, zmm13\n",
+                "vpdpbusd zmm5, zmm12, zmm13\n",
+                "vpdpbusd zmm6, zmm12, zmm13\n",
+                "vpdpbusd zmm7, zmm12, zmm13\n",
+                "vpdpbusd zmm8, zmm12, zmm13\n",
+                "vpdpbusd zmm9, zmm12, zmm13\n",
+                "vpdpbusd zmm10, zmm12, zmm13\n",
+                "vpdpbusd zmm11, zmm12, zmm13\n",
+                ".endr\n",
+            )
+        };
+    }
+
+    /// The fold of accumulator `$a` into float sum `$s`: convert, scale `dw·dy`, add.
+    macro_rules! fold {
+        ($a:literal, $s:literal) => {
+            concat!(
+                "vcvtdq2ps zmm",
+                $a,
+                ", zmm",
+                $a,
+                "\n",
+                "vmulps zmm31, zmm30, zmm28\n",
+                "vfmadd231ps zmm",
+                $s,
+                ", zmm",
+                $a,
+                ", zmm31\n",
+            )
+        };
+    }
+
+    /// `iters` panel blocks: the accumulators set from a bias, [`block_of_vpdpbusd`], then
+    /// the 12 folds (see [`super::panel_mix_peak`]).
+    pub(super) fn vpdpbusd_zmm_panel_mix(iters: u64) {
+        // SAFETY: the CPU supports AVX-512 VNNI (checked by `panel_mix_peak` through
+        // `Isa::available`); the asm only touches the registers it declares as clobbered
+        // and two general registers, reads no memory and leaves the stack alone. The float
+        // registers start at 0 and 1.0, so no denormal slows the loop.
+        unsafe {
+            asm!(
+                "mov {one:e}, 0x3f800000",
+                "vpbroadcastd zmm28, {one:e}", "vmovaps zmm30, zmm28",
+                "vpternlogd zmm12, zmm12, zmm12, 0xff", "vpxord zmm13, zmm13, zmm13",
+                "vpxord zmm29, zmm29, zmm29",
+                "vpxord zmm16, zmm16, zmm16", "vpxord zmm17, zmm17, zmm17",
+                "vpxord zmm18, zmm18, zmm18", "vpxord zmm19, zmm19, zmm19",
+                "vpxord zmm20, zmm20, zmm20", "vpxord zmm21, zmm21, zmm21",
+                "vpxord zmm22, zmm22, zmm22", "vpxord zmm23, zmm23, zmm23",
+                "vpxord zmm24, zmm24, zmm24", "vpxord zmm25, zmm25, zmm25",
+                "vpxord zmm26, zmm26, zmm26", "vpxord zmm27, zmm27, zmm27",
+                "2:",
+                "vmovdqa64 zmm0, zmm29", "vmovdqa64 zmm1, zmm29", "vmovdqa64 zmm2, zmm29",
+                "vmovdqa64 zmm3, zmm29", "vmovdqa64 zmm4, zmm29", "vmovdqa64 zmm5, zmm29",
+                "vmovdqa64 zmm6, zmm29", "vmovdqa64 zmm7, zmm29", "vmovdqa64 zmm8, zmm29",
+                "vmovdqa64 zmm9, zmm29", "vmovdqa64 zmm10, zmm29", "vmovdqa64 zmm11, zmm29",
+                block_of_vpdpbusd!(),
+                fold!(0, 16), fold!(1, 17), fold!(2, 18), fold!(3, 19),
+                fold!(4, 20), fold!(5, 21), fold!(6, 22), fold!(7, 23),
+                fold!(8, 24), fold!(9, 25), fold!(10, 26), fold!(11, 27),
+                "dec {n}",
+                "jnz 2b",
+                n = inout(reg) iters.max(1) => _,
+                one = out(reg) _,
+                out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _,
+                out("zmm5") _, out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _,
+                out("zmm10") _, out("zmm11") _, out("zmm12") _, out("zmm13") _,
+                out("zmm16") _, out("zmm17") _, out("zmm18") _, out("zmm19") _,
+                out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _,
+                out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _,
+                out("zmm28") _, out("zmm29") _, out("zmm30") _, out("zmm31") _,
                 options(nomem, nostack),
             );
         }
@@ -442,6 +560,24 @@ mod tests {
                 assert!(peak.is_some_and(|p| p > 0.0), "{isa:?}");
                 assert!(int8_instruction_name(isa).is_some());
             }
+        }
+    }
+
+    #[test]
+    fn panel_mix_peak_is_avx512_only_and_below_the_instruction_peak() {
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
+            let mix = panel_mix_peak(isa, 20, 2);
+            if isa != Isa::Avx512 || !isa.available() {
+                assert!(mix.is_none(), "{isa:?}");
+                continue;
+            }
+            let mix = mix.expect("AVX-512 mix peak");
+            let alone = int8_instruction_peak(isa, 20, 2).expect("AVX-512 peak");
+            // The same vpdpbusd count plus float work cannot run faster (10 % for noise).
+            assert!(
+                mix > 0.0 && mix <= 1.1 * alone,
+                "mix {mix} vs alone {alone}"
+            );
         }
     }
 }

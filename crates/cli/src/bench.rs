@@ -14,7 +14,9 @@
 //!   last token only), against the int8 matmul peak of the selected ISA measured on
 //!   cache-resident data (`probe::int8_peak`). A second line puts that peak and pp against
 //!   the hardware ceiling: the ISA's int8 multiply-add instruction in a register-only loop
-//!   (`probe::int8_instruction_peak`, e.g. `vpdpbusd zmm`).
+//!   (`probe::int8_instruction_peak`, e.g. `vpdpbusd zmm`), and on AVX-512 the same loop with
+//!   the panel kernel's per-block float work (`probe::panel_mix_peak`), that kernel's own
+//!   ceiling where the float multiplies share the instruction's pipes.
 //!
 //! `--profile` breaks the tests down by operation. Every output names the CPU
 //! (`grist_kernels::cpu`: brand, family / model, Zen generation; JSON `cpu_info`, `cpu_uarch`, …).
@@ -321,6 +323,7 @@ fn bench(args: &Args, threads: usize) -> Result<(), CliError> {
                 probe::int8_instruction_peak(isa, 100, 3).map(|gops| InstructionPeak {
                     gops,
                     name: probe::int8_instruction_name(isa).unwrap_or("-"),
+                    panel_mix_gops: probe::panel_mix_peak(isa, 100, 3),
                 });
             (
                 Some(read_probe.measure(5)),
@@ -368,6 +371,9 @@ struct Peak {
 struct InstructionPeak {
     gops: f64,
     name: &'static str,
+    /// The same instruction with the panel kernel's per-block float work
+    /// (`probe::panel_mix_peak`): that kernel's ceiling on this core, where it has one.
+    panel_mix_gops: Option<f64>,
 }
 
 /// The roofline figure of one test: achieved rate, the limit, and the share.
@@ -448,8 +454,18 @@ fn print_markdown(
                     )
                 })
                 .collect::<String>();
+            let mix = ins
+                .panel_mix_gops
+                .map(|m| {
+                    format!(
+                        ", {m:.1} GOPS ({:.0} %) with the panel kernel's float work per \
+                         32-value block",
+                        100.0 * m / ins.gops
+                    )
+                })
+                .unwrap_or_default();
             println!(
-                "hardware: {} in a register-only loop peaks at {:.1} GOPS on {threads} threads \
+                "hardware: {} in a register-only loop peaks at {:.1} GOPS on {threads} threads{mix} \
                  (the int8 matmul peak is {:.0} % of it{pp_share}).",
                 ins.name,
                 ins.gops,
@@ -534,6 +550,9 @@ fn print_json(
                 o["roofline"]["instruction"] = serde_json::json!(ins.name);
                 o["roofline"]["instruction_peak"] = serde_json::json!(ins.gops);
                 o["roofline"]["instruction_fraction"] = serde_json::json!(achieved / ins.gops);
+                if let Some(m) = ins.panel_mix_gops {
+                    o["roofline"]["panel_mix_peak"] = serde_json::json!(m);
+                }
             }
         }
         if !r.profile.is_empty() {
