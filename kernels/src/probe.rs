@@ -564,20 +564,16 @@ mod tests {
     }
 
     #[test]
-    fn panel_mix_peak_is_avx512_only_and_below_the_instruction_peak() {
+    fn panel_mix_peak_is_reported_for_avx512_only() {
+        // Rates only, never compared with each other: tests run side by side, so timings
+        // here say nothing.
         for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
-            let mix = panel_mix_peak(isa, 20, 2);
-            if isa != Isa::Avx512 || !isa.available() {
+            let mix = panel_mix_peak(isa, 5, 1);
+            if isa == Isa::Avx512 && isa.available() {
+                assert!(mix.is_some_and(|m| m > 0.0), "{isa:?}");
+            } else {
                 assert!(mix.is_none(), "{isa:?}");
-                continue;
             }
-            let mix = mix.expect("AVX-512 mix peak");
-            let alone = int8_instruction_peak(isa, 20, 2).expect("AVX-512 peak");
-            // The same vpdpbusd count plus float work cannot run faster (10 % for noise).
-            assert!(
-                mix > 0.0 && mix <= 1.1 * alone,
-                "mix {mix} vs alone {alone}"
-            );
         }
     }
 }
