@@ -163,7 +163,7 @@ fn markdown_table_roofline_and_profile() {
             hw.contains("GOPS on 1 threads") && hw.contains("pp8 reaches"),
             "{hw}"
         );
-        // AVX-512 also shows the panel kernel's instruction mix, below the instruction alone.
+        // AVX-512 also shows the ceiling of the panel kernel's instruction mix.
         if text.contains("| avx512 |") {
             assert!(
                 hw.contains("with the panel kernel's float work per 32-value block"),

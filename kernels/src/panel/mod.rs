@@ -454,8 +454,8 @@ pub fn build_act_panel(
 /// for `t < tokens` and `r < rows`. Either a dense `[tokens, rows]` buffer
 /// ([`PanelOut::dense`]) or, so that the kernel stores straight into the matmul output
 /// `y` (`[n, all_rows]`) instead of into a tile buffer that is then copied, a rectangle of
-/// `y`: `stride` = its row length, the rectangle's first value at `ptr`
-/// ([`PanelOut::from_raw_parts`]). Only the `rows` values of each of the `tokens` lines are
+/// `y`: `stride` = its row length, the rectangle's first value at `ptr` (built inside this
+/// crate by the matmul driver, which owns the exclusivity argument). Only the `rows` values of each of the `tokens` lines are
 /// written; the values between them (other work items' rows) are never touched.
 pub struct PanelOut<'o> {
     ptr: *mut f32,
@@ -487,7 +487,12 @@ impl<'o> PanelOut<'o> {
     /// # Safety
     /// `rows <= stride`; every address of the rectangle is valid for writes for `'o`, and
     /// nothing else reads or writes the rectangle's values while the `PanelOut` lives.
-    pub unsafe fn from_raw_parts(ptr: *mut f32, stride: usize, tokens: usize, rows: usize) -> Self {
+    pub(crate) unsafe fn from_raw_parts(
+        ptr: *mut f32,
+        stride: usize,
+        tokens: usize,
+        rows: usize,
+    ) -> Self {
         assert!(rows <= stride, "panel output lines overlap");
         PanelOut {
             ptr,
@@ -517,6 +522,18 @@ impl<'o> PanelOut<'o> {
     /// rectangle (`t · stride + r`, `t < tokens`, `r < rows`).
     pub fn as_mut_ptr(&mut self) -> *mut f32 {
         self.ptr
+    }
+
+    /// Panics unless this is the output of `ng` token groups × `rows` weight rows, the shape
+    /// every [`PanelGemmFn`] writes.
+    pub fn check(&self, ng: usize, rows: usize) {
+        assert!(
+            self.tokens == ng * GROUP && self.rows == rows,
+            "panel output is {} tokens × {} rows, the product {} × {rows}",
+            self.tokens,
+            self.rows,
+            ng * GROUP
+        );
     }
 
     /// Stores `v` at (token `t`, row `r`).
@@ -550,10 +567,7 @@ pub fn panel_gemm_scalar(
     w.check();
     a.check();
     assert!(g0 + ng <= a.n_groups && a.n_blocks * PANEL_BLOCK == w.cols);
-    assert!(
-        out.tokens() == ng * GROUP && out.rows() == w.rows,
-        "panel output shape"
-    );
+    out.check(ng, w.rows);
     let halves = PANEL_BLOCK / w.sub_len; // weight sub-blocks per activation block
     let k4_per_sub = w.sub_len / 4;
     let sb = a.scale_blocks == 8;

@@ -324,10 +324,7 @@ fn panel_gemm(w: &WeightPanel<'_>, a: &ActPanel<'_>, g0: usize, ng: usize, out: 
     a.check();
     assert!(g0 + ng <= a.n_groups, "token groups out of range");
     assert_eq!(a.n_blocks * PANEL_BLOCK, w.cols, "panel widths differ");
-    assert!(
-        out.tokens() == ng * GROUP && out.rows() == w.rows,
-        "panel output shape"
-    );
+    out.check(ng, w.rows);
     // SAFETY: shapes checked above; only reachable through a table built for a CPU with
     // these features.
     unsafe {
