@@ -445,17 +445,18 @@ const GATED_PAIRS: [(GgmlType, GgmlType); 5] = [
     (GgmlType::IQ4_NL, GgmlType::IQ4_NL),
 ];
 
-/// The fused gated product (`matmul_prequantized_gated_with`) against the two products and
-/// the activation run separately, bit for bit: with the scalar panel microkernel (every CPU)
-/// and the AVX-512 one, SwiGLU and GeGLU, odd token counts and row counts, 1–3 threads. Also:
-/// it declines (`Ok(false)`, output untouched) for one token and for tables without a panel
-/// kernel, and rejects activations quantized for another format.
-#[test]
-fn gated_product_matches_the_products_and_the_activation() {
-    use grist_kernels::matmul::{
-        matmul_prequantized_gated_with, matmul_prequantized_many_with, quantize_activations_with,
-    };
-    use grist_kernels::ops;
+/// Runs `f` on a rayon pool of `threads` threads.
+fn on_threads(threads: usize, f: impl FnOnce() + Send) {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// The tables the gated-product tests run: the scalar panel microkernel (every CPU) and, when
+/// the CPU has it, the AVX-512 VNNI one.
+fn gated_tables() -> Vec<(&'static str, Kernels)> {
     let scalar = select(Isa::Scalar).unwrap();
     let mut tables = vec![(
         "scalar panel",
@@ -469,6 +470,22 @@ fn gated_product_matches_the_products_and_the_activation() {
     } else {
         eprintln!("SKIPPED (partly): no AVX-512 VNNI panel kernel, only the scalar panel");
     }
+    tables
+}
+
+/// The fused gated product (`matmul_prequantized_gated_with`) against the two products and
+/// the activation run separately, bit for bit: with the scalar panel microkernel (every CPU)
+/// and the AVX-512 one, SwiGLU and GeGLU, odd token counts and row counts, 1–3 threads. Also:
+/// it declines (`Ok(false)`, output untouched) for one token and for tables without a panel
+/// kernel, and rejects activations quantized for another format.
+#[test]
+fn gated_product_matches_the_products_and_the_activation() {
+    use grist_kernels::matmul::{
+        matmul_prequantized_gated_with, matmul_prequantized_many_with, quantize_activations_with,
+    };
+    use grist_kernels::ops;
+    let scalar = select(Isa::Scalar).unwrap();
+    let tables = gated_tables();
     let glus: [(&str, grist_kernels::matmul::GluFn); 2] =
         [("swiglu", ops::swiglu), ("geglu", ops::geglu)];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -487,11 +504,7 @@ fn gated_product_matches_the_products_and_the_activation() {
                 for &(glu_name, glu) in &glus {
                     let what = format!("{name} {gty}/{uty} n {n} rows {rows} {glu_name}");
                     for threads in [1, 2, 3] {
-                        let pool = rayon::ThreadPoolBuilder::new()
-                            .num_threads(threads)
-                            .build()
-                            .unwrap();
-                        pool.install(|| {
+                        on_threads(threads, || {
                             let mut s = ActivationScratch::new();
                             quantize_activations_with(table, g.act_type(), &x, n, cols, &mut s)
                                 .unwrap();
@@ -551,4 +564,117 @@ fn gated_product_matches_the_products_and_the_activation() {
         matmul_prequantized_gated_with(panel_table, &g, &u, ops::swiglu, &s, &mut out[1..])
             .is_err()
     );
+}
+
+/// The gated product that quantizes its output for the next product
+/// (`matmul_prequantized_gated_quantize_with`) against the fused product followed by
+/// `quantize_activations_with` on its f32 output: the same activation bytes and the same
+/// activation panel (the down product then gives the same bits), for every activation format
+/// a down matrix uses, several batch sizes (partial last group included) and thread counts.
+#[test]
+fn gated_product_quantized_for_the_next_product_matches_quantizing_its_output() {
+    use grist_kernels::matmul::{
+        matmul_prequantized_gated_quantize_with, matmul_prequantized_gated_with,
+        matmul_prequantized_with, quantize_activations_with, QUANTIZED_ROWS_PER_ITEM,
+    };
+    use grist_kernels::ops;
+    let tables = gated_tables();
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let cols = 256;
+    let rows = 2 * QUANTIZED_ROWS_PER_ITEM;
+    // (gate/up format, down format): the down format sets the activation format (Q8_K,
+    // Q8_0, Q8_1).
+    let cases = [
+        (GgmlType::Q4_K, GgmlType::Q6_K),
+        (GgmlType::Q5_0, GgmlType::Q8_0),
+        (GgmlType::Q4_1, GgmlType::Q4_1),
+    ];
+    for (ty, down_ty) in cases {
+        let (gdata, udata, ddata) = (
+            matrix(ty, rows, cols, &mut rng),
+            matrix(ty, rows, cols, &mut rng),
+            matrix(down_ty, cols, rows, &mut rng),
+        );
+        let g = QMatrix::new(ty, &gdata, rows, cols).unwrap();
+        let u = QMatrix::new(ty, &udata, rows, cols).unwrap();
+        let d = QMatrix::new(down_ty, &ddata, cols, rows).unwrap();
+        let act = d.act_type();
+        for &n in &[2usize, 17, 48, 100] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.f32() * 3.0).collect();
+            for (name, table) in &tables {
+                for threads in [1, 2, 3] {
+                    let what = format!("{name} {ty}→{down_ty} n {n} threads {threads}");
+                    on_threads(threads, || {
+                        let mut s = ActivationScratch::new();
+                        quantize_activations_with(table, g.act_type(), &x, n, cols, &mut s)
+                            .unwrap();
+                        let mut h = vec![f32::NAN; n * rows];
+                        let fused =
+                            matmul_prequantized_gated_with(table, &g, &u, ops::swiglu, &s, &mut h);
+                        assert_eq!(fused, Ok(true), "{what}: not fused");
+                        let mut want = ActivationScratch::new();
+                        quantize_activations_with(table, act, &h, n, rows, &mut want).unwrap();
+                        let mut got = ActivationScratch::new();
+                        let done = matmul_prequantized_gated_quantize_with(
+                            table,
+                            &g,
+                            &u,
+                            ops::swiglu,
+                            &s,
+                            act,
+                            &mut got,
+                        );
+                        assert_eq!(done, Ok(true), "{what}: not quantized");
+                        assert_eq!(got.n(), n, "{what}");
+                        assert_eq!(got.rows(0, n), want.rows(0, n), "{what}: bytes differ");
+                        // The down product reads the panel built from those bytes.
+                        let (mut y_got, mut y_want) =
+                            (vec![f32::NAN; n * cols], vec![f32::NAN; n * cols]);
+                        matmul_prequantized_with(table, &d, &got, &mut y_got).unwrap();
+                        matmul_prequantized_with(table, &d, &want, &mut y_want).unwrap();
+                        assert_same_bits(&y_got, &y_want, &format!("{what}: down product"));
+                    });
+                }
+            }
+        }
+    }
+    // Declines, touching nothing: rows not a multiple of the item, one token.
+    let (_, table) = &tables[0];
+    let short = rows - 64;
+    let gdata = matrix(GgmlType::Q4_K, short, cols, &mut rng);
+    let g = QMatrix::new(GgmlType::Q4_K, &gdata, short, cols).unwrap();
+    let x: Vec<f32> = (0..4 * cols).map(|_| rng.f32()).collect();
+    {
+        let (n, w) = (4, &g);
+        let mut s = ActivationScratch::new();
+        quantize_activations_with(table, GgmlType::Q8_K, &x[..n * cols], n, cols, &mut s).unwrap();
+        let mut next = ActivationScratch::new();
+        let r = matmul_prequantized_gated_quantize_with(
+            table,
+            w,
+            w,
+            ops::swiglu,
+            &s,
+            GgmlType::Q8_K,
+            &mut next,
+        );
+        assert_eq!(r, Ok(false), "rows {}", w.rows());
+        assert_eq!(next.n(), 0, "rows {}: scratch touched", w.rows());
+    }
+    let full = matrix(GgmlType::Q4_K, rows, cols, &mut rng);
+    let g = QMatrix::new(GgmlType::Q4_K, &full, rows, cols).unwrap();
+    let mut s = ActivationScratch::new();
+    quantize_activations_with(table, GgmlType::Q8_K, &x[..cols], 1, cols, &mut s).unwrap();
+    let mut next = ActivationScratch::new();
+    let r = matmul_prequantized_gated_quantize_with(
+        table,
+        &g,
+        &g,
+        ops::swiglu,
+        &s,
+        GgmlType::Q8_K,
+        &mut next,
+    );
+    assert_eq!(r, Ok(false), "one token");
+    assert_eq!(next.n(), 0, "one token: scratch touched");
 }

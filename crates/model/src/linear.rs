@@ -73,12 +73,28 @@ pub fn matmul_many(
     }
 }
 
+/// How [`matmul_gated`] left its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gated {
+    /// The two products are in `gate` and `up`; the caller applies the activation.
+    Separate,
+    /// `act(gate)·up` is in `gate`.
+    Fused,
+    /// `act(gate)·up` went straight into the down product's quantized activations (`next`);
+    /// `gate` and `up` are untouched. Run the down product with [`matmul_quantized`].
+    Quantized,
+}
+
 /// The feed-forward input `act(x·W_gateᵀ) · (x·W_upᵀ)`: `x` `[n, cols]`; `gate`, `up`:
-/// `[n, w_gate.rows]`. Returns `true` when the product and the activation ran fused
-/// ([`matmul::matmul_prequantized_gated`]: prompt processing on the panel path), the result
-/// then being in `gate` (`up` untouched); `false` when they cannot fuse, after computing both
-/// products into `gate` and `up` as [`matmul_many`] would, for the caller to apply `glu`.
-/// The bits are the same either way.
+/// `[n, w_gate.rows]`.
+///
+/// Prompt processing on the panel path runs the two products and the activation in one pass
+/// ([`matmul::matmul_prequantized_gated`]); given the down matrix and a second scratch
+/// (`down`), that pass also quantizes its output for the down product
+/// ([`matmul::matmul_prequantized_gated_quantize`]), so the f32 result is never stored.
+/// Otherwise both products are computed into `gate` and `up` as [`matmul_many`] would, for the
+/// caller to apply `glu`. The bits are the same every way; the returned [`Gated`] says where
+/// the result is.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_gated(
     model: &Model,
@@ -89,7 +105,8 @@ pub fn matmul_gated(
     gate: &mut [f32],
     up: &mut [f32],
     scratch: &mut ActivationScratch,
-) -> bool {
+    down: Option<(&Matrix, &mut ActivationScratch)>,
+) -> Gated {
     let (qg, qu) = (qmatrix(model, w_gate), qmatrix(model, w_up));
     if qg.act_type() != qu.act_type() || w_gate.cols != w_up.cols {
         matmul_many(
@@ -98,7 +115,7 @@ pub fn matmul_gated(
             &mut [(w_gate, gate, Op::MatmulGate), (w_up, up, Op::MatmulUp)],
             scratch,
         );
-        return false;
+        return Gated::Separate;
     }
     let n = x.len() / w_gate.cols;
     {
@@ -107,15 +124,25 @@ pub fn matmul_gated(
             .unwrap_or_else(|e| panic!("quantizing activations for {}: {e}", w_gate.name));
     }
     let started = profile::is_enabled().then(Instant::now);
-    let fused = matmul::matmul_prequantized_gated(&qg, &qu, glu, scratch, gate)
-        .unwrap_or_else(|e| panic!("gated matmul {}, {}: {e}", w_gate.name, w_up.name));
-    if !fused {
+    let quantized = down.is_some_and(|(w_down, next)| {
+        let act = qmatrix(model, w_down).act_type();
+        matmul::matmul_prequantized_gated_quantize(&qg, &qu, glu, scratch, act, next)
+            .unwrap_or_else(|e| panic!("gated matmul {}, {}: {e}", w_gate.name, w_up.name))
+    });
+    let how = if quantized {
+        Gated::Quantized
+    } else if matmul::matmul_prequantized_gated(&qg, &qu, glu, scratch, gate)
+        .unwrap_or_else(|e| panic!("gated matmul {}, {}: {e}", w_gate.name, w_up.name))
+    {
+        Gated::Fused
+    } else {
         matmul::matmul_prequantized_many(&mut [(qg, gate), (qu, up)], scratch)
             .unwrap_or_else(|e| panic!("matmul {}: {e}", w_gate.name));
-    }
+        Gated::Separate
+    };
     if let Some(t0) = started {
         // The group's time shared by weight bytes, as in `matmul_many` (fused, it includes
-        // the activation).
+        // the activation, and quantized, the down product's activation quantization).
         let nanos = t0.elapsed().as_nanos() as u64;
         let (bg, bu) = (weight_bytes(model, w_gate), weight_bytes(model, w_up));
         let share_g = (nanos as u128 * bg as u128 / (bg + bu).max(1) as u128) as u64;
@@ -123,7 +150,31 @@ pub fn matmul_gated(
         profile::record(Op::MatmulGate, share_g, bg, flops(w_gate));
         profile::record(Op::MatmulUp, nanos - share_g, bu, flops(w_up));
     }
-    fused
+    how
+}
+
+/// `out = x · Wᵀ` with `x` already quantized in `scratch` for `w` (by
+/// [`matmul_gated`]); `op` names it for the profiler. `out`: `[n, w.rows]`.
+pub fn matmul_quantized(
+    model: &Model,
+    w: &Matrix,
+    scratch: &ActivationScratch,
+    out: &mut [f32],
+    op: Op,
+) {
+    let started = profile::is_enabled().then(Instant::now);
+    matmul::matmul_prequantized(&qmatrix(model, w), scratch, out)
+        .unwrap_or_else(|e| panic!("matmul {}: {e}", w.name));
+    if let Some(t0) = started {
+        let n = scratch.n() as u64;
+        let flops = 2 * n * (w.rows * w.cols) as u64;
+        profile::record(
+            op,
+            t0.elapsed().as_nanos() as u64,
+            weight_bytes(model, w),
+            flops,
+        );
+    }
 }
 
 /// How many of `ws` (at least one, at most [`matmul::MAX_FUSED_MATRICES`]), from the first

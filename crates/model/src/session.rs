@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::arch::FfnActivation;
 use crate::attention::{self, AttnShape};
 use crate::error::ModelError;
-use crate::linear;
+use crate::linear::{self, Gated};
 use crate::model::Model;
 use crate::profile::{scope, Op};
 use crate::weights::Matrix;
@@ -51,6 +51,9 @@ struct Scratch {
     rope: [Vec<f32>; 2],
     /// Quantized activations for the matmuls.
     act: ActivationScratch,
+    /// The down product's activations when the gated product quantizes them itself
+    /// (prompts; `act` still holds the gated product's input while they are written).
+    act_down: ActivationScratch,
 }
 
 /// An inference session over a [`Model`]: KV cache, scratch buffers and the last logits.
@@ -133,6 +136,7 @@ impl<'m> Session<'m> {
                 },
             ],
             act: activation_scratch(model, max_batch, widest),
+            act_down: down_activation_scratch(model, max_batch),
         };
         Ok(Session {
             model,
@@ -367,9 +371,11 @@ impl<'m> Session<'m> {
                 FfnActivation::Silu => ops::swiglu,
                 FfnActivation::GeluTanh => ops::geglu,
             };
-            let fused =
-                linear::matmul_gated(model, h, &lw.w_gate, &lw.w_up, glu, gate, up, &mut s.act);
-            if !fused {
+            let down = Some((&lw.w_down, &mut s.act_down));
+            let how = linear::matmul_gated(
+                model, h, &lw.w_gate, &lw.w_up, glu, gate, up, &mut s.act, down,
+            );
+            if how == Gated::Separate {
                 let _p = scope(Op::Activation, 0, 4 * gate.len() as u64);
                 zip_batch(gate, up, glu);
             }
@@ -378,7 +384,11 @@ impl<'m> Session<'m> {
                 Some(next) => announce(&[&next.wq, &next.wk, &next.wv]),
                 None => announce(&[&w.output]),
             }
-            mm(model, &lw.w_down, gate, h, Op::MatmulDown, &mut s.act);
+            if how == Gated::Quantized {
+                linear::matmul_quantized(model, &lw.w_down, &s.act_down, h, Op::MatmulDown);
+            } else {
+                mm(model, &lw.w_down, gate, h, Op::MatmulDown, &mut s.act);
+            }
             if let Some(pn) = &lw.post_ffn_norm {
                 norm_rows(h, pn, hp.rms_eps);
             }
@@ -423,6 +433,19 @@ fn activation_scratch(model: &Model, max_batch: usize, widest: usize) -> Activat
         if let Some(ty) = grist_kernels::formats::activation_type(m.ty) {
             // Sizes were validated at load; a failure here only means no pre-sizing.
             let _ = act.reserve(ty, max_batch, widest);
+        }
+    }
+    act
+}
+
+/// A scratch pre-sized for the down products' activations of a `max_batch`-token prompt,
+/// which the gated product writes quantized ([`linear::matmul_gated`]).
+fn down_activation_scratch(model: &Model, max_batch: usize) -> ActivationScratch {
+    let mut act = ActivationScratch::new();
+    for l in &model.weights().layers {
+        if let Some(ty) = grist_kernels::formats::activation_type(l.w_down.ty) {
+            // Sizes were validated at load; a failure here only means no pre-sizing.
+            let _ = act.reserve(ty, max_batch, l.w_down.cols);
         }
     }
     act

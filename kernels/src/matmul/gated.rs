@@ -38,6 +38,18 @@ pub fn matmul_prequantized_gated(
     matmul_prequantized_gated_with(kernels(), gate, up, glu, scratch, out)
 }
 
+/// [`matmul_prequantized_gated_quantize_with`] with the global kernel table.
+pub fn matmul_prequantized_gated_quantize(
+    gate: &QMatrix<'_>,
+    up: &QMatrix<'_>,
+    glu: GluFn,
+    scratch: &ActivationScratch,
+    act_type: grist_gguf::GgmlType,
+    next: &mut ActivationScratch,
+) -> Result<bool, MatmulError> {
+    matmul_prequantized_gated_quantize_with(kernels(), gate, up, glu, scratch, act_type, next)
+}
+
 /// `out = glu(x·W_gateᵀ, x·W_upᵀ)` in one parallel region, with the activations `x`
 /// (`[n, cols]`) already quantized in `scratch`; `out`: `[n, gate.rows]`.
 ///
@@ -53,59 +65,181 @@ pub fn matmul_prequantized_gated_with(
     scratch: &ActivationScratch,
     out: &mut [f32],
 ) -> Result<bool, MatmulError> {
-    let n = scratch.n;
-    let (Some(act), Some(gemm)) = (scratch.act_panel(), table.panel_gemm()) else {
+    let Some(job) = GatedJob::check(table, gate, up, glu, scratch, out.len())? else {
         return Ok(false);
     };
-    if up.rows != gate.rows {
-        return Err(MatmulError::Shape {
-            what: "up rows (the gate's)",
-            expected: gate.rows,
-            actual: up.rows,
-        });
-    }
-    // Both products write `out`'s shape (the up product only into the tiles).
-    let gate_entry = *check_job(table, gate, scratch, out.len())?;
-    let up_entry = *check_job(table, up, scratch, out.len())?;
-    let (Some(gate_fmt), Some(up_fmt)) = (gate_entry.panel, up_entry.panel) else {
-        return Ok(false);
-    };
-    if n < 2 {
-        return Ok(false);
-    }
     let y = DisjointOut {
         ptr: out.as_mut_ptr(),
         len: out.len(),
     };
     // From here on `out` is only written through `y`, at the ranges the items own
     // exclusively; it stays mutably borrowed until this function returns.
-    let row_blocks = gate.rows.div_ceil(PANEL_ROWS);
-    let n_groups = n.div_ceil(GROUP);
-    // Each item does the work of two of the unfused path's; chunking on the row blocks of
-    // one matrix keeps as many items per thread as that path has.
-    let (gc, n_gc) = panel_group_chunks(row_blocks, n_groups);
-    let pair = GatedPair {
-        gate: (gate, &gate_fmt, gate_entry.panel_group),
-        up: (up, &up_fmt, up_entry.panel_group),
-        gemm,
-        glu,
-        act: &act,
-        y,
-        n,
-    };
-    (0..row_blocks * n_gc).into_par_iter().for_each(|item| {
-        let (block, chunk) = (item / n_gc, item % n_gc);
-        let r0 = block * PANEL_ROWS;
-        let g0 = chunk * gc;
-        pair.item(
-            r0,
-            PANEL_ROWS.min(gate.rows - r0),
-            g0,
-            gc.min(n_groups - g0),
-        );
-    });
+    job.run(Sink::Values(y), PANEL_ROWS);
     Ok(true)
 }
+
+/// Rows per work item of [`matmul_prequantized_gated_quantize_with`]: the longest
+/// activation block (Q8_K's 256 values), so that every block of a token's output lies in one
+/// item, which quantizes it.
+pub const QUANTIZED_ROWS_PER_ITEM: usize = 256;
+
+/// [`matmul_prequantized_gated_with`] whose output goes straight to the next product's
+/// activations: each work item applies `glu` to its tile and quantizes every token's
+/// [`QUANTIZED_ROWS_PER_ITEM`] values to `act_type` into `next` (which then holds `[n,
+/// gate.rows]` activations and their panel, as [`super::quantize_activations`] would have
+/// made them from the f32 output: the same bytes, since every block is quantized alone).
+/// The f32 output, `[n, gate.rows]` (10 MB for a 512-token prompt of qwen2.5-0.5b), is
+/// never written and read back.
+///
+/// `Ok(false)` (nothing touched) when the fused product cannot run (see
+/// [`matmul_prequantized_gated_with`]), when `gate.rows` is not a multiple of
+/// [`QUANTIZED_ROWS_PER_ITEM`], or when `act_type`'s block does not divide it.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_prequantized_gated_quantize_with(
+    table: &Kernels,
+    gate: &QMatrix<'_>,
+    up: &QMatrix<'_>,
+    glu: GluFn,
+    scratch: &ActivationScratch,
+    act_type: grist_gguf::GgmlType,
+    next: &mut ActivationScratch,
+) -> Result<bool, MatmulError> {
+    let len = scratch
+        .n
+        .checked_mul(gate.rows)
+        .ok_or(MatmulError::Overflow)?;
+    let Some(job) = GatedJob::check(table, gate, up, glu, scratch, len)? else {
+        return Ok(false);
+    };
+    let Some(quantize) = table.quantizer(act_type) else {
+        return Ok(false);
+    };
+    if !gate.rows.is_multiple_of(QUANTIZED_ROWS_PER_ITEM)
+        || !QUANTIZED_ROWS_PER_ITEM.is_multiple_of(act_type.block_elems())
+    {
+        return Ok(false);
+    }
+    let row_bytes = next.set_rows(act_type, job.n, gate.rows)?;
+    let bytes = next.bytes_mut();
+    let sink = Sink::Quantized {
+        ptr: bytes.as_mut_ptr(),
+        len: bytes.len(),
+        row_bytes,
+        item_bytes: super::row_bytes(act_type, QUANTIZED_ROWS_PER_ITEM)?,
+        quantize,
+    };
+    // `next`'s bytes are only written through `sink` until the region ends.
+    job.run(sink, QUANTIZED_ROWS_PER_ITEM);
+    next.build_panel(table);
+    Ok(true)
+}
+
+/// Where a gated work item puts its results.
+#[derive(Clone, Copy)]
+enum Sink {
+    /// The f32 values, `[n, gate.rows]`.
+    Values(DisjointOut),
+    /// The next product's quantized activations: `[n, row_bytes]` bytes at `ptr`, of which
+    /// an item writes `item_bytes` per token (its [`QUANTIZED_ROWS_PER_ITEM`] values).
+    Quantized {
+        ptr: *mut u8,
+        len: usize,
+        row_bytes: usize,
+        item_bytes: usize,
+        quantize: crate::dispatch::QuantizeActFn,
+    },
+}
+
+// SAFETY: the items write disjoint ranges of the sink (each owns its rows × token groups),
+// and the sink's buffer outlives the parallel region (borrowed mutably by the caller).
+unsafe impl Sync for Sink {}
+
+/// A checked gated product, ready to run.
+struct GatedJob<'a, 'w> {
+    table: &'a Kernels,
+    gate: (&'a QMatrix<'w>, PanelFormat, Option<PanelGroupUnpackFn>),
+    up: (&'a QMatrix<'w>, PanelFormat, Option<PanelGroupUnpackFn>),
+    glu: GluFn,
+    act: ActPanel<'a>,
+    n: usize,
+}
+
+impl<'a, 'w> GatedJob<'a, 'w> {
+    /// `None` when the pair cannot run fused (see [`matmul_prequantized_gated_with`]);
+    /// `out_len`: the length of the `[n, gate.rows]` output.
+    fn check(
+        table: &'a Kernels,
+        gate: &'a QMatrix<'w>,
+        up: &'a QMatrix<'w>,
+        glu: GluFn,
+        scratch: &'a ActivationScratch,
+        out_len: usize,
+    ) -> Result<Option<Self>, MatmulError> {
+        let n = scratch.n;
+        let (Some(act), Some(_)) = (scratch.act_panel(), table.panel_gemm()) else {
+            return Ok(None);
+        };
+        if up.rows != gate.rows {
+            return Err(MatmulError::Shape {
+                what: "up rows (the gate's)",
+                expected: gate.rows,
+                actual: up.rows,
+            });
+        }
+        // Both products write `out`'s shape (the up product only into the tiles).
+        let gate_entry = *check_job(table, gate, scratch, out_len)?;
+        let up_entry = *check_job(table, up, scratch, out_len)?;
+        let (Some(gate_fmt), Some(up_fmt)) = (gate_entry.panel, up_entry.panel) else {
+            return Ok(None);
+        };
+        if n < 2 {
+            return Ok(None);
+        }
+        Ok(Some(GatedJob {
+            table,
+            gate: (gate, gate_fmt, gate_entry.panel_group),
+            up: (up, up_fmt, up_entry.panel_group),
+            glu,
+            act,
+            n,
+        }))
+    }
+
+    /// Runs every work item (blocks of `rows_per_item` rows × chunks of token groups) in one
+    /// parallel region, into `sink`.
+    fn run(&self, sink: Sink, rows_per_item: usize) {
+        let gate = self.gate.0;
+        let row_blocks = gate.rows.div_ceil(rows_per_item);
+        let n_groups = self.n.div_ceil(GROUP);
+        // Each item does the work of two of the unfused path's; chunking on the row blocks of
+        // one matrix keeps as many items per thread as that path has.
+        let (gc, n_gc) = panel_group_chunks(row_blocks, n_groups);
+        let pair = GatedPair {
+            gate: (self.gate.0, &self.gate.1, self.gate.2),
+            up: (self.up.0, &self.up.1, self.up.2),
+            gemm: self.table.panel_gemm().expect("checked"),
+            glu: self.glu,
+            act: &self.act,
+            sink,
+            n: self.n,
+        };
+        (0..row_blocks * n_gc).into_par_iter().for_each(|item| {
+            let (block, chunk) = (item / n_gc, item % n_gc);
+            let r0 = block * rows_per_item;
+            let g0 = chunk * gc;
+            pair.item(
+                r0,
+                rows_per_item.min(gate.rows - r0),
+                g0,
+                gc.min(n_groups - g0),
+            );
+        });
+    }
+}
+
+/// Most bytes of the gate and up tile buffers of one kernel call together (what 64 rows × 32
+/// groups of 16 tokens take: the unfused path's largest call).
+const TILE_BYTES: usize = 2 * 4 * 64 * 32 * GROUP;
 
 /// One matrix of the pair: its weights, panel format and (interleaved types) group unpacker.
 type GatedMatrix<'a, 'w> = (&'a QMatrix<'w>, &'a PanelFormat, Option<PanelGroupUnpackFn>);
@@ -117,7 +251,7 @@ struct GatedPair<'a, 'w> {
     gemm: PanelGemmFn,
     glu: GluFn,
     act: &'a ActPanel<'a>,
-    y: DisjointOut, // [n, gate.rows]
+    sink: Sink,
     n: usize,
 }
 
@@ -133,7 +267,11 @@ impl<'w> GatedPair<'_, 'w> {
     /// applies `glu` to the tokens that exist and stores them.
     fn item(&self, r0: usize, nr: usize, g0: usize, ng: usize) {
         let (gate, up) = (self.gate.0, self.up.0);
-        let gb = panel_groups_per_call(gate.cols, ng);
+        // Groups per kernel call: as the unfused path's, and few enough that the two tile
+        // buffers stay within TILE_BYTES (they grow with the item's rows).
+        let gb = panel_groups_per_call(gate.cols, ng)
+            .min(TILE_BYTES / (2 * 4 * GROUP * nr))
+            .max(1);
         GATED_SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let [g, u] = &mut *guard;
@@ -160,9 +298,30 @@ impl<'w> GatedPair<'_, 'w> {
                 (self.gemm)(&up_panel, self.act, gs, ngs, PanelOut::dense(ou, nr));
                 (self.glu)(&mut og[..valid * nr], &ou[..valid * nr]);
                 for (lane, vals) in og[..valid * nr].chunks_exact(nr).enumerate() {
-                    // SAFETY: this item is the only one writing rows r0..r0+nr of the
-                    // outputs of tokens in groups g0..g0+ng (items tile `y` without overlap).
-                    unsafe { self.y.write((t0 + lane) * up.rows + r0, vals) };
+                    let t = t0 + lane;
+                    match self.sink {
+                        // SAFETY: this item is the only one writing rows r0..r0+nr of the
+                        // outputs of tokens in groups g0..g0+ng (items tile `y` without
+                        // overlap).
+                        Sink::Values(y) => unsafe { y.write(t * up.rows + r0, vals) },
+                        Sink::Quantized {
+                            ptr,
+                            len,
+                            row_bytes,
+                            item_bytes,
+                            quantize,
+                        } => {
+                            let at = t * row_bytes + r0 / nr * item_bytes;
+                            assert!(at + item_bytes <= len, "activation bytes out of range");
+                            // SAFETY: in bounds (checked above); this item is the only one
+                            // writing token t's blocks of rows r0..r0+nr (items tile the
+                            // output without overlap), and nothing reads them during the
+                            // region.
+                            let dst =
+                                unsafe { std::slice::from_raw_parts_mut(ptr.add(at), item_bytes) };
+                            quantize(vals, dst);
+                        }
+                    }
                 }
             }
         });

@@ -41,7 +41,11 @@ use crate::dispatch::{kernels, KernelEntry, Kernels, QuantizeActFn, MAX_ACT_ROWS
 use crate::formats::FormatError;
 
 mod gated;
-pub use gated::{matmul_prequantized_gated, matmul_prequantized_gated_with, GluFn};
+pub use gated::{
+    matmul_prequantized_gated, matmul_prequantized_gated_quantize,
+    matmul_prequantized_gated_quantize_with, matmul_prequantized_gated_with, GluFn,
+    QUANTIZED_ROWS_PER_ITEM,
+};
 
 /// Fewest weight rows per parallel task for token generation (`n = 1`), so tiny matrices
 /// are not split below the cost of a task.
@@ -443,6 +447,63 @@ impl ActivationScratch {
     fn bytes(&self) -> &[u8] {
         &bytemuck::cast_slice::<u64, u8>(&self.buf)[..self.n * self.row_bytes]
     }
+
+    /// The bytes of the current rows, to be written (`[n, row_bytes]`).
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.n * self.row_bytes;
+        &mut bytemuck::cast_slice_mut::<u64, u8>(&mut self.buf)[..len]
+    }
+
+    /// Makes the scratch hold `n` rows of `cols` values of `act_type` (growing it if
+    /// needed), whose bytes the caller then writes; the activation panel is marked stale.
+    /// Returns the bytes per row.
+    fn set_rows(
+        &mut self,
+        act_type: GgmlType,
+        n: usize,
+        cols: usize,
+    ) -> Result<usize, MatmulError> {
+        let rb = row_bytes(act_type, cols)?;
+        self.reserve(act_type, n, cols)?;
+        self.act_type = Some(act_type);
+        self.n = n;
+        self.cols = cols;
+        self.row_bytes = rb;
+        self.panel_ready = false;
+        Ok(rb)
+    }
+
+    /// Prompt processing with a panel GEMM: transposes the quantized rows (all written) once
+    /// into the activation panel that every panel matmul of these activations reads. Does
+    /// nothing for one row, or when no format of `table` would read the panel.
+    fn build_panel(&mut self, table: &Kernels) {
+        let Some(act_type) = self.act_type else {
+            return;
+        };
+        let wanted = self.n > 1
+            && table.panel_gemm().is_some()
+            && crate::panel::act_panel_supported(act_type)
+            && self.cols.is_multiple_of(crate::panel::PANEL_BLOCK)
+            && GgmlType::all().any(|ty| {
+                table
+                    .entry(ty)
+                    .is_some_and(|e| e.act_type == act_type && e.panel.is_some())
+            });
+        if wanted {
+            let (n, rb, cols) = (self.n, self.row_bytes, self.cols);
+            let bytes = &bytemuck::cast_slice::<u64, u8>(&self.buf)[..n * rb];
+            crate::panel::build_act_panel(
+                table.act_panel_group(),
+                act_type,
+                bytes,
+                rb,
+                n,
+                cols,
+                &mut self.panel,
+            );
+            self.panel_ready = true;
+        }
+    }
 }
 
 /// Quantizes `x` (`[n, cols]` f32, row-major) to `act_type` into `scratch`, with the global
@@ -478,17 +539,11 @@ pub fn quantize_activations_with(
             actual: x.len(),
         });
     }
-    let rb = row_bytes(act_type, cols)?;
-    scratch.reserve(act_type, n, cols)?;
-    scratch.act_type = Some(act_type);
-    scratch.n = n;
-    scratch.cols = cols;
-    scratch.row_bytes = rb;
-    scratch.panel_ready = false;
+    let rb = scratch.set_rows(act_type, n, cols)?;
     if n == 0 || cols == 0 {
         return Ok(());
     }
-    let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut scratch.buf)[..n * rb];
+    let bytes = scratch.bytes_mut();
     if n == 1 {
         quantize(x, bytes);
     } else {
@@ -496,29 +551,7 @@ pub fn quantize_activations_with(
             .par_chunks_mut(rb)
             .zip(x.par_chunks(cols))
             .for_each(|(out, row)| quantize(row, out));
-        // Prompt processing with a panel GEMM: transpose the quantized rows once into the
-        // activation panel that every panel matmul of these activations reads.
-        let wanted = table.panel_gemm().is_some()
-            && crate::panel::act_panel_supported(act_type)
-            && cols.is_multiple_of(crate::panel::PANEL_BLOCK)
-            && GgmlType::all().any(|ty| {
-                table
-                    .entry(ty)
-                    .is_some_and(|e| e.act_type == act_type && e.panel.is_some())
-            });
-        if wanted {
-            let bytes = &bytemuck::cast_slice::<u64, u8>(&scratch.buf)[..n * rb];
-            crate::panel::build_act_panel(
-                table.act_panel_group(),
-                act_type,
-                bytes,
-                rb,
-                n,
-                cols,
-                &mut scratch.panel,
-            );
-            scratch.panel_ready = true;
-        }
+        scratch.build_panel(table);
     }
     Ok(())
 }
