@@ -227,8 +227,26 @@ unsafe fn store_4x16_transposed(v: [__m512; 4], out: *mut f32, stride: usize) {
     }
 }
 
-/// All tiles of a panel product (rows outer, so a tile's weight rows stay in L1 while the
-/// token groups stream past).
+/// Weight rows of a band ([`band_tiles`]): four 4-row tiles, one 64-byte line of f32.
+const BAND_ROWS: usize = 4 * TILE_R;
+const _: () = assert!(
+    BAND_ROWS == 16,
+    "a band's token line is one 512-bit register"
+);
+
+/// Whether consecutive token lines of an output with `stride` floats per line fall into at
+/// most two sets of the L1 data cache (64 sets of 64-byte lines: the line stride is a
+/// multiple of 2048 bytes, i.e. 512, 1024, 1536, 2048 … rows). A tile's 48 token lines then
+/// compete for a set's 8 ways, and the 16-byte pieces that tiles store miss L1: the outputs
+/// [`band_tiles`] is for.
+fn aliased_lines(stride: usize) -> bool {
+    (stride * 4).is_multiple_of(2048)
+}
+
+/// All tiles of a panel product, rows outer, so that the weight rows of a step stay in L1
+/// while the token groups stream past. A step is one 4-row tile ([`row_tiles`]), or, for
+/// outputs whose lines alias in L1 ([`aliased_lines`]), one band of 16 rows
+/// ([`band_tiles`]); the rows past the last whole step go in 4-row tiles, then singly.
 ///
 /// # Safety
 /// As for [`tile`]: checked panels, `g0 + ng <= a.n_groups`, `out` is `ng·16` tokens ×
@@ -243,24 +261,83 @@ unsafe fn run<const HALVES: usize, const OFF: bool, const SB: bool>(
 ) {
     let stride = out.stride(); // floats per token of `out`
     let o = out.as_mut_ptr();
-    // The prefetch hint, cut into one slice of whole lines per row tile.
+    let banded = aliased_lines(stride);
+    let step = if banded { BAND_ROWS } else { TILE_R };
+    // The prefetch hint, cut into one slice of whole lines per step.
     let lines = w.prefetch.len().div_ceil(64);
-    let per_tile = lines.div_ceil((w.rows / TILE_R).max(1));
+    let per_step = lines.div_ceil((w.rows / step).max(1));
     // SAFETY: every tile stays inside rows 0..w.rows and groups g0..g0+ng, i.e. inside `out`.
     unsafe {
         let mut r = 0;
-        while r + TILE_R <= w.rows {
-            let first = (r / TILE_R) * per_tile;
-            for line in first..(first + per_tile).min(lines) {
+        while r + step <= w.rows {
+            let first = (r / step) * per_step;
+            for line in first..(first + per_step).min(lines) {
                 // A prefetch is only a hint; the address is inside `w.prefetch`.
                 _mm_prefetch::<_MM_HINT_T0>(w.prefetch.as_ptr().add(64 * line).cast());
             }
+            if banded {
+                band_tiles::<HALVES, OFF, SB>(w, a, r, g0, ng, o.add(r), stride);
+            } else {
+                row_tiles::<TILE_R, HALVES, OFF, SB>(w, a, r, g0, ng, o.add(r), stride);
+            }
+            r += step;
+        }
+        while r + TILE_R <= w.rows {
             row_tiles::<TILE_R, HALVES, OFF, SB>(w, a, r, g0, ng, o.add(r), stride);
             r += TILE_R;
         }
         while r < w.rows {
             row_tiles::<1, HALVES, OFF, SB>(w, a, r, g0, ng, o.add(r), stride);
             r += 1;
+        }
+    }
+}
+
+/// The tiles of rows `r .. r + 16` × all `ng` groups, for outputs whose token lines alias in
+/// L1. Per block of [`TILE_G`] groups, the band's four 4-row tiles run one after the other
+/// into a buffer of the block's token lines (3 KiB, in L1), and each line then goes to the
+/// output as one 64-byte store. Stored directly, each tile would write 16-byte pieces of 48
+/// token lines, the next tile of rows the next pieces after the sweep over the token groups
+/// had pushed those lines out of L1: with gemma-3's 1024-row query product that cost 13 % of
+/// the product (docs/PERFORMANCE.md, Round 18). On other outputs direct stores are faster,
+/// since a band's weight rows do not stay in L1 as well as a tile's.
+///
+/// # Safety
+/// As for [`tile`], for rows `r .. r + 16` and every group of `g0 .. g0 + ng`; `out` points at
+/// row `r`, token 0.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn band_tiles<const HALVES: usize, const OFF: bool, const SB: bool>(
+    w: &WeightPanel<'_>,
+    a: &ActPanel<'_>,
+    r: usize,
+    g0: usize,
+    ng: usize,
+    out: *mut f32,
+    stride: usize,
+) {
+    // [TILE_G · 16 tokens, BAND_ROWS] the band's results for one block of groups.
+    let mut lines = [_mm512_setzero_ps(); TILE_G * GROUP];
+    let buf = lines.as_mut_ptr().cast::<f32>();
+    let mut gi = 0;
+    // SAFETY: guaranteed by the caller; each tile covers 4 rows of the band and groups
+    // gi .. gi + g ≤ ng, into `buf` (token line t of the block at t · BAND_ROWS).
+    unsafe {
+        while gi < ng {
+            let g = (ng - gi).min(TILE_G);
+            for sub in (0..BAND_ROWS).step_by(TILE_R) {
+                let (rs, dst) = (r + sub, buf.add(sub));
+                match g {
+                    3 => tile::<TILE_R, 3, HALVES, OFF, SB>(w, a, rs, g0 + gi, dst, BAND_ROWS),
+                    2 => tile::<TILE_R, 2, HALVES, OFF, SB>(w, a, rs, g0 + gi, dst, BAND_ROWS),
+                    _ => tile::<TILE_R, 1, HALVES, OFF, SB>(w, a, rs, g0 + gi, dst, BAND_ROWS),
+                }
+            }
+            for t in 0..g * GROUP {
+                let line = _mm512_loadu_ps(buf.add(t * BAND_ROWS));
+                _mm512_storeu_ps(out.add((gi * GROUP + t) * stride), line);
+            }
+            gi += g;
         }
     }
 }
