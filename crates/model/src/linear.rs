@@ -89,8 +89,8 @@ pub enum Gated {
 /// `[n, w_gate.rows]`.
 ///
 /// Prompt processing on the panel path runs the two products and the activation in one pass
-/// ([`matmul::matmul_prequantized_gated`]); given the down matrix and a second scratch
-/// (`down`), that pass also quantizes its output for the down product
+/// ([`matmul::matmul_prequantized_gated`]). When it can, that pass also quantizes its output
+/// for the down product `down.0` into the second scratch `down.1`
 /// ([`matmul::matmul_prequantized_gated_quantize`]), so the f32 result is never stored.
 /// Otherwise both products are computed into `gate` and `up` as [`matmul_many`] would, for the
 /// caller to apply `glu`. The bits are the same every way; the returned [`Gated`] says where
@@ -105,7 +105,7 @@ pub fn matmul_gated(
     gate: &mut [f32],
     up: &mut [f32],
     scratch: &mut ActivationScratch,
-    down: Option<(&Matrix, &mut ActivationScratch)>,
+    (w_down, next): (&Matrix, &mut ActivationScratch),
 ) -> Gated {
     let (qg, qu) = (qmatrix(model, w_gate), qmatrix(model, w_up));
     if qg.act_type() != qu.act_type() || w_gate.cols != w_up.cols {
@@ -124,11 +124,10 @@ pub fn matmul_gated(
             .unwrap_or_else(|e| panic!("quantizing activations for {}: {e}", w_gate.name));
     }
     let started = profile::is_enabled().then(Instant::now);
-    let quantized = down.is_some_and(|(w_down, next)| {
-        let act = qmatrix(model, w_down).act_type();
-        matmul::matmul_prequantized_gated_quantize(&qg, &qu, glu, scratch, act, next)
-            .unwrap_or_else(|e| panic!("gated matmul {}, {}: {e}", w_gate.name, w_up.name))
-    });
+    let down_act = qmatrix(model, w_down).act_type();
+    let quantized =
+        matmul::matmul_prequantized_gated_quantize(&qg, &qu, glu, scratch, down_act, next)
+            .unwrap_or_else(|e| panic!("gated matmul {}, {}: {e}", w_gate.name, w_up.name));
     let how = if quantized {
         Gated::Quantized
     } else if matmul::matmul_prequantized_gated(&qg, &qu, glu, scratch, gate)

@@ -371,7 +371,7 @@ impl<'m> Session<'m> {
                 FfnActivation::Silu => ops::swiglu,
                 FfnActivation::GeluTanh => ops::geglu,
             };
-            let down = Some((&lw.w_down, &mut s.act_down));
+            let down = (&lw.w_down, &mut s.act_down);
             let how = linear::matmul_gated(
                 model, h, &lw.w_gate, &lw.w_up, glu, gate, up, &mut s.act, down,
             );

@@ -6,7 +6,9 @@
 //! third. Here a work item unpacks the same block of [`PANEL_ROWS`] rows of both matrices,
 //! runs the panel kernel on each into its own per-thread tile buffer, applies the activation
 //! there, while the values are in L1/L2, and stores only the result: one output instead of
-//! three passes over 18 MB each (docs/PERFORMANCE.md, "Round 8").
+//! three passes over 18 MB each (docs/PERFORMANCE.md, "Round 8"). When the down product
+//! follows, even that output is skipped: the items quantize their results straight into the
+//! down product's activations ([`matmul_prequantized_gated_quantize_with`], "Round 18").
 //!
 //! Same bits as the unfused path: each product value comes from the same panel kernel in its
 //! fixed order (the cut into items never changes a bit, see the parent module), and the
@@ -68,13 +70,9 @@ pub fn matmul_prequantized_gated_with(
     let Some(job) = GatedJob::check(table, gate, up, glu, scratch, out.len())? else {
         return Ok(false);
     };
-    let y = DisjointOut {
-        ptr: out.as_mut_ptr(),
-        len: out.len(),
-    };
-    // From here on `out` is only written through `y`, at the ranges the items own
+    // From here on `out` is only written through the sink, at the ranges the items own
     // exclusively; it stays mutably borrowed until this function returns.
-    job.run(Sink::Values(y), PANEL_ROWS);
+    job.run(Sink::Values(DisjointOut::new(out)), PANEL_ROWS);
     Ok(true)
 }
 
@@ -120,18 +118,26 @@ pub fn matmul_prequantized_gated_quantize_with(
         return Ok(false);
     }
     let row_bytes = next.set_rows(act_type, job.n, gate.rows)?;
-    let bytes = next.bytes_mut();
     let sink = Sink::Quantized {
-        ptr: bytes.as_mut_ptr(),
-        len: bytes.len(),
-        row_bytes,
         item_bytes: super::row_bytes(act_type, QUANTIZED_ROWS_PER_ITEM)?,
+        // `next`'s bytes are only written through the sink until the region ends.
+        bytes: DisjointOut::new(next.bytes_mut()),
+        row_bytes,
         quantize,
     };
-    // `next`'s bytes are only written through `sink` until the region ends.
     job.run(sink, QUANTIZED_ROWS_PER_ITEM);
     next.build_panel(table);
     Ok(true)
+}
+
+/// Most bytes of the gate and up tile buffers of one kernel call together (what 64 rows × 32
+/// groups of 16 tokens take: the unfused path's largest call).
+const TILE_BYTES: usize = 2 * 4 * 64 * 32 * GROUP;
+
+thread_local! {
+    /// Per-thread weight panels and tile outputs of the gate (0) and the up (1) matrix.
+    static GATED_SCRATCH: std::cell::RefCell<[PanelScratch; 2]> =
+        std::cell::RefCell::new(Default::default());
 }
 
 /// Where a gated work item puts its results.
@@ -139,26 +145,24 @@ pub fn matmul_prequantized_gated_quantize_with(
 enum Sink {
     /// The f32 values, `[n, gate.rows]`.
     Values(DisjointOut),
-    /// The next product's quantized activations: `[n, row_bytes]` bytes at `ptr`, of which
-    /// an item writes `item_bytes` per token (its [`QUANTIZED_ROWS_PER_ITEM`] values).
+    /// The next product's quantized activations, `[n, row_bytes]` bytes, of which an item
+    /// writes `item_bytes` per token (its [`QUANTIZED_ROWS_PER_ITEM`] values).
     Quantized {
-        ptr: *mut u8,
-        len: usize,
+        bytes: DisjointOut<u8>,
         row_bytes: usize,
         item_bytes: usize,
         quantize: crate::dispatch::QuantizeActFn,
     },
 }
 
-// SAFETY: the items write disjoint ranges of the sink (each owns its rows × token groups),
-// and the sink's buffer outlives the parallel region (borrowed mutably by the caller).
-unsafe impl Sync for Sink {}
+/// One matrix of the pair: its weights, panel format and (interleaved types) group unpacker.
+type GatedMatrix<'a, 'w> = (&'a QMatrix<'w>, PanelFormat, Option<PanelGroupUnpackFn>);
 
-/// A checked gated product, ready to run.
+/// A checked gated product: everything its work items read.
 struct GatedJob<'a, 'w> {
-    table: &'a Kernels,
-    gate: (&'a QMatrix<'w>, PanelFormat, Option<PanelGroupUnpackFn>),
-    up: (&'a QMatrix<'w>, PanelFormat, Option<PanelGroupUnpackFn>),
+    gate: GatedMatrix<'a, 'w>,
+    up: GatedMatrix<'a, 'w>,
+    gemm: PanelGemmFn,
     glu: GluFn,
     act: ActPanel<'a>,
     n: usize,
@@ -176,7 +180,7 @@ impl<'a, 'w> GatedJob<'a, 'w> {
         out_len: usize,
     ) -> Result<Option<Self>, MatmulError> {
         let n = scratch.n;
-        let (Some(act), Some(_)) = (scratch.act_panel(), table.panel_gemm()) else {
+        let (Some(act), Some(gemm)) = (scratch.act_panel(), table.panel_gemm()) else {
             return Ok(None);
         };
         if up.rows != gate.rows {
@@ -196,9 +200,9 @@ impl<'a, 'w> GatedJob<'a, 'w> {
             return Ok(None);
         }
         Ok(Some(GatedJob {
-            table,
             gate: (gate, gate_fmt, gate_entry.panel_group),
             up: (up, up_fmt, up_entry.panel_group),
+            gemm,
             glu,
             act,
             n,
@@ -208,64 +212,25 @@ impl<'a, 'w> GatedJob<'a, 'w> {
     /// Runs every work item (blocks of `rows_per_item` rows × chunks of token groups) in one
     /// parallel region, into `sink`.
     fn run(&self, sink: Sink, rows_per_item: usize) {
-        let gate = self.gate.0;
-        let row_blocks = gate.rows.div_ceil(rows_per_item);
-        let n_groups = self.n.div_ceil(GROUP);
+        let rows = self.gate.0.rows;
+        let row_blocks = rows.div_ceil(rows_per_item);
+        let n_groups = n_groups_of(self.n);
         // Each item does the work of two of the unfused path's; chunking on the row blocks of
         // one matrix keeps as many items per thread as that path has.
         let (gc, n_gc) = panel_group_chunks(row_blocks, n_groups);
-        let pair = GatedPair {
-            gate: (self.gate.0, &self.gate.1, self.gate.2),
-            up: (self.up.0, &self.up.1, self.up.2),
-            gemm: self.table.panel_gemm().expect("checked"),
-            glu: self.glu,
-            act: &self.act,
-            sink,
-            n: self.n,
-        };
         (0..row_blocks * n_gc).into_par_iter().for_each(|item| {
             let (block, chunk) = (item / n_gc, item % n_gc);
             let r0 = block * rows_per_item;
             let g0 = chunk * gc;
-            pair.item(
-                r0,
-                rows_per_item.min(gate.rows - r0),
-                g0,
-                gc.min(n_groups - g0),
-            );
+            let (nr, ng) = (rows_per_item.min(rows - r0), gc.min(n_groups - g0));
+            self.item(sink, r0, nr, g0, ng);
         });
     }
-}
 
-/// Most bytes of the gate and up tile buffers of one kernel call together (what 64 rows × 32
-/// groups of 16 tokens take: the unfused path's largest call).
-const TILE_BYTES: usize = 2 * 4 * 64 * 32 * GROUP;
-
-/// One matrix of the pair: its weights, panel format and (interleaved types) group unpacker.
-type GatedMatrix<'a, 'w> = (&'a QMatrix<'w>, &'a PanelFormat, Option<PanelGroupUnpackFn>);
-
-/// Everything a work item of [`matmul_prequantized_gated_with`] reads.
-struct GatedPair<'a, 'w> {
-    gate: GatedMatrix<'a, 'w>,
-    up: GatedMatrix<'a, 'w>,
-    gemm: PanelGemmFn,
-    glu: GluFn,
-    act: &'a ActPanel<'a>,
-    sink: Sink,
-    n: usize,
-}
-
-thread_local! {
-    /// Per-thread weight panels and tile outputs of the gate (0) and the up (1) matrix.
-    static GATED_SCRATCH: std::cell::RefCell<[PanelScratch; 2]> =
-        std::cell::RefCell::new(Default::default());
-}
-
-impl<'w> GatedPair<'_, 'w> {
     /// Rows `r0 .. r0 + nr` of both matrices × token groups `g0 .. g0 + ng`: unpacks both
     /// weight blocks once, then per L2-sized block of groups runs the panel kernel on each,
-    /// applies `glu` to the tokens that exist and stores them.
-    fn item(&self, r0: usize, nr: usize, g0: usize, ng: usize) {
+    /// applies `glu` to the tokens that exist and puts them into `sink`.
+    fn item(&self, sink: Sink, r0: usize, nr: usize, g0: usize, ng: usize) {
         let (gate, up) = (self.gate.0, self.up.0);
         // Groups per kernel call: as the unfused path's, and few enough that the two tile
         // buffers stay within TILE_BYTES (they grow with the item's rows).
@@ -277,7 +242,7 @@ impl<'w> GatedPair<'_, 'w> {
             let [g, u] = &mut *guard;
             let last_chunk = g0 + ng == n_groups_of(self.n);
             let unpack = |(w, fmt, group): GatedMatrix<'_, 'w>, buf| {
-                let mut panel = unpack_panel(w, fmt, group, r0, nr, buf);
+                let mut panel = unpack_panel(w, &fmt, group, r0, nr, buf);
                 panel.prefetch = next_item_weights(w, r0, nr, last_chunk);
                 panel
             };
@@ -294,32 +259,25 @@ impl<'w> GatedPair<'_, 'w> {
                 let valid = (ngs * GROUP).min(self.n - t0); // the padding tokens are dropped
                 let og = &mut g.out[..ngs * GROUP * nr]; // [ngs × 16, nr]
                 let ou = &mut u.out[..ngs * GROUP * nr]; // [ngs × 16, nr]
-                (self.gemm)(&gate_panel, self.act, gs, ngs, PanelOut::dense(og, nr));
-                (self.gemm)(&up_panel, self.act, gs, ngs, PanelOut::dense(ou, nr));
+                (self.gemm)(&gate_panel, &self.act, gs, ngs, PanelOut::dense(og, nr));
+                (self.gemm)(&up_panel, &self.act, gs, ngs, PanelOut::dense(ou, nr));
                 (self.glu)(&mut og[..valid * nr], &ou[..valid * nr]);
                 for (lane, vals) in og[..valid * nr].chunks_exact(nr).enumerate() {
                     let t = t0 + lane;
-                    match self.sink {
-                        // SAFETY: this item is the only one writing rows r0..r0+nr of the
-                        // outputs of tokens in groups g0..g0+ng (items tile `y` without
-                        // overlap).
+                    match sink {
+                        // SAFETY (both arms): this item is the only one writing rows
+                        // r0..r0+nr of tokens in groups g0..g0+ng (items tile the output
+                        // without overlap), and nothing reads them during the region.
                         Sink::Values(y) => unsafe { y.write(t * up.rows + r0, vals) },
                         Sink::Quantized {
-                            ptr,
-                            len,
+                            bytes,
                             row_bytes,
                             item_bytes,
                             quantize,
                         } => {
-                            let at = t * row_bytes + r0 / nr * item_bytes;
-                            assert!(at + item_bytes <= len, "activation bytes out of range");
-                            // SAFETY: in bounds (checked above); this item is the only one
-                            // writing token t's blocks of rows r0..r0+nr (items tile the
-                            // output without overlap), and nothing reads them during the
-                            // region.
-                            let dst =
-                                unsafe { std::slice::from_raw_parts_mut(ptr.add(at), item_bytes) };
-                            quantize(vals, dst);
+                            let at = t * row_bytes + r0 / QUANTIZED_ROWS_PER_ITEM * item_bytes;
+                            // SAFETY: as for `Values` (`slice_mut` checks the range).
+                            quantize(vals, unsafe { bytes.slice_mut(at, item_bytes) });
                         }
                     }
                 }

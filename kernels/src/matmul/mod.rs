@@ -681,10 +681,7 @@ pub fn matmul_prequantized_many_with(
             native_gemv,
             native_panel_group,
             w: *w,
-            out: DisjointOut {
-                ptr: y.as_mut_ptr(),
-                len: y.len(),
-            },
+            out: DisjointOut::new(y),
         });
         n_fused += 1;
     }
@@ -1099,30 +1096,52 @@ fn gemv_tasks(rows: usize, threads: usize) -> usize {
         .max(1)
 }
 
-/// The output `y` of one matmul, shared by its work items, each of which writes a distinct
-/// rectangle of it (so no two items touch the same value).
+/// The output `y` of one matmul (f32 values, or the next product's quantized bytes), shared
+/// by its work items, each of which writes a distinct rectangle of it (so no two items touch
+/// the same value).
 #[derive(Clone, Copy)]
-struct DisjointOut {
-    ptr: *mut f32,
+struct DisjointOut<T = f32> {
+    ptr: *mut T,
     len: usize,
 }
 
 // SAFETY: the items only write disjoint ranges (see `write` and `slice_mut`), and `y`
-// outlives the parallel loop (it is borrowed mutably for the whole of
-// `matmul_prequantized_many_with`).
-unsafe impl Sync for DisjointOut {}
+// outlives the parallel loop (it stays borrowed mutably by the function that made this view
+// until its parallel region ends).
+unsafe impl<T: Send> Sync for DisjointOut<T> {}
 
-impl DisjointOut {
+impl<T: Copy> DisjointOut<T> {
+    /// A view of `y` for the work items. From then on `y` is written only through it, until
+    /// the caller's parallel region ends.
+    fn new(y: &mut [T]) -> Self {
+        DisjointOut {
+            ptr: y.as_mut_ptr(),
+            len: y.len(),
+        }
+    }
+
     /// Copies `vals` to `y[at .. at + vals.len()]`.
     ///
     /// # Safety
     /// No other thread reads or writes that range concurrently.
-    unsafe fn write(&self, at: usize, vals: &[f32]) {
-        assert!(at + vals.len() <= self.len, "output range out of bounds");
-        // SAFETY: in bounds (checked above) and exclusive (guaranteed by the caller).
-        unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr(), self.ptr.add(at), vals.len()) };
+    unsafe fn write(&self, at: usize, vals: &[T]) {
+        // SAFETY: exclusive (guaranteed by the caller); `slice_mut` checks the range.
+        unsafe { self.slice_mut(at, vals.len()) }.copy_from_slice(vals);
     }
 
+    /// `y[at .. at + len]` as a mutable slice.
+    ///
+    /// # Safety
+    /// No other thread reads or writes that range while the slice lives.
+    unsafe fn slice_mut<'s>(&self, at: usize, len: usize) -> &'s mut [T] {
+        assert!(at + len <= self.len, "output range out of bounds");
+        // SAFETY: in bounds (checked above), `y` outlives the parallel loop, and exclusive
+        // (guaranteed by the caller).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) }
+    }
+}
+
+impl DisjointOut<f32> {
     /// The rectangle of token lines `t0 .. t0 + tokens` × values `r0 .. r0 + rows` of `y`
     /// (`[_, stride]`), as a panel kernel's output.
     ///
@@ -1150,17 +1169,6 @@ impl DisjointOut {
                 rows,
             )
         }
-    }
-
-    /// `y[at .. at + len]` as a mutable slice.
-    ///
-    /// # Safety
-    /// No other thread reads or writes that range while the slice lives.
-    unsafe fn slice_mut<'s>(&self, at: usize, len: usize) -> &'s mut [f32] {
-        assert!(at + len <= self.len, "output range out of bounds");
-        // SAFETY: in bounds (checked above), `y` outlives the parallel loop, and exclusive
-        // (guaranteed by the caller).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) }
     }
 }
 

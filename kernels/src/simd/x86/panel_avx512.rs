@@ -326,12 +326,8 @@ unsafe fn band_tiles<const HALVES: usize, const OFF: bool, const SB: bool>(
         while gi < ng {
             let g = (ng - gi).min(TILE_G);
             for sub in (0..BAND_ROWS).step_by(TILE_R) {
-                let (rs, dst) = (r + sub, buf.add(sub));
-                match g {
-                    3 => tile::<TILE_R, 3, HALVES, OFF, SB>(w, a, rs, g0 + gi, dst, BAND_ROWS),
-                    2 => tile::<TILE_R, 2, HALVES, OFF, SB>(w, a, rs, g0 + gi, dst, BAND_ROWS),
-                    _ => tile::<TILE_R, 1, HALVES, OFF, SB>(w, a, rs, g0 + gi, dst, BAND_ROWS),
-                }
+                let tile = tile_of::<TILE_R, HALVES, OFF, SB>(g);
+                tile(w, a, r + sub, g0 + gi, buf.add(sub), BAND_ROWS);
             }
             for t in 0..g * GROUP {
                 let line = _mm512_loadu_ps(buf.add(t * BAND_ROWS));
@@ -359,39 +355,28 @@ unsafe fn row_tiles<const R: usize, const HALVES: usize, const OFF: bool, const 
     stride: usize,
 ) {
     let mut gi = 0;
-    // SAFETY: guaranteed by the caller; each tile covers groups gi .. gi + G ≤ ng.
-    unsafe {
-        while gi + TILE_G <= ng {
-            tile::<R, TILE_G, HALVES, OFF, SB>(
-                w,
-                a,
-                r,
-                g0 + gi,
-                out.add(gi * GROUP * stride),
-                stride,
-            );
-            gi += TILE_G;
-        }
-        match ng - gi {
-            0 => {}
-            1 => tile::<R, 1, HALVES, OFF, SB>(
-                w,
-                a,
-                r,
-                g0 + gi,
-                out.add(gi * GROUP * stride),
-                stride,
-            ),
-            2 => tile::<R, 2, HALVES, OFF, SB>(
-                w,
-                a,
-                r,
-                g0 + gi,
-                out.add(gi * GROUP * stride),
-                stride,
-            ),
-            _ => unreachable!("TILE_G ≤ 3"),
-        }
+    while gi < ng {
+        let g = (ng - gi).min(TILE_G);
+        // SAFETY: guaranteed by the caller; the tile covers groups gi .. gi + g ≤ ng.
+        unsafe {
+            tile_of::<R, HALVES, OFF, SB>(g)(w, a, r, g0 + gi, out.add(gi * GROUP * stride), stride)
+        };
+        gi += g;
+    }
+}
+
+/// [`tile`] for `g` (1 ..= [`TILE_G`]) token groups.
+type TileFn = unsafe fn(&WeightPanel<'_>, &ActPanel<'_>, usize, usize, *mut f32, usize);
+
+/// The [`tile`] of `R` rows × `g` token groups (1 ..= [`TILE_G`]).
+fn tile_of<const R: usize, const HALVES: usize, const OFF: bool, const SB: bool>(
+    g: usize,
+) -> TileFn {
+    match g {
+        3 => tile::<R, 3, HALVES, OFF, SB>,
+        2 => tile::<R, 2, HALVES, OFF, SB>,
+        1 => tile::<R, 1, HALVES, OFF, SB>,
+        _ => unreachable!("TILE_G ≤ 3"),
     }
 }
 
