@@ -15,10 +15,12 @@
 //! | `cvt fma` | `vcvtdq2ps`, `vfmadd` by a broadcast scale | a k-quant fold without its offset |
 //! | `cvt mul fma` | `vcvtdq2ps`, `vmulps` (`dw·dy`), `vfmadd` | Q4_0, Q5_0, Q8_0, IQ4_NL; as many multiplies as Q4_K/Q5_K (offset `fma`) and Q6_K (two sub-blocks) |
 //! | `int add` | `vpaddd` | (what an integer-only fold would cost) |
+//! | `mulld add` | `vpmulld` (an integer sub-block scale), `vpaddd` | a k-quant fold in ggml's integer order |
+//! | `maddwd add` | `vpmaddwd`, `vpaddd` | the same with 16-bit scales |
 //!
 //! `cargo run --release -p grist-kernels --example pipe_mix` (x86-64 with AVX-512 VNNI and
 //! BF16; one thread; figures in G instructions per second of wall time, so run it on an idle
-//! core). Results and what they mean: docs/PERFORMANCE.md, "Round 17".
+//! core). Results and what they mean: docs/PERFORMANCE.md, "Round 17" and "Round 19".
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -84,6 +86,26 @@ mod x86 {
         (int_add, $i:literal, $s:literal) => {
             concat!("vpaddd zmm", $s, ", zmm", $s, ", zmm", $i, "\n")
         };
+        (mulld_add, $i:literal, $s:literal) => {
+            concat!(
+                "vpmulld zmm",
+                $i,
+                ", zmm",
+                $i,
+                ", zmm29\n",
+                fold!(int_add, $i, $s)
+            )
+        };
+        (maddwd_add, $i:literal, $s:literal) => {
+            concat!(
+                "vpmaddwd zmm",
+                $i,
+                ", zmm",
+                $i,
+                ", zmm29\n",
+                fold!(int_add, $i, $s)
+            )
+        };
     }
 
     /// A loop of `iters` blocks with the float work `$mix`.
@@ -136,6 +158,8 @@ mod x86 {
     block_loop!(cvt_fma, cvt_fma);
     block_loop!(cvt_mul_fma, cvt_mul_fma);
     block_loop!(int_add, int_add);
+    block_loop!(mulld_add, mulld_add);
+    block_loop!(maddwd_add, maddwd_add);
 
     /// `iters` × 12 independent `$op`s (12 chains, so latency never limits).
     macro_rules! op_loop {
@@ -205,12 +229,14 @@ mod x86 {
         let peak = rate(dpbusd_only, 12.0);
         println!("vpdpbusd zmm alone: {peak:.2} G/s");
         println!("panel block (96 vpdpbusd) + per-accumulator float work, vpdpbusd rate:");
-        let mixes: [(&str, Loop); 5] = [
+        let mixes: [(&str, Loop); 7] = [
             ("int only", int_only),
             ("cvt", cvt),
             ("cvt fma", cvt_fma),
             ("cvt mul fma", cvt_mul_fma),
             ("int add", int_add),
+            ("mulld add", mulld_add),
+            ("maddwd add", maddwd_add),
         ];
         for (name, f) in mixes {
             let r = rate(f, 96.0);

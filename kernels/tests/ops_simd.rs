@@ -90,6 +90,10 @@ fn elementwise_ops_are_bit_identical() {
                 (t.mul_assign)(&mut b, &other);
                 assert_eq!(bits(&a), bits(&b), "{isa} mul n={n}");
                 let (mut a, mut b) = (x.clone(), x.clone());
+                (s.scale_mul)(&mut a, 0.37, &other);
+                (t.scale_mul)(&mut b, 0.37, &other);
+                assert_eq!(bits(&a), bits(&b), "{isa} scale_mul n={n}");
+                let (mut a, mut b) = (x.clone(), x.clone());
                 (s.add_assign)(&mut a, &other);
                 (t.add_assign)(&mut b, &other);
                 assert_eq!(bits(&a), bits(&b), "{isa} add n={n}");
@@ -107,6 +111,25 @@ fn elementwise_ops_are_bit_identical() {
                 (t.axpy_f16)(-0.75, &ha, &mut yb);
                 assert_eq!(bits(&ya), bits(&yb), "{isa} axpy_f16 n={n}");
             }
+        }
+    }
+}
+
+/// The fused `scale_mul` is `scale` then `mul_assign`, bit for bit (RMSNorm's result must not
+/// change when it calls one instead of the two).
+#[test]
+fn scale_mul_is_scale_then_mul() {
+    let mut rng = Rng(7);
+    for n in [0, 1, 7, 8, 9, 31, 640, 1001] {
+        for x in inputs(&mut rng, n) {
+            let w = rng.vec(n, 3.0);
+            let s = 1.0 / (rng.f32().abs() + 1e-3);
+            let mut two = x.clone();
+            scalar::scale(&mut two, s);
+            scalar::mul_assign(&mut two, &w);
+            let mut one = x.clone();
+            scalar::scale_mul(&mut one, s, &w);
+            assert_eq!(bits(&one), bits(&two), "n={n}");
         }
     }
 }

@@ -354,15 +354,22 @@ fn tiled_task(
                     let lo = first(t).max(tile0) - tile0;
                     let hi = pos(t).min(tile_end) - tile0;
                     let s = &mut s[..nk];
-                    (kern.scale)(&mut s[lo..=hi], scale);
+                    // (A scale of 1 is skipped: x · 1 = x for every float.)
+                    if scale != 1.0 {
+                        (kern.scale)(&mut s[lo..=hi], scale);
+                    }
                     s[..lo].fill(f32::NEG_INFINITY);
                     s[hi + 1..].fill(f32::NEG_INFINITY);
                     let tile_max = (kern.max)(&s[lo..=hi]);
                     if tile_max > ms[r] {
-                        // New running maximum: rescale what was accumulated so far.
-                        let f = (ms[r] - tile_max).exp();
-                        (kern.scale)(&mut os[r * hd..(r + 1) * hd], f);
-                        sums[r] *= f;
+                        // New running maximum: rescale what was accumulated so far. Before
+                        // the row's first visible key nothing was (`os` and the sum are
+                        // still exactly 0, which the factor 0 would leave as they are).
+                        if ms[r] != f32::NEG_INFINITY {
+                            let f = (ms[r] - tile_max).exp();
+                            (kern.scale)(&mut os[r * hd..(r + 1) * hd], f);
+                            sums[r] *= f;
+                        }
                         ms[r] = tile_max;
                     }
                     if ms[r] == f32::NEG_INFINITY {

@@ -62,6 +62,8 @@ pub struct OpKernels {
     pub scale: fn(&mut [f32], f32),
     /// See [`scalar::mul_assign`].
     pub mul_assign: fn(&mut [f32], &[f32]),
+    /// See [`scalar::scale_mul`].
+    pub scale_mul: fn(&mut [f32], f32, &[f32]),
     /// See [`scalar::add_assign`].
     pub add_assign: fn(&mut [f32], &[f32]),
     /// See [`scalar::max`].
@@ -97,6 +99,7 @@ impl OpKernels {
             sum_squares: scalar::sum_squares,
             scale: scalar::scale,
             mul_assign: scalar::mul_assign,
+            scale_mul: scalar::scale_mul,
             add_assign: scalar::add_assign,
             max: scalar::max,
             exp_sub_sum: scalar::exp_sub_sum,
@@ -166,9 +169,9 @@ pub fn rms_norm_in_place_with(table: &OpKernels, x: &mut [f32], weight: Option<&
     }
     let mean = ((table.sum_squares)(x) / x.len() as f64) as f32;
     let scale = 1.0f32 / (mean + eps).sqrt();
-    (table.scale)(x, scale);
-    if let Some(w) = weight {
-        (table.mul_assign)(x, w);
+    match weight {
+        Some(w) => (table.scale_mul)(x, scale, w),
+        None => (table.scale)(x, scale),
     }
 }
 

@@ -16,6 +16,7 @@ pub(super) fn install(t: &mut OpKernels) {
     t.sum_squares = sum_squares_neon;
     t.scale = scale_neon;
     t.mul_assign = mul_assign_neon;
+    t.scale_mul = scale_mul_neon;
     t.add_assign = add_assign_neon;
     t.max = max_neon;
     t.exp_sub_sum = exp_sub_sum_neon;
@@ -37,6 +38,7 @@ macro_rules! entry {
 entry!(sum_squares_neon => sum_squares_n, (x: &[f32]) -> f64);
 entry!(scale_neon => scale_n, (y: &mut [f32], s: f32));
 entry!(mul_assign_neon => mul_assign_n, (y: &mut [f32], x: &[f32]));
+entry!(scale_mul_neon => scale_mul_n, (y: &mut [f32], s: f32, w: &[f32]));
 entry!(add_assign_neon => add_assign_n, (y: &mut [f32], x: &[f32]));
 entry!(max_neon => max_n, (x: &[f32]) -> f32);
 entry!(exp_sub_sum_neon => exp_sub_sum_n, (x: &mut [f32], m: f32) -> f64);
@@ -134,6 +136,19 @@ fn mul_assign_n(y: &mut [f32], x: &[f32]) {
         st4(a, v);
     }
     scalar::mul_assign(yt, xt);
+}
+
+#[target_feature(enable = "neon")]
+fn scale_mul_n(y: &mut [f32], s: f32, w: &[f32]) {
+    assert_eq!(y.len(), w.len(), "scale_mul: operands differ in length");
+    let (yc, yt) = y.as_chunks_mut::<4>();
+    let (wc, wt) = w.as_chunks::<4>();
+    for (a, b) in yc.iter_mut().zip(wc) {
+        // Two roundings, as `scale` then `mul_assign` (no fused multiply-add).
+        let v = vmulq_f32(vmulq_n_f32(ld4(a), s), ld4(b));
+        st4(a, v);
+    }
+    scalar::scale_mul(yt, s, wt);
 }
 
 #[target_feature(enable = "neon")]

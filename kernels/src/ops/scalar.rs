@@ -26,6 +26,16 @@ pub fn mul_assign(y: &mut [f32], x: &[f32]) {
     }
 }
 
+/// `y[i] = (y[i] · s) · w[i]`, two roundings per element: [`scale`] then [`mul_assign`] in
+/// one pass (RMSNorm's normalise-and-weigh, which ggml runs as `ggml_vec_scale_f32` and then
+/// a `mul` by the norm weight).
+pub fn scale_mul(y: &mut [f32], s: f32, w: &[f32]) {
+    assert_eq!(y.len(), w.len(), "scale_mul: operands differ in length");
+    for (a, &b) in y.iter_mut().zip(w) {
+        *a = (*a * s) * b;
+    }
+}
+
 /// `y[i] += x[i]` (ggml's `add` with same-shape operands).
 pub fn add_assign(y: &mut [f32], x: &[f32]) {
     assert_eq!(y.len(), x.len(), "add: operands differ in length");

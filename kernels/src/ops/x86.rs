@@ -7,7 +7,7 @@
 //!
 //! Agreement with [`super::scalar`]:
 //! - `scale`, `mul_assign`, `add_assign`, `max`, `f32_to_f16` and `axpy_f16` do the same one
-//!   rounding per element: bit-identical.
+//!   rounding per element (`scale_mul` the same two): bit-identical.
 //! - `sum_squares` squares in f32 and sums in f64 like the reference, in another order.
 //! - `dot_f32` / `dot_f16_f32` accumulate in f32 vector lanes (like ggml's SIMD
 //!   `ggml_vec_dot_f32`), the reference in f64: relative error ~`n · 2⁻²⁴` of `Σ|a·b|`.
@@ -29,6 +29,7 @@ pub(super) fn install_avx2(t: &mut OpKernels) {
     t.sum_squares = sum_squares_avx2;
     t.scale = scale_avx2;
     t.mul_assign = mul_assign_avx2;
+    t.scale_mul = scale_mul_avx2;
     t.add_assign = add_assign_avx2;
     t.max = max_avx2;
     t.exp_sub_sum = exp_sub_sum_avx2;
@@ -72,6 +73,7 @@ macro_rules! entry {
 entry!(sum_squares_avx2 => sum_squares_a2, "avx2,fma", (x: &[f32]) -> f64);
 entry!(scale_avx2 => scale_a2, "avx2,fma", (y: &mut [f32], s: f32));
 entry!(mul_assign_avx2 => mul_assign_a2, "avx2,fma", (y: &mut [f32], x: &[f32]));
+entry!(scale_mul_avx2 => scale_mul_a2, "avx2,fma", (y: &mut [f32], s: f32, w: &[f32]));
 entry!(add_assign_avx2 => add_assign_a2, "avx2,fma", (y: &mut [f32], x: &[f32]));
 entry!(max_avx2 => max_a2, "avx2,fma", (x: &[f32]) -> f32);
 entry!(exp_sub_sum_avx2 => exp_sub_sum_a2, "avx2,fma", (x: &mut [f32], m: f32) -> f64);
@@ -251,6 +253,20 @@ fn mul_assign_a2(y: &mut [f32], x: &[f32]) {
         st8(a, v);
     }
     scalar::mul_assign(yt, xt);
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn scale_mul_a2(y: &mut [f32], s: f32, w: &[f32]) {
+    assert_eq!(y.len(), w.len(), "scale_mul: operands differ in length");
+    let (yc, yt) = y.as_chunks_mut::<8>();
+    let (wc, wt) = w.as_chunks::<8>();
+    let vs = _mm256_set1_ps(s);
+    for (a, b) in yc.iter_mut().zip(wc) {
+        // Two roundings, as `scale` then `mul_assign` (no fused multiply-add).
+        let v = _mm256_mul_ps(_mm256_mul_ps(ld8(a), vs), ld8(b));
+        st8(a, v);
+    }
+    scalar::scale_mul(yt, s, wt);
 }
 
 #[target_feature(enable = "avx2,fma")]
