@@ -10,8 +10,8 @@
 //!   on the same threads (token generation cannot beat it). A probe pass follows each
 //!   repetition (`probe::ReadProbe`, the better of a plain and a prefetching read loop), so a
 //!   drift of a shared host's bandwidth moves both figures alike.
-//! - pp: the layer matmuls' multiply-adds per token × t/s (the output projection runs for the
-//!   last token only), against the int8 matmul peak of the selected ISA measured on
+//! - pp: the layer matmuls' multiply-adds per token × t/s (the output projection, and the
+//!   last layer's products after attention, run for the last token only), against the int8 matmul peak of the selected ISA measured on
 //!   cache-resident data (`probe::int8_peak`). A second line puts that peak and pp against
 //!   the hardware ceiling: the ISA's int8 multiply-add instruction in a register-only loop
 //!   (`probe::int8_instruction_peak`, e.g. `vpdpbusd zmm`), and on AVX-512 the same loop with
@@ -142,6 +142,18 @@ struct ModelFigures {
     /// Multiply-adds × 2 in the layers' weight matmuls per prompt token. The output
     /// projection is left out: prompt processing computes logits for the last token only.
     matmul_ops_per_token: u64,
+    /// The part of `matmul_ops_per_token` in the last layer's products after attention
+    /// (output projection, feed-forward), which a prompt runs for its last token only.
+    last_layer_tail_ops: u64,
+}
+
+impl ModelFigures {
+    /// Multiply-adds × 2 per token of an `n`-token prompt: every layer's products for every
+    /// token, except the last layer's after attention, which run once.
+    fn pp_ops_per_token(&self, n: usize) -> f64 {
+        let n = n.max(1) as f64;
+        self.matmul_ops_per_token as f64 - self.last_layer_tail_ops as f64 * (n - 1.0) / n
+    }
 }
 
 fn model_figures(model: &Model) -> ModelFigures {
@@ -152,7 +164,10 @@ fn model_figures(model: &Model) -> ModelFigures {
         params: 0,
         bytes_per_token: 0,
         matmul_ops_per_token: 0,
+        last_layer_tail_ops: 0,
     };
+    let last = model.hparams().n_layer.checked_sub(1);
+    let tail_prefix = last.map(|l| format!("blk.{l}."));
     for t in g.tensors() {
         f.params += t.n_elements();
         let is_embd = t.name == "token_embd.weight";
@@ -163,6 +178,13 @@ fn model_figures(model: &Model) -> ModelFigures {
         let is_output = t.name == "output.weight" || is_embd;
         if t.dims.len() >= 2 && !is_output {
             f.matmul_ops_per_token += 2 * t.n_elements();
+            let after_attention =
+                |rest: &str| rest.starts_with("attn_output.") || rest.starts_with("ffn_");
+            if let Some(rest) = tail_prefix.as_deref().and_then(|p| t.name.strip_prefix(p)) {
+                if after_attention(rest) {
+                    f.last_layer_tail_ops += 2 * t.n_elements();
+                }
+            }
         }
     }
     f
@@ -388,7 +410,7 @@ fn roofline(
         let achieved = f.bytes_per_token as f64 * r.mean() / 1e9;
         (!r.bandwidth_samples.is_empty()).then(|| (achieved, mean(&r.bandwidth_samples), "GB/s"))
     } else {
-        let achieved = f.matmul_ops_per_token as f64 * r.mean() / 1e9;
+        let achieved = f.pp_ops_per_token(r.n_prompt) * r.mean() / 1e9;
         peak.map(|p| (achieved, p.kernel, "GOPS"))
     }
 }
@@ -424,7 +446,8 @@ fn print_markdown(
     if let (Some(bw), Some(peak)) = (bandwidth, peak) {
         println!(
             "\nroofline: tg reads {:.1} MB of weights per token; measured DRAM read bandwidth {bw:.1} GB/s \
-             ⇒ tg ceiling {:.1} t/s. pp performs {:.2} GOP of layer matmuls per token; measured {isa} int8 matmul peak {:.1} GOPS.",
+             ⇒ tg ceiling {:.1} t/s. pp performs {:.2} GOP of layer matmuls per token \
+             (the last layer's after attention only for the last token); measured {isa} int8 matmul peak {:.1} GOPS.",
             f.bytes_per_token as f64 / 1e6,
             bw * 1e9 / f.bytes_per_token as f64,
             f.matmul_ops_per_token as f64 / 1e9,
@@ -446,7 +469,7 @@ fn print_markdown(
                 .iter()
                 .filter(|r| r.n_gen == 0)
                 .map(|r| {
-                    let achieved = f.matmul_ops_per_token as f64 * r.mean() / 1e9;
+                    let achieved = f.pp_ops_per_token(r.n_prompt) * r.mean() / 1e9;
                     format!(
                         "; {} reaches {:.0} % of it",
                         r.name,

@@ -98,6 +98,25 @@ pub fn attention(
     scale: f32,
     window: Option<usize>,
 ) {
+    let n = q.len() / (shape.n_head * shape.head_dim);
+    attention_rows(q, k_cache, v_cache, out, shape, scale, window, 0..n);
+}
+
+/// [`attention`] for the queries `rows` of the chunk only; `out`: `[rows.len(), n_head *
+/// head_dim]`. Each of these rows gets the bits [`attention`] gives it: the path still follows
+/// the chunk's number of queries, and a row's result never depends on the other rows. The
+/// executor uses it in the last layer, where only the rows whose logits are wanted go on.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_rows(
+    q: &[f32],
+    k_cache: &[f16],
+    v_cache: &[f16],
+    out: &mut [f32],
+    shape: AttnShape,
+    scale: f32,
+    window: Option<usize>,
+    rows: std::ops::Range<usize>,
+) {
     let qd = shape.n_head * shape.head_dim;
     assert!(
         shape.head_dim <= MAX_HEAD_DIM,
@@ -105,6 +124,14 @@ pub fn attention(
         shape.head_dim
     );
     let n = q.len() / qd;
+    assert!(
+        rows.start <= rows.end && rows.end <= n && out.len() == rows.len() * qd,
+        "attention rows {rows:?} of {n} queries into {} values",
+        out.len()
+    );
+    if rows.is_empty() {
+        return;
+    }
     if n < TILED_MIN_BATCH {
         let call = Call {
             q,
@@ -113,13 +140,18 @@ pub fn attention(
             scale,
             window,
         };
-        attention_f16_accum(call, out);
+        attention_f16_accum(call, out, rows);
     } else {
         let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
         // Taken out of the thread-local for the parallel region, not borrowed across it: while
         // it waits, this thread may run other rayon jobs, even another attention call.
         let mut wide = WIDE_TILES.take();
-        let tiles = WideTiles::fill(kern, (k_cache, v_cache), shape, window, &mut wide);
+        // Only the tiles the first computed query (and so every later one) can see.
+        let from = AttnShape {
+            pos0: shape.pos0 + rows.start,
+            ..shape
+        };
+        let tiles = WideTiles::fill(kern, (k_cache, v_cache), from, window, &mut wide);
         // Largest tasks first: under the causal mask a task's work grows with its position,
         // and rayon's threads each run their range front to back and steal the back half of
         // another's, so in this order the last pieces left to share are the smallest ones.
@@ -129,7 +161,7 @@ pub fn attention(
             .for_each(|(it, o)| {
                 SCRATCH.with_borrow_mut(|buf| {
                     let rows = Rows {
-                        t0: it * Q_TILE,
+                        t0: rows.start + it * Q_TILE,
                         n: o.len() / qd,
                     };
                     tiled_task(kern, q, &tiles, o, shape, rows, scale, window, buf)
@@ -182,8 +214,8 @@ struct WideTiles<'a> {
 
 impl<'a> WideTiles<'a> {
     /// Widens, in parallel, every tile that some query of the call can see: from the tile
-    /// holding the first query's first visible key (sliding windows start later) to the
-    /// last cached key.
+    /// holding the first visible key of the query at `shape.pos0` (sliding windows start
+    /// later) to the last cached key.
     fn fill(
         kern: &OpKernels,
         (k_cache, v_cache): (&[f16], &[f16]),
@@ -410,8 +442,9 @@ fn tiled_task(
 /// result (each head is computed alone). Calls of at most [`SERIAL_MAX_WORK`] (head, key)
 /// pairs run on the calling thread. A single query over at least [`SPLIT_MIN_KEYS`] keys, in
 /// a model with an odd number of KV heads, takes the split path instead
-/// ([`attention_split_keys`]).
-fn attention_f16_accum(call: Call, out: &mut [f32]) {
+/// ([`attention_split_keys`]). Computes the queries `rows` into `out` (`[rows.len(), q_dim]`);
+/// which path runs follows the call's number of queries.
+fn attention_f16_accum(call: Call, out: &mut [f32], rows: std::ops::Range<usize>) {
     let AttnShape {
         pos0,
         n_head,
@@ -427,16 +460,16 @@ fn attention_f16_accum(call: Call, out: &mut [f32]) {
     let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
     // (query head, key) pairs of the call: small calls run on the calling thread, one kernel
     // call per (query, KV head).
-    let work = n * n_head * (pos0 + n);
+    let work = rows.len() * n_head * (pos0 + n);
     let serial = work <= SERIAL_MAX_WORK;
     let sub = if serial {
         group
     } else {
-        heads_per_task(group, n * n_head)
+        heads_per_task(group, rows.len() * n_head)
     };
     let task = |i: usize, o: &mut [f32]| {
         SCRATCH.with_borrow_mut(|buf| {
-            let (t, h0) = (i / (n_head / sub), i % (n_head / sub) * sub);
+            let (t, h0) = (rows.start + i / (n_head / sub), i % (n_head / sub) * sub);
             let p = pos0 + t;
             let keys = visible_keys(p, call.window);
             let heads = HeadRun {
@@ -792,6 +825,45 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
             assert!(err <= tol, "case {i}: max|d| {err} > {tol}");
+        }
+    }
+
+    #[test]
+    fn some_rows_get_the_bits_of_the_whole_call() {
+        // (pos0, n, n_head, n_head_kv, head_dim, window): both paths, windows, a cached
+        // prefix; rows at the start, the end (the executor's last row), the middle, and
+        // ranges that start inside a task of Q_TILE queries.
+        let cases = [
+            (0, 200, 4, 2, 64, None),
+            (37, 130, 6, 3, 16, Some(40)),
+            (0, 96, 2, 1, 256, None),
+            (10, 40, 4, 1, 24, None),
+            (300, 20, 9, 3, 32, Some(100)),
+        ];
+        for (i, &(pos0, n, nh, nkv, hd, window)) in cases.iter().enumerate() {
+            let c = case(500 + i as u64, pos0, n, nh, nkv, hd);
+            let qd = nh * hd;
+            let whole = run(&c, window);
+            for rows in [n - 1..n, 0..1, 5..n, 33.min(n)..71.min(n), 0..n, 7..7] {
+                let mut out = vec![f32::NAN; rows.len() * qd];
+                attention_rows(
+                    &c.q,
+                    &c.kc,
+                    &c.vc,
+                    &mut out,
+                    c.shape,
+                    0.2,
+                    window,
+                    rows.clone(),
+                );
+                let want = &whole[rows.start * qd..rows.end * qd];
+                assert!(
+                    out.iter()
+                        .zip(want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "case {i}, rows {rows:?}: differ from the whole call"
+                );
+            }
         }
     }
 

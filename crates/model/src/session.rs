@@ -7,6 +7,14 @@
 //! of at most [`MAX_BATCH`] tokens: every matrix multiplication is matrix × matrix over the
 //! chunk, attention reads the cache (positions `0..n_past + chunk`), and the new keys/values are
 //! written to the cache before attention so a token attends to itself.
+//!
+//! When a call wants only the last token's logits (generation, `grist bench`'s `pp` test),
+//! the last layer stops after its attention for every other row, as llama.cpp prunes its graph
+//! to the output rows: their keys and values are cached by then and nothing reads the rest.
+//! A chunk that needs no logits at all (the first chunks of a long prompt) ends its last layer
+//! right after caching. Each computed row keeps the bits it would have had (the attention of
+//! the kept rows is the whole call's, bit for bit); only the rows after the last layer's
+//! attention run through the batch kernels for fewer rows (one row: the matrix-vector ones).
 
 use grist_kernels::ops::{self, RopeParams, RopeStyle};
 use half::f16;
@@ -282,7 +290,18 @@ impl<'m> Session<'m> {
             }
         }
         let attn_scale = 1.0 / (hd as f32).sqrt();
+        // Rows of the chunk whose logits are wanted, and the row of `self.logits` the first
+        // goes to.
+        let (mut out_range, first_out) = match &out_rows {
+            Some((rows, first)) => (rows.clone(), *first),
+            None => (0..0, 0),
+        };
         for (il, lw) in w.layers.iter().enumerate() {
+            // After the last layer's attention only the rows whose logits are wanted go on
+            // (as in llama.cpp): the other rows' keys and values are cached by then, and
+            // nothing reads the rest of their last layer.
+            let last_layer = il + 1 == w.layers.len();
+            let keep = if last_layer { out_range.clone() } else { 0..n };
             // ---- attention ----
             // h = rms_norm(x) * attn_norm                           [n, n_embd]
             let h = &mut s.h[..n * e];
@@ -326,18 +345,22 @@ impl<'m> Session<'m> {
             };
             // Append k, v to the cache (f16).                        [n_ctx, kv_dim]
             let window = if swa { Some(hp.n_swa) } else { None };
-            let pairs = attention::visible_pairs(pos0, n, window);
+            let pairs = attention::visible_pairs(pos0 + keep.start, keep.len(), window);
             let _p = scope(Op::Attention, 0, 4 * pairs * qd as u64);
             let kc = &mut self.k_cache[il];
             let vc = &mut self.v_cache[il];
             ops::f32_to_f16_row(k, &mut kc[pos0 * kvd..(pos0 + n) * kvd]);
             ops::f32_to_f16_row(v, &mut vc[pos0 * kvd..(pos0 + n) * kvd]);
-            // att = softmax(q·Kᵀ·scale + mask)·V                    [n, q_dim]
-            attention::attention(
+            if keep.is_empty() {
+                break; // a chunk without logits: its last layer ends with the cache
+            }
+            // att = softmax(q·Kᵀ·scale + mask)·V for the kept rows  [m, q_dim]
+            let m = keep.len();
+            attention::attention_rows(
                 q,
                 &kc[..(pos0 + n) * kvd],
                 &vc[..(pos0 + n) * kvd],
-                &mut s.att[..n * qd],
+                &mut s.att[..m * qd],
                 AttnShape {
                     pos0,
                     n_head: hp.n_head,
@@ -346,8 +369,16 @@ impl<'m> Session<'m> {
                 },
                 score_scale,
                 window,
+                keep.clone(),
             );
             drop(_p);
+            // From here on the layer runs on the kept rows only: move their residual rows to
+            // the front.                                              x: [m, n_embd]
+            if m < n {
+                s.x.copy_within(keep.start * e..keep.end * e, 0);
+                out_range = 0..m;
+            }
+            let n = m;
             // h = att·Wo [→ rms_norm * post_attention_norm];  x += h
             let h = &mut s.h[..n * e];
             announce(&[&lw.w_gate, &lw.w_up]);
@@ -399,7 +430,8 @@ impl<'m> Session<'m> {
         }
 
         // logits = (rms_norm(x) * output_norm)·Woutput, for the requested rows only.
-        if let Some((rows, first_out)) = out_rows {
+        if out_rows.is_some() {
+            let rows = out_range;
             let m = rows.len();
             let h = &mut s.h[..m * e];
             h.copy_from_slice(&s.x[rows.start * e..rows.end * e]);

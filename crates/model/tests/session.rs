@@ -188,3 +188,46 @@ fn prompts_longer_than_max_batch_are_chunked() {
     let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j]));
     assert_eq!(argmax(last), argmax(expected));
 }
+
+/// Without all logits, the last layer stops after its attention for every row but the last
+/// (and, in a chunk that needs no logits, right after caching its keys and values). The KV
+/// cache must still be the whole computation's: whatever follows gets the same bits.
+#[test]
+fn pruned_last_layers_leave_the_cache_whole() {
+    for name in ["tiny-llama-q4_k_m", "tiny-gemma3-q4_k_m", "tiny-llama-f32"] {
+        let Some(model) = load(name) else { continue };
+        let base = golden_input(name);
+        let n = grist_model::MAX_BATCH + 40;
+        let tokens: Vec<u32> = base.iter().copied().cycle().take(n).collect();
+        let (prompt, next) = (&tokens[..n - 3], &tokens[n - 3..]);
+        // Reference: every row of every layer computed.
+        let mut full = Session::new(&model, 1024).unwrap();
+        full.eval(prompt, true).unwrap();
+        let want = full.eval(next, true).unwrap().to_vec();
+        // The first chunk needs no logits, the second only its last row's.
+        let mut pruned = Session::new(&model, 1024).unwrap();
+        pruned.eval(prompt, false).unwrap();
+        let got = pruned.eval(next, true).unwrap().to_vec();
+        assert!(
+            want.iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}: logits after a pruned prompt differ"
+        );
+        // Generation after the pruned prompt: one row per call, as before.
+        let mut a = Session::new(&model, 1024).unwrap();
+        let mut b = Session::new(&model, 1024).unwrap();
+        a.eval(prompt, true).unwrap();
+        b.eval(prompt, false).unwrap();
+        for &t in next {
+            let (x, y) = (
+                a.eval(&[t], false).unwrap().to_vec(),
+                b.eval(&[t], false).unwrap(),
+            );
+            assert!(
+                x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{name}: generation after a pruned prompt differs"
+            );
+        }
+    }
+}
