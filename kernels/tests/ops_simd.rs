@@ -115,6 +115,37 @@ fn elementwise_ops_are_bit_identical() {
     }
 }
 
+/// `exp_sub_sum` with a scale is `scale` followed by `exp_sub_sum` with scale 1, bit for bit,
+/// in every table (the tiled attention relies on it), including the maximum it subtracts:
+/// the scaled maximum is the maximum of the scaled values.
+#[test]
+fn exp_sub_sum_with_a_scale_is_scale_then_exp() {
+    let mut rng = Rng(8);
+    let mut tables = simd_tables();
+    let scalar_table = OpKernels::scalar();
+    tables.push((Isa::Scalar, &scalar_table));
+    for (isa, t) in tables {
+        for n in lengths() {
+            for x in inputs(&mut rng, n) {
+                for c in [0.125f32, 0.37, 1.0 / 3.0, 1.0, 2.5] {
+                    let mut a = x.clone();
+                    (t.scale)(&mut a, c);
+                    let m = (t.max)(&a);
+                    assert_eq!(m.to_bits(), (c * (t.max)(&x)).to_bits(), "{isa} max n={n}");
+                    if m == f32::NEG_INFINITY {
+                        continue;
+                    }
+                    let sa = (t.exp_sub_sum)(&mut a, 1.0, m);
+                    let mut b = x.clone();
+                    let sb = (t.exp_sub_sum)(&mut b, c, m);
+                    assert_eq!(bits(&a), bits(&b), "{isa} exp n={n} scale {c}");
+                    assert_eq!(sa.to_bits(), sb.to_bits(), "{isa} sum n={n} scale {c}");
+                }
+            }
+        }
+    }
+}
+
 /// The fused `scale_mul` is `scale` then `mul_assign`, bit for bit (RMSNorm's result must not
 /// change when it calls one instead of the two).
 #[test]
@@ -260,8 +291,8 @@ fn exp_based_ops_agree_within_two_ulp() {
                 }
                 let m = (s.max)(&x);
                 let (mut a, mut b) = (x.clone(), x.clone());
-                let sa = (s.exp_sub_sum)(&mut a, m);
-                let sb = (t.exp_sub_sum)(&mut b, m);
+                let sa = (s.exp_sub_sum)(&mut a, 1.0, m);
+                let sb = (t.exp_sub_sum)(&mut b, 1.0, m);
                 for i in 0..n {
                     assert!(
                         close(a[i], b[i], 2),
@@ -282,15 +313,15 @@ fn exp_based_ops_agree_within_two_ulp() {
             .map(|i| -104.0 + i as f32 * (192.0 / 200_000.0))
             .collect();
         let mut y = x.clone();
-        (s.exp_sub_sum)(&mut x, 0.0);
-        (t.exp_sub_sum)(&mut y, 0.0);
+        (s.exp_sub_sum)(&mut x, 1.0, 0.0);
+        (t.exp_sub_sum)(&mut y, 1.0, 0.0);
         for i in 0..x.len() {
             assert!(close(x[i], y[i], 2), "{isa} exp #{i}: {} vs {}", x[i], y[i]);
         }
         // Infinities: exp(-inf) = 0 (masked softmax entries), exp(+inf) = inf.
         let mut v = vec![f32::NEG_INFINITY; 16];
         v[3] = f32::INFINITY;
-        (t.exp_sub_sum)(&mut v, 0.0);
+        (t.exp_sub_sum)(&mut v, 1.0, 0.0);
         assert_eq!(v[0], 0.0, "{isa}");
         assert_eq!(v[3], f32::INFINITY, "{isa}");
     }

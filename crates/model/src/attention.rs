@@ -124,6 +124,9 @@ pub fn attention_rows(
         shape.head_dim
     );
     let n = q.len() / qd;
+    // The tiled path scales the scores inside the softmax pass, which needs a positive scale
+    // (the executor's is 1 or 1/sqrt(head_dim)).
+    assert!(scale > 0.0, "attention scale {scale} is not positive");
     assert!(
         rows.start <= rows.end && rows.end <= n && out.len() == rows.len() * qd,
         "attention rows {rows:?} of {n} queries into {} values",
@@ -386,13 +389,12 @@ fn tiled_task(
                     let lo = first(t).max(tile0) - tile0;
                     let hi = pos(t).min(tile_end) - tile0;
                     let s = &mut s[..nk];
-                    // (A scale of 1 is skipped: x · 1 = x for every float.)
-                    if scale != 1.0 {
-                        (kern.scale)(&mut s[lo..=hi], scale);
-                    }
+                    // The scores stay unscaled here: `exp_sub_sum` scales them in its pass,
+                    // and the maximum of the scaled scores is the scaled maximum (rounding is
+                    // monotonic and `scale > 0`), so the bits are those of scaling first.
                     s[..lo].fill(f32::NEG_INFINITY);
                     s[hi + 1..].fill(f32::NEG_INFINITY);
-                    let tile_max = (kern.max)(&s[lo..=hi]);
+                    let tile_max = scale * (kern.max)(&s[lo..=hi]);
                     if tile_max > ms[r] {
                         // New running maximum: rescale what was accumulated so far. Before
                         // the row's first visible key nothing was (`os` and the sum are
@@ -410,7 +412,7 @@ fn tiled_task(
                     }
                     // Softmax numerators (summed in f64 like ggml_vec_soft_max_f32), over the
                     // whole tile so the sum's order does not depend on the run.
-                    sums[r] += (kern.exp_sub_sum)(s, ms[r]) as f32;
+                    sums[r] += (kern.exp_sub_sum)(s, scale, ms[r]) as f32;
                 }
                 // os += P · V over keys klo..=khi: the keys left out have weight exactly 0
                 // in every row of the run, and adding 0 · v changes no accumulator.

@@ -69,7 +69,7 @@ pub struct OpKernels {
     /// See [`scalar::max`].
     pub max: fn(&[f32]) -> f32,
     /// See [`scalar::exp_sub_sum`].
-    pub exp_sub_sum: fn(&mut [f32], f32) -> f64,
+    pub exp_sub_sum: fn(&mut [f32], f32, f32) -> f64,
     /// See [`scalar::silu`].
     pub silu: fn(&mut [f32]),
     /// See [`scalar::swiglu`].
@@ -198,7 +198,7 @@ pub fn softmax_with(table: &OpKernels, x: &mut [f32]) {
         x.fill(0.0);
         return;
     }
-    let sum = (table.exp_sub_sum)(x, m);
+    let sum = (table.exp_sub_sum)(x, 1.0, m);
     (table.scale)(x, (1.0 / sum) as f32);
 }
 

@@ -41,7 +41,7 @@ entry!(mul_assign_neon => mul_assign_n, (y: &mut [f32], x: &[f32]));
 entry!(scale_mul_neon => scale_mul_n, (y: &mut [f32], s: f32, w: &[f32]));
 entry!(add_assign_neon => add_assign_n, (y: &mut [f32], x: &[f32]));
 entry!(max_neon => max_n, (x: &[f32]) -> f32);
-entry!(exp_sub_sum_neon => exp_sub_sum_n, (x: &mut [f32], m: f32) -> f64);
+entry!(exp_sub_sum_neon => exp_sub_sum_n, (x: &mut [f32], s: f32, m: f32) -> f64);
 entry!(silu_neon => silu_n, (x: &mut [f32]));
 entry!(swiglu_neon => swiglu_n, (g: &mut [f32], u: &[f32]));
 entry!(dot_f32_neon => dot_f32_n, (a: &[f32], b: &[f32]) -> f32);
@@ -182,17 +182,18 @@ fn max_n(x: &[f32]) -> f32 {
 }
 
 #[target_feature(enable = "neon")]
-fn exp_sub_sum_n(x: &mut [f32], m: f32) -> f64 {
+fn exp_sub_sum_n(x: &mut [f32], s: f32, m: f32) -> f64 {
     let (chunks, tail) = x.as_chunks_mut::<4>();
     let vm = vdupq_n_f32(m);
     let (mut lo, mut hi) = (vdupq_n_f64(0.0), vdupq_n_f64(0.0));
     for c in chunks {
-        let e = exp4(vsubq_f32(ld4(c), vm));
+        // x·s rounded, then − m (no fused multiply-add, as the scalar reference).
+        let e = exp4(vsubq_f32(vmulq_n_f32(ld4(c), s), vm));
         st4(c, e);
         lo = vaddq_f64(lo, vcvt_f64_f32(vget_low_f32(e)));
         hi = vaddq_f64(hi, vcvt_high_f64_f32(e));
     }
-    vaddvq_f64(vaddq_f64(lo, hi)) + scalar::exp_sub_sum(tail, m)
+    vaddvq_f64(vaddq_f64(lo, hi)) + scalar::exp_sub_sum(tail, s, m)
 }
 
 #[target_feature(enable = "neon")]

@@ -51,12 +51,15 @@ pub fn max(x: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |m, &v| if m > v { m } else { v })
 }
 
-/// `x[i] = exp(x[i] - max)` in place; returns `Σ x[i]` accumulated in f64 (ggml's
-/// `ggml_vec_soft_max_f32`, scalar path: libm `expf`).
-pub fn exp_sub_sum(x: &mut [f32], max: f32) -> f64 {
+/// `x[i] = exp(x[i] · scale - max)` in place; returns `Σ x[i]` accumulated in f64 (ggml's
+/// `ggml_vec_soft_max_f32`, scalar path: libm `expf`). The product is rounded before the
+/// subtraction (no fused multiply-add), so this is `scale` followed by the softmax step, in
+/// one pass; `scale = 1` is the step alone (`x · 1 = x`). `max` is the maximum of the scaled
+/// values, i.e. `scale · max(x)` for `scale > 0` (rounding is monotonic).
+pub fn exp_sub_sum(x: &mut [f32], scale: f32, max: f32) -> f64 {
     let mut sum = 0.0f64;
     for v in x {
-        *v = (*v - max).exp();
+        *v = (*v * scale - max).exp();
         sum += *v as f64;
     }
     sum

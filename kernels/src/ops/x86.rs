@@ -76,7 +76,7 @@ entry!(mul_assign_avx2 => mul_assign_a2, "avx2,fma", (y: &mut [f32], x: &[f32]))
 entry!(scale_mul_avx2 => scale_mul_a2, "avx2,fma", (y: &mut [f32], s: f32, w: &[f32]));
 entry!(add_assign_avx2 => add_assign_a2, "avx2,fma", (y: &mut [f32], x: &[f32]));
 entry!(max_avx2 => max_a2, "avx2,fma", (x: &[f32]) -> f32);
-entry!(exp_sub_sum_avx2 => exp_sub_sum_a2, "avx2,fma", (x: &mut [f32], m: f32) -> f64);
+entry!(exp_sub_sum_avx2 => exp_sub_sum_a2, "avx2,fma", (x: &mut [f32], s: f32, m: f32) -> f64);
 entry!(silu_avx2 => silu_a2, "avx2,fma", (x: &mut [f32]));
 entry!(swiglu_avx2 => swiglu_a2, "avx2,fma", (g: &mut [f32], u: &[f32]));
 entry!(geglu_avx2 => geglu_a2, "avx2,fma,f16c", (g: &mut [f32], u: &[f32]));
@@ -91,7 +91,7 @@ entry!(attn_f16_acc_avx2 => attn_f16_acc_a2, "avx2,fma,f16c",
 entry!(gemm_acc_f32_avx512 => gemm_acc_f32_a5, "avx512f", (d: GemmDims, a: &[f32], b: &[f32], c: &mut [f32]));
 entry!(attn_f16_acc_avx512 => attn_f16_acc_a5, "avx512f",
     (q: &[f32], kv: KvRows<'_>, sc: f32, st: &mut [f32], acc: &mut [f32]));
-entry!(exp_sub_sum_avx512 => exp_sub_sum_a5, "avx512f", (x: &mut [f32], m: f32) -> f64);
+entry!(exp_sub_sum_avx512 => exp_sub_sum_a5, "avx512f", (x: &mut [f32], s: f32, m: f32) -> f64);
 entry!(silu_avx512 => silu_a5, "avx512f", (x: &mut [f32]));
 entry!(swiglu_avx512 => swiglu_a5, "avx512f", (g: &mut [f32], u: &[f32]));
 entry!(geglu_avx512 => geglu_a5, "avx512f", (g: &mut [f32], u: &[f32]));
@@ -300,17 +300,18 @@ fn max_a2(x: &[f32]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma")]
-fn exp_sub_sum_a2(x: &mut [f32], m: f32) -> f64 {
+fn exp_sub_sum_a2(x: &mut [f32], s: f32, m: f32) -> f64 {
     let (chunks, tail) = x.as_chunks_mut::<8>();
-    let vm = _mm256_set1_ps(m);
+    let (vs, vm) = (_mm256_set1_ps(s), _mm256_set1_ps(m));
     let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
     for c in chunks {
-        let e = exp8(_mm256_sub_ps(ld8(c), vm));
+        // x·s rounded, then − m (no fused multiply-add, as the scalar reference).
+        let e = exp8(_mm256_sub_ps(_mm256_mul_ps(ld8(c), vs), vm));
         st8(c, e);
         lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
         hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)));
     }
-    hsum4d(_mm256_add_pd(lo, hi)) + scalar::exp_sub_sum(tail, m)
+    hsum4d(_mm256_add_pd(lo, hi)) + scalar::exp_sub_sum(tail, s, m)
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -488,18 +489,19 @@ fn silu16(x: __m512) -> __m512 {
 }
 
 #[target_feature(enable = "avx512f")]
-fn exp_sub_sum_a5(x: &mut [f32], m: f32) -> f64 {
+fn exp_sub_sum_a5(x: &mut [f32], s: f32, m: f32) -> f64 {
     let (chunks, tail) = x.as_chunks_mut::<16>();
-    let vm = _mm512_set1_ps(m);
+    let (vs, vm) = (_mm512_set1_ps(s), _mm512_set1_ps(m));
     let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
     for c in chunks {
-        let e = exp16(_mm512_sub_ps(ld16(c), vm));
+        // x·s rounded, then − m (no fused multiply-add, as the scalar reference).
+        let e = exp16(_mm512_sub_ps(_mm512_mul_ps(ld16(c), vs), vm));
         st16(c, e);
         lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
         let upper = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e)));
         hi = _mm512_add_pd(hi, _mm512_cvtps_pd(upper));
     }
-    _mm512_reduce_add_pd(_mm512_add_pd(lo, hi)) + scalar::exp_sub_sum(tail, m)
+    _mm512_reduce_add_pd(_mm512_add_pd(lo, hi)) + scalar::exp_sub_sum(tail, s, m)
 }
 
 #[target_feature(enable = "avx512f")]
