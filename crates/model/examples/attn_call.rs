@@ -6,7 +6,7 @@
 //! (defaults: 2063 9 3 64 2 60: SmolLM2-135M at `tg32 @ d2048`). The query sits at position
 //! `POS`, so it attends to `POS + 1` cached keys. `COPIES` separate caches are cycled, so
 //! the rows come from DRAM as in a real layer loop (60 copies of SmolLM2's cache: 95 MB).
-use grist_model::attention::{attention, AttnShape};
+use grist_model::attention::{attention, AttnInput, AttnShape};
 use half::f16;
 use std::time::Instant;
 
@@ -51,7 +51,14 @@ fn main() {
         .expect("thread pool");
     pool.install(|| {
         let mut call = |c: &(Vec<f16>, Vec<f16>)| {
-            attention(&q, &c.0, &c.1, &mut out, shape, 0.125, None);
+            let input = AttnInput {
+                q: &q,
+                kv: (&c.0, &c.1),
+                shape,
+                scale: 0.125,
+                window: None,
+            };
+            attention(input, &mut out, 0..1);
         };
         caches.iter().for_each(&mut call); // warm-up
         let calls = (2_000_000_000 / (n_keys * n_head * hd)).clamp(10, 20_000);

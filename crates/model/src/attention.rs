@@ -81,42 +81,39 @@ pub struct AttnShape {
     pub head_dim: usize,
 }
 
-/// Causal multi-head attention with GQA over an f16 KV cache.
-///
-/// `q`: `[n, n_head * head_dim]` (RoPE applied); `k_cache`, `v_cache`:
-/// `[pos0 + n, n_head_kv * head_dim]`; `out`: `[n, n_head * head_dim]`. Query `t` (position
-/// `p = pos0 + t`) of head `h` attends to the cached positions `j ≤ p` (and `p - j < window`
-/// for sliding-window layers) of KV head `h / (n_head / n_head_kv)`.
-/// `scale` multiplies the scores. The path (f32 or f16 accumulation) follows the number of
-/// queries, see the module documentation.
-pub fn attention(
-    q: &[f32],
-    k_cache: &[f16],
-    v_cache: &[f16],
-    out: &mut [f32],
-    shape: AttnShape,
-    scale: f32,
-    window: Option<usize>,
-) {
-    let n = q.len() / (shape.n_head * shape.head_dim);
-    attention_rows(q, k_cache, v_cache, out, shape, scale, window, 0..n);
+/// One attention call's inputs: a chunk of `n` queries and the cache they attend to.
+#[derive(Clone, Copy)]
+pub struct AttnInput<'a> {
+    /// Queries, `[n, n_head * head_dim]` (RoPE applied).
+    pub q: &'a [f32],
+    /// Cached keys and values, `[pos0 + n, n_head_kv * head_dim]` each (the chunk's own
+    /// already written).
+    pub kv: (&'a [f16], &'a [f16]),
+    /// Where the chunk starts and the heads' layout.
+    pub shape: AttnShape,
+    /// Multiplies the scores; positive (the executor's is 1 or `1/sqrt(head_dim)`).
+    pub scale: f32,
+    /// Sliding-window length, for layers that have one.
+    pub window: Option<usize>,
 }
 
-/// [`attention`] for the queries `rows` of the chunk only; `out`: `[rows.len(), n_head *
-/// head_dim]`. Each of these rows gets the bits [`attention`] gives it: the path still follows
-/// the chunk's number of queries, and a row's result never depends on the other rows. The
-/// executor uses it in the last layer, where only the rows whose logits are wanted go on.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_rows(
-    q: &[f32],
-    k_cache: &[f16],
-    v_cache: &[f16],
-    out: &mut [f32],
-    shape: AttnShape,
-    scale: f32,
-    window: Option<usize>,
-    rows: std::ops::Range<usize>,
-) {
+/// Causal multi-head attention with GQA over an f16 KV cache, for the queries `rows` of the
+/// chunk `input.q` (all of them: `0..n`); `out`: `[rows.len(), n_head * head_dim]`.
+///
+/// Query `t` (position `p = pos0 + t`) of head `h` attends to the cached positions `j ≤ p`
+/// (and `p - j < window` for sliding-window layers) of KV head `h / (n_head / n_head_kv)`.
+/// The path (f32 or f16 accumulation) follows the chunk's number of queries `n`, see the
+/// module documentation, and a row's result never depends on which other rows are computed:
+/// the executor's last layer computes only the rows whose logits are wanted, with the bits
+/// the whole chunk would give them.
+pub fn attention(input: AttnInput<'_>, out: &mut [f32], rows: std::ops::Range<usize>) {
+    let AttnInput {
+        q,
+        kv,
+        shape,
+        scale,
+        window,
+    } = input;
     let qd = shape.n_head * shape.head_dim;
     assert!(
         shape.head_dim <= MAX_HEAD_DIM,
@@ -124,8 +121,7 @@ pub fn attention_rows(
         shape.head_dim
     );
     let n = q.len() / qd;
-    // The tiled path scales the scores inside the softmax pass, which needs a positive scale
-    // (the executor's is 1 or 1/sqrt(head_dim)).
+    // The tiled path scales the scores inside the softmax pass, which needs a positive scale.
     assert!(scale > 0.0, "attention scale {scale} is not positive");
     assert!(
         rows.start <= rows.end && rows.end <= n && out.len() == rows.len() * qd,
@@ -136,14 +132,7 @@ pub fn attention_rows(
         return;
     }
     if n < TILED_MIN_BATCH {
-        let call = Call {
-            q,
-            kv: (k_cache, v_cache),
-            shape,
-            scale,
-            window,
-        };
-        attention_f16_accum(call, out, rows);
+        attention_f16_accum(input, out, rows);
     } else {
         let kern: &OpKernels = &grist_kernels::dispatch::kernels().ops;
         // Taken out of the thread-local for the parallel region, not borrowed across it: while
@@ -154,7 +143,7 @@ pub fn attention_rows(
             pos0: shape.pos0 + rows.start,
             ..shape
         };
-        let tiles = WideTiles::fill(kern, (k_cache, v_cache), from, window, &mut wide);
+        let tiles = WideTiles::fill(kern, kv, from, window, &mut wide);
         // Largest tasks first: under the causal mask a task's work grows with its position,
         // and rayon's threads each run their range front to back and steal the back half of
         // another's, so in this order the last pieces left to share are the smallest ones.
@@ -172,21 +161,6 @@ pub fn attention_rows(
             });
         WIDE_TILES.set(wide);
     }
-}
-
-/// [`attention`]'s inputs (all its arguments but `out`), handed whole to the generation
-/// paths ([`attention_f16_accum`], [`attention_split_keys`]).
-#[derive(Clone, Copy)]
-struct Call<'a> {
-    /// Queries, `[n, n_head * head_dim]`.
-    q: &'a [f32],
-    /// Cached keys and values, `[pos0 + n, n_head_kv * head_dim]` each.
-    kv: (&'a [f16], &'a [f16]),
-    shape: AttnShape,
-    /// Multiplies the scores.
-    scale: f32,
-    /// Sliding-window length, for layers that have one.
-    window: Option<usize>,
 }
 
 thread_local! {
@@ -446,7 +420,7 @@ fn tiled_task(
 /// a model with an odd number of KV heads, takes the split path instead
 /// ([`attention_split_keys`]). Computes the queries `rows` into `out` (`[rows.len(), q_dim]`);
 /// which path runs follows the call's number of queries.
-fn attention_f16_accum(call: Call, out: &mut [f32], rows: std::ops::Range<usize>) {
+fn attention_f16_accum(call: AttnInput, out: &mut [f32], rows: std::ops::Range<usize>) {
     let AttnShape {
         pos0,
         n_head,
@@ -616,7 +590,7 @@ thread_local! {
 /// Why: one query has only `n_head_kv` groups of heads to share out, so with fewer KV heads
 /// than threads, or a count that does not divide evenly (SmolLM2: 3 on 2 threads), threads
 /// idle while attention, most of a token at a long context, runs.
-fn attention_split_keys(call: Call, out: &mut [f32]) {
+fn attention_split_keys(call: AttnInput, out: &mut [f32]) {
     let (q, shape) = (call.q, call.shape);
     let (hd, n_head) = (shape.head_dim, shape.n_head);
     let group = n_head / shape.n_head_kv;
@@ -772,9 +746,21 @@ mod tests {
         }
     }
 
+    impl Case {
+        fn input(&self, scale: f32, window: Option<usize>) -> AttnInput<'_> {
+            AttnInput {
+                q: &self.q,
+                kv: (&self.kc, &self.vc),
+                shape: self.shape,
+                scale,
+                window,
+            }
+        }
+    }
+
     fn run(c: &Case, window: Option<usize>) -> Vec<f32> {
         let mut out = vec![f32::NAN; c.n * c.shape.n_head * c.shape.head_dim];
-        attention(&c.q, &c.kc, &c.vc, &mut out, c.shape, 0.2, window);
+        attention(c.input(0.2, window), &mut out, 0..c.n);
         out
     }
 
@@ -848,16 +834,7 @@ mod tests {
             let whole = run(&c, window);
             for rows in [n - 1..n, 0..1, 5..n, 33.min(n)..71.min(n), 0..n, 7..7] {
                 let mut out = vec![f32::NAN; rows.len() * qd];
-                attention_rows(
-                    &c.q,
-                    &c.kc,
-                    &c.vc,
-                    &mut out,
-                    c.shape,
-                    0.2,
-                    window,
-                    rows.clone(),
-                );
+                attention(c.input(0.2, window), &mut out, rows.clone());
                 let want = &whole[rows.start * qd..rows.end * qd];
                 assert!(
                     out.iter()
@@ -935,7 +912,14 @@ mod tests {
         let kc = vec![f16::from_f32(0.5); n_keys * hd];
         let vc = vec![f16::ONE; n_keys * hd];
         let mut out = vec![f32::NAN; 2 * hd];
-        attention(&q, &kc, &vc, &mut out, shape, 0.125, None);
+        let input = AttnInput {
+            q: &q,
+            kv: (&kc, &vc),
+            shape,
+            scale: 0.125,
+            window: None,
+        };
+        attention(input, &mut out, 0..1);
         assert!(out.iter().all(|&x| x == 1.0), "split path: {:?}", &out[..4]);
 
         let kern = &grist_kernels::dispatch::kernels().ops;

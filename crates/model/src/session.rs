@@ -21,7 +21,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::arch::FfnActivation;
-use crate::attention::{self, AttnShape};
+use crate::attention::{self, AttnInput, AttnShape};
 use crate::error::ModelError;
 use crate::linear::{self, Gated};
 use crate::model::Model;
@@ -356,21 +356,19 @@ impl<'m> Session<'m> {
             }
             // att = softmax(q·Kᵀ·scale + mask)·V for the kept rows  [m, q_dim]
             let m = keep.len();
-            attention::attention_rows(
+            let input = AttnInput {
                 q,
-                &kc[..(pos0 + n) * kvd],
-                &vc[..(pos0 + n) * kvd],
-                &mut s.att[..m * qd],
-                AttnShape {
+                kv: (&kc[..(pos0 + n) * kvd], &vc[..(pos0 + n) * kvd]),
+                shape: AttnShape {
                     pos0,
                     n_head: hp.n_head,
                     n_head_kv: hp.n_head_kv,
                     head_dim: hd,
                 },
-                score_scale,
+                scale: score_scale,
                 window,
-                keep.clone(),
-            );
+            };
+            attention::attention(input, &mut s.att[..m * qd], keep.clone());
             drop(_p);
             // From here on the layer runs on the kept rows only: move their residual rows to
             // the front.                                              x: [m, n_embd]
