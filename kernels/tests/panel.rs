@@ -648,41 +648,25 @@ fn gated_product_quantized_for_the_next_product_matches_quantizing_its_output() 
     }
     // Declines, touching nothing: rows not a multiple of the item, one token.
     let (_, table) = &tables[0];
-    let short = rows - 64;
-    let gdata = matrix(GgmlType::Q4_K, short, cols, &mut rng);
-    let g = QMatrix::new(GgmlType::Q4_K, &gdata, short, cols).unwrap();
     let x: Vec<f32> = (0..4 * cols).map(|_| rng.f32()).collect();
-    {
-        let (n, w) = (4, &g);
+    let declines = |w_rows: usize, n: usize, what: &str, rng: &mut Rng| {
+        let data = matrix(GgmlType::Q4_K, w_rows, cols, rng);
+        let w = QMatrix::new(GgmlType::Q4_K, &data, w_rows, cols).unwrap();
         let mut s = ActivationScratch::new();
         quantize_activations_with(table, GgmlType::Q8_K, &x[..n * cols], n, cols, &mut s).unwrap();
         let mut next = ActivationScratch::new();
         let r = matmul_prequantized_gated_quantize_with(
             table,
-            w,
-            w,
+            &w,
+            &w,
             ops::swiglu,
             &s,
             GgmlType::Q8_K,
             &mut next,
         );
-        assert_eq!(r, Ok(false), "rows {}", w.rows());
-        assert_eq!(next.n(), 0, "rows {}: scratch touched", w.rows());
-    }
-    let full = matrix(GgmlType::Q4_K, rows, cols, &mut rng);
-    let g = QMatrix::new(GgmlType::Q4_K, &full, rows, cols).unwrap();
-    let mut s = ActivationScratch::new();
-    quantize_activations_with(table, GgmlType::Q8_K, &x[..cols], 1, cols, &mut s).unwrap();
-    let mut next = ActivationScratch::new();
-    let r = matmul_prequantized_gated_quantize_with(
-        table,
-        &g,
-        &g,
-        ops::swiglu,
-        &s,
-        GgmlType::Q8_K,
-        &mut next,
-    );
-    assert_eq!(r, Ok(false), "one token");
-    assert_eq!(next.n(), 0, "one token: scratch touched");
+        assert_eq!(r, Ok(false), "{what}");
+        assert_eq!(next.n(), 0, "{what}: scratch touched");
+    };
+    declines(rows - 64, 4, "rows not a multiple of the item", &mut rng);
+    declines(rows, 1, "one token", &mut rng);
 }

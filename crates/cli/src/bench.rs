@@ -178,12 +178,12 @@ fn model_figures(model: &Model) -> ModelFigures {
         let is_output = t.name == "output.weight" || is_embd;
         if t.dims.len() >= 2 && !is_output {
             f.matmul_ops_per_token += 2 * t.n_elements();
-            let after_attention =
-                |rest: &str| rest.starts_with("attn_output.") || rest.starts_with("ffn_");
-            if let Some(rest) = tail_prefix.as_deref().and_then(|p| t.name.strip_prefix(p)) {
-                if after_attention(rest) {
-                    f.last_layer_tail_ops += 2 * t.n_elements();
-                }
+            let in_tail = tail_prefix
+                .as_deref()
+                .and_then(|p| t.name.strip_prefix(p))
+                .is_some_and(|rest| rest.starts_with("attn_output.") || rest.starts_with("ffn_"));
+            if in_tail {
+                f.last_layer_tail_ops += 2 * t.n_elements();
             }
         }
     }
@@ -594,5 +594,33 @@ fn print_json(
             }
         }
         println!("{o}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pp work counts the last layer's products after attention once per prompt: their
+    /// share is exactly that layer's Wo and feed-forward matrices.
+    #[test]
+    fn pp_work_counts_the_pruned_last_layer_once() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/models/tiny-llama-q4_0.gguf");
+        let model = Model::load(&path).expect("fixture model");
+        let f = model_figures(&model);
+        let last = model.hparams().n_layer - 1;
+        let tail: u64 = ["attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+            .iter()
+            .map(|m| {
+                let name = format!("blk.{last}.{m}.weight");
+                2 * model.gguf().tensor_info(&name).expect(&name).n_elements()
+            })
+            .sum();
+        assert_eq!(f.last_layer_tail_ops, tail);
+        assert!(tail > 0 && tail < f.matmul_ops_per_token);
+        assert_eq!(f.pp_ops_per_token(1), f.matmul_ops_per_token as f64);
+        let pp4 = f.pp_ops_per_token(4) * 4.0;
+        assert_eq!(pp4, (4 * f.matmul_ops_per_token - 3 * tail) as f64);
     }
 }

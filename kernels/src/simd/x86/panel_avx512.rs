@@ -326,8 +326,16 @@ unsafe fn band_tiles<const HALVES: usize, const OFF: bool, const SB: bool>(
         while gi < ng {
             let g = (ng - gi).min(TILE_G);
             for sub in (0..BAND_ROWS).step_by(TILE_R) {
-                let tile = tile_of::<TILE_R, HALVES, OFF, SB>(g);
-                tile(w, a, r + sub, g0 + gi, buf.add(sub), BAND_ROWS);
+                // g ≤ TILE_G groups: one tile.
+                row_tiles::<TILE_R, HALVES, OFF, SB>(
+                    w,
+                    a,
+                    r + sub,
+                    g0 + gi,
+                    g,
+                    buf.add(sub),
+                    BAND_ROWS,
+                );
             }
             for t in 0..g * GROUP {
                 let line = _mm512_loadu_ps(buf.add(t * BAND_ROWS));
