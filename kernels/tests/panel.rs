@@ -412,6 +412,69 @@ fn panel_matmul_matches_the_reference() {
     }
 }
 
+/// Work items cut for balance (an odd number of row blocks on 2 threads: each thread gets
+/// whole blocks and one half of the last, `matmul::ItemPlan`) give the bits of one thread, in
+/// the plain product and in the gated one that quantizes its output. 3 row blocks × 32 token
+/// groups are cut that way on 2 threads (and evenly on 1 and 3): a piece missing, or put
+/// in the wrong place, leaves the NaN the outputs start as, or another token's values.
+#[test]
+fn balanced_item_cuts_give_the_bits_of_one_thread() {
+    use grist_kernels::matmul::{
+        matmul_prequantized_gated_quantize_with, quantize_activations_with, QUANTIZED_ROWS_PER_ITEM,
+    };
+    use grist_kernels::ops;
+    let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
+    let (cols, n) = (256, 512);
+    let x: Vec<f32> = (0..n * cols).map(|_| rng.f32() * 3.0).collect();
+    for (name, table) in &gated_tables() {
+        // The plain product: 3 blocks of PANEL_ROWS (64) rows, the last one partial.
+        let rows = 3 * 64 - 6;
+        let data = matrix(GgmlType::Q5_0, rows, cols, &mut rng);
+        let m = QMatrix::new(GgmlType::Q5_0, &data, rows, cols).unwrap();
+        let one = run(table, &m, &x, n, 1);
+        assert!(one.iter().all(|v| v.is_finite()), "{name}: 1 thread");
+        for threads in [2, 3] {
+            let what = format!("{name} plain product, {threads} threads");
+            assert_same_bits(&run(table, &m, &x, n, threads), &one, &what);
+        }
+        // The gated product into the down product's activations: 3 blocks of 256 rows.
+        let rows = 3 * QUANTIZED_ROWS_PER_ITEM;
+        let (gdata, udata) = (
+            matrix(GgmlType::Q5_0, rows, cols, &mut rng),
+            matrix(GgmlType::Q5_0, rows, cols, &mut rng),
+        );
+        let g = QMatrix::new(GgmlType::Q5_0, &gdata, rows, cols).unwrap();
+        let u = QMatrix::new(GgmlType::Q5_0, &udata, rows, cols).unwrap();
+        let gated = |threads: usize| {
+            let mut bytes = Vec::new();
+            on_threads(threads, || {
+                let mut s = ActivationScratch::new();
+                quantize_activations_with(table, g.act_type(), &x, n, cols, &mut s).unwrap();
+                let mut next = ActivationScratch::new();
+                let done = matmul_prequantized_gated_quantize_with(
+                    table,
+                    &g,
+                    &u,
+                    ops::swiglu,
+                    &s,
+                    GgmlType::Q8_K,
+                    &mut next,
+                );
+                assert_eq!(done, Ok(true), "{name}: not fused");
+                bytes = next.rows(0, n).to_vec();
+            });
+            bytes
+        };
+        let one = gated(1);
+        for threads in [2, 3] {
+            assert!(
+                gated(threads) == one,
+                "{name} gated product, {threads} threads"
+            );
+        }
+    }
+}
+
 /// Tables without a panel microkernel (scalar, AVX2) keep their old path: no panel is built.
 #[test]
 fn tables_without_panel_gemm_build_no_panel() {

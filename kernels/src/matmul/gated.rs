@@ -17,8 +17,8 @@
 use rayon::prelude::*;
 
 use super::{
-    check_job, n_groups_of, next_item_weights, panel_group_chunks, panel_groups_per_call,
-    unpack_panel, DisjointOut, MatmulError, PanelScratch, QMatrix, PANEL_ROWS,
+    check_job, n_groups_of, next_item_weights, panel_groups_per_call, unpack_panel, DisjointOut,
+    MatmulError, PanelScratch, QMatrix, PANEL_ROWS,
 };
 use crate::dispatch::{kernels, Kernels};
 use crate::matmul::ActivationScratch;
@@ -217,12 +217,11 @@ impl<'a, 'w> GatedJob<'a, 'w> {
         let n_groups = n_groups_of(self.n);
         // Each item does the work of two of the unfused path's; chunking on the row blocks of
         // one matrix keeps as many items per thread as that path has.
-        let (gc, n_gc) = panel_group_chunks(row_blocks, n_groups);
-        (0..row_blocks * n_gc).into_par_iter().for_each(|item| {
-            let (block, chunk) = (item / n_gc, item % n_gc);
+        let plan = super::ItemPlan::new(row_blocks, n_groups, rayon::current_num_threads());
+        (0..plan.len()).into_par_iter().for_each(|item| {
+            let (block, g0, ng) = plan.item(item);
             let r0 = block * rows_per_item;
-            let g0 = chunk * gc;
-            let (nr, ng) = (rows_per_item.min(rows - r0), gc.min(n_groups - g0));
+            let nr = rows_per_item.min(rows - r0);
             self.item(sink, r0, nr, g0, ng);
         });
     }

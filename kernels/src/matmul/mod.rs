@@ -22,7 +22,8 @@
 //!    instead: the activations are transposed once per call into a panel (in
 //!    [`quantize_activations_with`]), and each work item (64 weight rows × a chunk of token
 //!    groups) unpacks its weight rows to plain bytes once, into a per-thread buffer, then runs
-//!    one int8 microkernel shared by all formats.
+//!    one int8 microkernel shared by all formats. The items are laid out so that each
+//!    thread's contiguous share of them holds the same work (`ItemPlan`).
 //!
 //! Determinism: every output value `y[t][r]` is computed by one kernel call on weight row
 //! `r` and activation row `t` in an order that depends on neither the tile it falls in nor
@@ -712,41 +713,49 @@ pub fn matmul_prequantized_many_with(
         .clamp(1, MAX_TOKENS_PER_TASK)
         .min(n);
     let n_tb = n.div_ceil(tb);
-    // Token-group chunks per panel row block: enough items for every thread to get several.
-    let n_groups = n.div_ceil(crate::panel::GROUP);
-    let panel_row_blocks: usize = fused
-        .iter()
-        .filter(|j| uses_panel(j))
-        .map(|j| j.w.rows.div_ceil(PANEL_ROWS))
-        .sum();
-    let (gc, n_gc) = panel_group_chunks(panel_row_blocks, n_groups);
-    // Items of all the matrices, back to back: matrix i owns items
-    // first_item[i] .. first_item[i + 1], row blocks outer and token blocks inner (rayon
-    // hands each thread a contiguous run of items, i.e. its own weight rows).
+    // The panel matrices' row blocks, numbered back to back over the matrices: matrix i owns
+    // blocks first_block[i] .. first_block[i + 1] (none without the panel path). Their items
+    // come first, laid out by an `ItemPlan`; then the other matrices' items, matrix j owning
+    // first_item[j] .. first_item[j + 1] of those, row blocks outer and token blocks inner
+    // (rayon hands each thread a contiguous run of items, i.e. its own weight rows).
+    let mut first_block = [0usize; MAX_FUSED_MATRICES + 1];
     let mut first_item = [0usize; MAX_FUSED_MATRICES + 1];
     for (i, job) in fused.iter().enumerate() {
-        let items = if uses_panel(job) {
-            job.w.rows.div_ceil(PANEL_ROWS) * n_gc
+        let (blocks, items) = if uses_panel(job) {
+            (job.w.rows.div_ceil(PANEL_ROWS), 0)
         } else {
-            job.w.rows.div_ceil(ROWS_PER_TASK_GEMM) * n_tb
+            (0, job.w.rows.div_ceil(ROWS_PER_TASK_GEMM) * n_tb)
         };
+        first_block[i + 1] = first_block[i] + blocks;
         first_item[i + 1] = first_item[i] + items;
     }
-    let n_items = first_item[fused.len()];
+    let n_groups = n.div_ceil(crate::panel::GROUP);
+    let plan = ItemPlan::new(
+        first_block[fused.len()],
+        n_groups,
+        rayon::current_num_threads(),
+    );
+    let n_items = plan.len() + first_item[fused.len()];
     (0..n_items).into_par_iter().for_each(|item| {
+        if item < plan.len() {
+            let (act, gemm) = panel.expect("only the panel path has panel row blocks");
+            let (global, g0, ng) = plan.item(item);
+            let i = first_block[1..=fused.len()].partition_point(|&end| end <= global);
+            let job = &fused[i];
+            let fmt = job
+                .entry
+                .panel
+                .expect("only panel matrices have row blocks");
+            let r0 = (global - first_block[i]) * PANEL_ROWS;
+            let nr = PANEL_ROWS.min(job.w.rows - r0);
+            panel_item(job, &fmt, gemm, &act, r0, nr, g0, ng, n);
+            return;
+        }
+        let item = item - plan.len();
         let i = first_item[1..=fused.len()].partition_point(|&end| end <= item);
         let job = &fused[i];
         let w = &job.w;
         let local_item = item - first_item[i];
-        if let (Some((act, gemm)), Some(fmt)) = (panel, job.entry.panel) {
-            let (block, chunk) = (local_item / n_gc, local_item % n_gc);
-            let r0 = block * PANEL_ROWS;
-            let nr = PANEL_ROWS.min(w.rows - r0);
-            let g0 = chunk * gc;
-            let ng = gc.min(n_groups - g0);
-            panel_item(job, &fmt, gemm, &act, r0, nr, g0, ng, n);
-            return;
-        }
         let (block, t0) = (local_item / n_tb, (local_item % n_tb) * tb);
         let r0 = block * ROWS_PER_TASK_GEMM;
         let (nr, nt) = (ROWS_PER_TASK_GEMM.min(w.rows - r0), tb.min(n - t0));
@@ -766,14 +775,88 @@ pub fn matmul_prequantized_many_with(
 
 /// How the panel path cuts `n_groups` token groups into chunks, given `row_blocks` blocks of
 /// [`PANEL_ROWS`] weight rows in the call: `(groups per chunk, chunks)`, enough items (row
-/// blocks × chunks) for every thread to get [`PANEL_ITEMS_PER_THREAD`] of them.
-fn panel_group_chunks(row_blocks: usize, n_groups: usize) -> (usize, usize) {
-    let threads = rayon::current_num_threads();
+/// blocks × chunks) for each of `threads` threads to get [`PANEL_ITEMS_PER_THREAD`] of them.
+fn panel_group_chunks(row_blocks: usize, n_groups: usize, threads: usize) -> (usize, usize) {
     let n_gc = (PANEL_ITEMS_PER_THREAD * threads)
         .div_ceil(row_blocks.max(1))
         .clamp(1, n_groups);
     let gc = n_groups.div_ceil(n_gc); // groups per chunk
     (gc, n_groups.div_ceil(gc))
+}
+
+/// How the panel work items of a product are laid out: `row_blocks` blocks of weight rows
+/// (the caller's block size: [`PANEL_ROWS`], or the gated product's 256) × `n_groups` token
+/// groups, cut so that every thread's contiguous share of the item indices holds the same
+/// work (rayon splits an index range in halves, so with 2 threads each runs one half unless
+/// it steals).
+///
+/// The blocks are first cut into `n_gc` chunks of token groups ([`panel_group_chunks`]),
+/// `units` equal pieces of work in all. When `units` is not a multiple of `threads`, the
+/// `rem` last units are cut once more, into one piece per thread, and each thread's share
+/// is `whole` units followed by one piece of each of those: 19 row blocks on 2 threads give
+/// each thread 9 blocks and half of the 19th, where the plain cut gave one thread 10 blocks
+/// and the other 9 (the region then lasted 10 blocks' time instead of 9.5: qwen2.5-0.5b's
+/// gate/up product, 4864 rows in items of 256, see docs/PERFORMANCE.md, Round 20).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ItemPlan {
+    /// Token groups of the product.
+    n_groups: usize,
+    /// Chunks of token groups per row block, and groups per chunk.
+    n_gc: usize,
+    gc: usize,
+    /// Threads the shares are cut for (1 when the units divide evenly: no shares needed).
+    shares: usize,
+    /// Whole units per share.
+    whole: usize,
+    /// Units cut into one piece per share, at the end of every share.
+    rem: usize,
+}
+
+impl ItemPlan {
+    /// The plan for `row_blocks` × `n_groups` on `threads` threads.
+    pub(crate) fn new(row_blocks: usize, n_groups: usize, threads: usize) -> Self {
+        let threads = threads.max(1);
+        let (gc, n_gc) = panel_group_chunks(row_blocks, n_groups, threads);
+        let units = row_blocks * n_gc;
+        // A unit is cut only if each piece still gets a token group (the last chunk of a
+        // block is the shortest).
+        let last_chunk = n_groups.saturating_sub((n_gc - 1) * gc);
+        let (shares, whole, rem) = if units.is_multiple_of(threads) || last_chunk < threads {
+            (1, units, 0)
+        } else {
+            (threads, units / threads, units % threads)
+        };
+        ItemPlan {
+            n_groups,
+            n_gc,
+            gc,
+            shares,
+            whole,
+            rem,
+        }
+    }
+
+    /// Number of items.
+    pub(crate) fn len(&self) -> usize {
+        self.shares * (self.whole + self.rem)
+    }
+
+    /// Item `i` (`< len()`): `(row block, first token group, token groups)`.
+    pub(crate) fn item(&self, i: usize) -> (usize, usize, usize) {
+        let unit = |u: usize| {
+            let (block, chunk) = (u / self.n_gc, u % self.n_gc);
+            let g0 = chunk * self.gc;
+            (block, g0, self.gc.min(self.n_groups - g0))
+        };
+        let (share, j) = (i / (self.whole + self.rem), i % (self.whole + self.rem));
+        if j < self.whole {
+            return unit(share * self.whole + j);
+        }
+        // Piece `share` of one of the last `rem` units.
+        let (block, g0, ng) = unit(self.shares * self.whole + (j - self.whole));
+        let (a, b) = (share * ng / self.shares, (share + 1) * ng / self.shares);
+        (block, g0 + a, b - a)
+    }
 }
 
 /// Token groups per panel kernel call for weights of `cols` values and an item of `ng`
@@ -1266,6 +1349,49 @@ mod tests {
         for t in (0..out.len()).rev() {
             out[t] = vd(w, &acts[t * rb..(t + 1) * rb]);
         }
+    }
+
+    /// Every (row block, token group) pair is in exactly one item, and when the plan cuts
+    /// shares, every thread's share of the indices holds the same work.
+    #[test]
+    fn item_plans_cover_the_product_once_in_equal_shares() {
+        for threads in 1..=4 {
+            for row_blocks in 0..=40 {
+                for n_groups in [1, 2, 3, 5, 8, 32, 33] {
+                    let plan = ItemPlan::new(row_blocks, n_groups, threads);
+                    let mut seen = vec![0u8; row_blocks * n_groups];
+                    // Work per share, in (block, group) pairs.
+                    let mut share_work = vec![0usize; plan.shares];
+                    let share_len = plan.len() / plan.shares;
+                    assert_eq!(share_len * plan.shares, plan.len());
+                    for i in 0..plan.len() {
+                        let (block, g0, ng) = plan.item(i);
+                        assert!(ng > 0 && g0 + ng <= n_groups && block < row_blocks);
+                        for g in g0..g0 + ng {
+                            seen[block * n_groups + g] += 1;
+                        }
+                        share_work[i / share_len] += ng;
+                    }
+                    let case =
+                        format!("{row_blocks} blocks × {n_groups} groups, {threads} threads");
+                    assert!(seen.iter().all(|&c| c == 1), "{case}: not covered once");
+                    // With chunks of equal size, shares differ only by the rounding of the
+                    // pieces' cuts: at most one group per cut unit.
+                    let (lo, hi) = (share_work.iter().min(), share_work.iter().max());
+                    if n_groups.is_multiple_of(plan.gc) {
+                        assert!(
+                            hi.unwrap() - lo.unwrap() <= plan.rem,
+                            "{case}: {share_work:?}"
+                        );
+                    }
+                }
+            }
+        }
+        // The case it was made for: 19 blocks of 32 groups on 2 threads.
+        let plan = ItemPlan::new(19, 32, 2);
+        assert_eq!(plan.len(), 20);
+        assert_eq!(plan.item(9), (18, 0, 16));
+        assert_eq!(plan.item(19), (18, 16, 16));
     }
 
     #[test]
