@@ -305,8 +305,7 @@ impl<'m> Session<'m> {
             // ---- attention ----
             // h = rms_norm(x) * attn_norm                           [n, n_embd]
             let h = &mut s.h[..n * e];
-            h.copy_from_slice(&s.x[..n * e]);
-            norm_rows(h, &lw.attn_norm, hp.rms_eps);
+            norm_rows_from(&s.x[..n * e], h, &lw.attn_norm, hp.rms_eps);
             // q, k, v = h·Wq, h·Wk, h·Wv                             [n, q_dim], [n, kv_dim] ×2
             let (q, k, v) = (&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]);
             announce(&[&lw.wo]);
@@ -390,8 +389,7 @@ impl<'m> Session<'m> {
             }
 
             // ---- feed-forward ----
-            h.copy_from_slice(&s.x[..n * e]);
-            norm_rows(h, &lw.ffn_norm, hp.rms_eps);
+            norm_rows_from(&s.x[..n * e], h, &lw.ffn_norm, hp.rms_eps);
             // gate = act(h·Wgate) * (h·Wup)                          [n, n_ff]
             // (prompts: in one pass, see `linear::matmul_gated`)
             let (gate, up) = (&mut s.gate[..n * nf], &mut s.up[..n * nf]);
@@ -500,6 +498,28 @@ fn norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
         x.chunks_exact_mut(weight.len()).for_each(norm);
     } else {
         x.par_chunks_exact_mut(weight.len()).for_each(norm);
+    }
+}
+
+/// `h[row] = rms_norm(x[row]) * weight` for every row (`x`, `h`: `[n, weight.len()]`): each
+/// row is copied and normalized by the same thread, while it is in that core's L1, instead of
+/// one thread copying the whole batch first (1.8 MB for a 512-token prompt of qwen2.5-0.5b,
+/// twice per layer). The same bits as the copy followed by [`norm_rows`].
+fn norm_rows_from(x: &[f32], h: &mut [f32], weight: &[f32], eps: f32) {
+    assert_eq!(x.len(), h.len(), "norm: input and output differ in length");
+    let _p = scope(Op::Norm, 0, 4 * x.len() as u64);
+    let norm = |(h, x): (&mut [f32], &[f32])| {
+        h.copy_from_slice(x);
+        ops::rms_norm_in_place(h, Some(weight), eps)
+    };
+    if x.len() < PARALLEL_MIN_VALUES {
+        h.chunks_exact_mut(weight.len())
+            .zip(x.chunks_exact(weight.len()))
+            .for_each(norm);
+    } else {
+        h.par_chunks_exact_mut(weight.len())
+            .zip(x.par_chunks_exact(weight.len()))
+            .for_each(norm);
     }
 }
 
@@ -632,6 +652,18 @@ mod tests {
         }
         let mut got = x.clone();
         in_pool(|| norm_rows(&mut got, &weight, 1e-6));
+        assert!(got
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        let mut got = vec![f32::NAN; n * d];
+        in_pool(|| norm_rows_from(&x, &mut got, &weight, 1e-6));
+        assert!(got
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        let mut got = vec![f32::NAN; 3 * d]; // the one-thread path
+        norm_rows_from(&x[..3 * d], &mut got, &weight, 1e-6);
         assert!(got
             .iter()
             .zip(&want)
