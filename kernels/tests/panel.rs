@@ -419,10 +419,7 @@ fn panel_matmul_matches_the_reference() {
 /// in the wrong place, leaves the NaN the outputs start as, or another token's values.
 #[test]
 fn balanced_item_cuts_give_the_bits_of_one_thread() {
-    use grist_kernels::matmul::{
-        matmul_prequantized_gated_quantize_with, quantize_activations_with, QUANTIZED_ROWS_PER_ITEM,
-    };
-    use grist_kernels::ops;
+    use grist_kernels::matmul::{quantize_activations_with, QUANTIZED_ROWS_PER_ITEM};
     let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
     let (cols, n) = (256, 512);
     let x: Vec<f32> = (0..n * cols).map(|_| rng.f32() * 3.0).collect();
@@ -450,17 +447,7 @@ fn balanced_item_cuts_give_the_bits_of_one_thread() {
             on_threads(threads, || {
                 let mut s = ActivationScratch::new();
                 quantize_activations_with(table, g.act_type(), &x, n, cols, &mut s).unwrap();
-                let mut next = ActivationScratch::new();
-                let done = matmul_prequantized_gated_quantize_with(
-                    table,
-                    &g,
-                    &u,
-                    ops::swiglu,
-                    &s,
-                    GgmlType::Q8_K,
-                    &mut next,
-                );
-                assert_eq!(done, Ok(true), "{name}: not fused");
+                let next = gated_quantized(table, (&g, &u), &s, GgmlType::Q8_K, name);
                 bytes = next.rows(0, n).to_vec();
             });
             bytes
@@ -523,6 +510,29 @@ fn on_threads(threads: usize, f: impl FnOnce() + Send) {
         .build()
         .unwrap()
         .install(f)
+}
+
+/// `swiglu(x·W_gateᵀ, x·W_upᵀ)` quantized to `act` by the fused product, which must run (`s`:
+/// `x` quantized for the gate's format): the next product's activations.
+fn gated_quantized(
+    table: &Kernels,
+    (gate, up): (&QMatrix<'_>, &QMatrix<'_>),
+    s: &ActivationScratch,
+    act: GgmlType,
+    what: &str,
+) -> ActivationScratch {
+    let mut next = ActivationScratch::new();
+    let done = grist_kernels::matmul::matmul_prequantized_gated_quantize_with(
+        table,
+        gate,
+        up,
+        grist_kernels::ops::swiglu,
+        s,
+        act,
+        &mut next,
+    );
+    assert_eq!(done, Ok(true), "{what}: not quantized");
+    next
 }
 
 /// The tables the gated-product tests run: the scalar panel microkernel (every CPU) and, when
@@ -685,17 +695,7 @@ fn gated_product_quantized_for_the_next_product_matches_quantizing_its_output() 
                         assert_eq!(fused, Ok(true), "{what}: not fused");
                         let mut want = ActivationScratch::new();
                         quantize_activations_with(table, act, &h, n, rows, &mut want).unwrap();
-                        let mut got = ActivationScratch::new();
-                        let done = matmul_prequantized_gated_quantize_with(
-                            table,
-                            &g,
-                            &u,
-                            ops::swiglu,
-                            &s,
-                            act,
-                            &mut got,
-                        );
-                        assert_eq!(done, Ok(true), "{what}: not quantized");
+                        let got = gated_quantized(table, (&g, &u), &s, act, &what);
                         assert_eq!(got.n(), n, "{what}");
                         assert_eq!(got.rows(0, n), want.rows(0, n), "{what}: bytes differ");
                         // The down product reads the panel built from those bytes.
