@@ -11,8 +11,8 @@
 //!   repetition (`probe::ReadProbe`, the better of a plain and a prefetching read loop), so a
 //!   drift of a shared host's bandwidth moves both figures alike.
 //! - pp: the layer matmuls' multiply-adds per token × t/s (the output projection, and the
-//!   last layer's products after attention, run for the last token only), against the int8 matmul peak of the selected ISA measured on
-//!   cache-resident data (`probe::int8_peak`). A second line puts that peak and pp against
+//!   last layer's products after attention, run for the last token only), against the int8
+//!   matmul peak of the selected ISA measured on cache-resident data (`probe::int8_peak`). A second line puts that peak and pp against
 //!   the hardware ceiling: the ISA's int8 multiply-add instruction in a register-only loop
 //!   (`probe::int8_instruction_peak`, e.g. `vpdpbusd zmm`), and on AVX-512 the same loop with
 //!   the panel kernel's per-block float work (`probe::panel_mix_peak`), that kernel's own
@@ -444,13 +444,25 @@ fn print_markdown(
     // datapath): name it, so that figures from two hosts are seen to be comparable or not.
     println!("\ncpu: {}", CpuIdentity::detect());
     if let (Some(bw), Some(peak)) = (bandwidth, peak) {
+        // The first prompt test's work per token (its last layer's products after attention
+        // count once per prompt), else the whole layers'.
+        let pp_ops = match results.iter().find(|r| r.n_gen == 0) {
+            Some(r) => format!(
+                "{:.2} GOP of layer matmuls per token of {} (the last layer's after attention \
+                 for its last token only)",
+                f.pp_ops_per_token(r.n_prompt) / 1e9,
+                r.name
+            ),
+            None => format!(
+                "{:.2} GOP of layer matmuls per token",
+                f.matmul_ops_per_token as f64 / 1e9
+            ),
+        };
         println!(
             "\nroofline: tg reads {:.1} MB of weights per token; measured DRAM read bandwidth {bw:.1} GB/s \
-             ⇒ tg ceiling {:.1} t/s. pp performs {:.2} GOP of layer matmuls per token \
-             (the last layer's after attention only for the last token); measured {isa} int8 matmul peak {:.1} GOPS.",
+             ⇒ tg ceiling {:.1} t/s. pp performs {pp_ops}; measured {isa} int8 matmul peak {:.1} GOPS.",
             f.bytes_per_token as f64 / 1e6,
             bw * 1e9 / f.bytes_per_token as f64,
-            f.matmul_ops_per_token as f64 / 1e9,
             peak.kernel,
         );
         for r in results.iter().filter(|r| !r.bandwidth_samples.is_empty()) {

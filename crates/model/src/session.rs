@@ -430,8 +430,12 @@ impl<'m> Session<'m> {
             let rows = out_range;
             let m = rows.len();
             let h = &mut s.h[..m * e];
-            h.copy_from_slice(&s.x[rows.start * e..rows.end * e]);
-            norm_rows(h, &w.output_norm, hp.rms_eps);
+            norm_rows_from(
+                &s.x[rows.start * e..rows.end * e],
+                h,
+                &w.output_norm,
+                hp.rms_eps,
+            );
             let nv = hp.n_vocab;
             let out = &mut self.logits[first_out * nv..(first_out + m) * nv];
             // The next token starts with layer 0's q/k/v (after sampling).
@@ -619,6 +623,11 @@ mod tests {
     //! above [`PARALLEL_MIN_VALUES`] (the model tests' fixtures are too small to reach it).
     use super::*;
 
+    /// Whether two results are the same bits.
+    fn same_bits(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
     fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
         (0..n)
@@ -652,31 +661,19 @@ mod tests {
         }
         let mut got = x.clone();
         in_pool(|| norm_rows(&mut got, &weight, 1e-6));
-        assert!(got
-            .iter()
-            .zip(&want)
-            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(same_bits(&got, &want));
         let mut got = vec![f32::NAN; n * d];
         in_pool(|| norm_rows_from(&x, &mut got, &weight, 1e-6));
-        assert!(got
-            .iter()
-            .zip(&want)
-            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(same_bits(&got, &want));
         let mut got = vec![f32::NAN; 3 * d]; // the one-thread path
         norm_rows_from(&x[..3 * d], &mut got, &weight, 1e-6);
-        assert!(got
-            .iter()
-            .zip(&want)
-            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(same_bits(&got, &want[..3 * d]));
 
         let mut want = x.clone();
         ops::scale(&mut want, 0.37);
         let mut got = x.clone();
         in_pool(|| scale_batch(&mut got, 0.37));
-        assert!(got
-            .iter()
-            .zip(&want)
-            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(same_bits(&got, &want));
 
         let mut want = x.clone();
         for row in want.chunks_exact_mut(d) {
@@ -684,10 +681,7 @@ mod tests {
         }
         let mut got = x.clone();
         in_pool(|| add_rows(&mut got, &weight));
-        assert!(got
-            .iter()
-            .zip(&want)
-            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(same_bits(&got, &want));
 
         for (f, name) in [
             (ops::add as fn(&mut [f32], &[f32]), "add"),
@@ -698,12 +692,7 @@ mod tests {
             f(&mut want, &y);
             let mut got = x.clone();
             in_pool(|| zip_batch(&mut got, &y, f));
-            assert!(
-                got.iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{name}"
-            );
+            assert!(same_bits(&got, &want), "{name}");
         }
     }
 
@@ -732,8 +721,8 @@ mod tests {
                 table.len() >= PARALLEL_MIN_VALUES,
                 "the table's parallel path"
             );
-            assert!(pq.iter().zip(&q).all(|(a, b)| a.to_bits() == b.to_bits()));
-            assert!(pk.iter().zip(&k).all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert!(same_bits(&pq, &q));
+            assert!(same_bits(&pk, &k));
             assert_ne!(pq, q0, "rope changed nothing");
         }
     }

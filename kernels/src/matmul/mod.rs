@@ -729,10 +729,9 @@ pub fn matmul_prequantized_many_with(
         first_block[i + 1] = first_block[i] + blocks;
         first_item[i + 1] = first_item[i] + items;
     }
-    let n_groups = n.div_ceil(crate::panel::GROUP);
     let plan = ItemPlan::new(
         first_block[fused.len()],
-        n_groups,
+        n_groups_of(n),
         rayon::current_num_threads(),
     );
     let n_items = plan.len() + first_item[fused.len()];
@@ -774,7 +773,7 @@ pub fn matmul_prequantized_many_with(
 }
 
 /// How the panel path cuts `n_groups` token groups into chunks, given `row_blocks` blocks of
-/// [`PANEL_ROWS`] weight rows in the call: `(groups per chunk, chunks)`, enough items (row
+/// weight rows in the call ([`ItemPlan`]): `(groups per chunk, chunks)`, enough items (row
 /// blocks × chunks) for each of `threads` threads to get [`PANEL_ITEMS_PER_THREAD`] of them.
 fn panel_group_chunks(row_blocks: usize, n_groups: usize, threads: usize) -> (usize, usize) {
     let n_gc = (PANEL_ITEMS_PER_THREAD * threads)

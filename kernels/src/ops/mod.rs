@@ -60,8 +60,6 @@ pub struct OpKernels {
     pub sum_squares: fn(&[f32]) -> f64,
     /// See [`scalar::scale`].
     pub scale: fn(&mut [f32], f32),
-    /// See [`scalar::mul_assign`].
-    pub mul_assign: fn(&mut [f32], &[f32]),
     /// See [`scalar::scale_mul`].
     pub scale_mul: fn(&mut [f32], f32, &[f32]),
     /// See [`scalar::add_assign`].
@@ -98,7 +96,6 @@ impl OpKernels {
         OpKernels {
             sum_squares: scalar::sum_squares,
             scale: scalar::scale,
-            mul_assign: scalar::mul_assign,
             scale_mul: scalar::scale_mul,
             add_assign: scalar::add_assign,
             max: scalar::max,
@@ -274,11 +271,6 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
 /// `y += x` (global kernels).
 pub fn add(y: &mut [f32], x: &[f32]) {
     (ops().add_assign)(y, x)
-}
-
-/// `y *= x` element-wise (global kernels).
-pub fn mul(y: &mut [f32], x: &[f32]) {
-    (ops().mul_assign)(y, x)
 }
 
 /// `y *= s` (global kernels).

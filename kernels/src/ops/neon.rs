@@ -15,7 +15,6 @@ use super::{scalar, OpKernels};
 pub(super) fn install(t: &mut OpKernels) {
     t.sum_squares = sum_squares_neon;
     t.scale = scale_neon;
-    t.mul_assign = mul_assign_neon;
     t.scale_mul = scale_mul_neon;
     t.add_assign = add_assign_neon;
     t.max = max_neon;
@@ -37,7 +36,6 @@ macro_rules! entry {
 
 entry!(sum_squares_neon => sum_squares_n, (x: &[f32]) -> f64);
 entry!(scale_neon => scale_n, (y: &mut [f32], s: f32));
-entry!(mul_assign_neon => mul_assign_n, (y: &mut [f32], x: &[f32]));
 entry!(scale_mul_neon => scale_mul_n, (y: &mut [f32], s: f32, w: &[f32]));
 entry!(add_assign_neon => add_assign_n, (y: &mut [f32], x: &[f32]));
 entry!(max_neon => max_n, (x: &[f32]) -> f32);
@@ -124,18 +122,6 @@ fn scale_n(y: &mut [f32], s: f32) {
         st4(c, v);
     }
     scalar::scale(tail, s);
-}
-
-#[target_feature(enable = "neon")]
-fn mul_assign_n(y: &mut [f32], x: &[f32]) {
-    assert_eq!(y.len(), x.len(), "mul: operands differ in length");
-    let (yc, yt) = y.as_chunks_mut::<4>();
-    let (xc, xt) = x.as_chunks::<4>();
-    for (a, b) in yc.iter_mut().zip(xc) {
-        let v = vmulq_f32(ld4(a), ld4(b));
-        st4(a, v);
-    }
-    scalar::mul_assign(yt, xt);
 }
 
 #[target_feature(enable = "neon")]

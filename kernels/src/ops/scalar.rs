@@ -18,7 +18,8 @@ pub fn scale(y: &mut [f32], s: f32) {
     }
 }
 
-/// `y[i] *= x[i]` (ggml's `mul` with same-shape operands).
+/// `y[i] *= x[i]` (ggml's `mul` with same-shape operands): the second rounding of
+/// [`scale_mul`], which the runtime calls instead (kept as the statement of what it does).
 pub fn mul_assign(y: &mut [f32], x: &[f32]) {
     assert_eq!(y.len(), x.len(), "mul: operands differ in length");
     for (a, &b) in y.iter_mut().zip(x) {

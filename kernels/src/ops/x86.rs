@@ -6,7 +6,7 @@
 //! bits do not depend on where it sits (the fused gated matmul applies it per tile).
 //!
 //! Agreement with [`super::scalar`]:
-//! - `scale`, `mul_assign`, `add_assign`, `max`, `f32_to_f16` and `axpy_f16` do the same one
+//! - `scale`, `add_assign`, `max`, `f32_to_f16` and `axpy_f16` do the same one
 //!   rounding per element (`scale_mul` the same two): bit-identical.
 //! - `sum_squares` squares in f32 and sums in f64 like the reference, in another order.
 //! - `dot_f32` / `dot_f16_f32` accumulate in f32 vector lanes (like ggml's SIMD
@@ -28,7 +28,6 @@ use super::{scalar, GemmDims, KvRows, OpKernels};
 pub(super) fn install_avx2(t: &mut OpKernels) {
     t.sum_squares = sum_squares_avx2;
     t.scale = scale_avx2;
-    t.mul_assign = mul_assign_avx2;
     t.scale_mul = scale_mul_avx2;
     t.add_assign = add_assign_avx2;
     t.max = max_avx2;
@@ -72,7 +71,6 @@ macro_rules! entry {
 
 entry!(sum_squares_avx2 => sum_squares_a2, "avx2,fma", (x: &[f32]) -> f64);
 entry!(scale_avx2 => scale_a2, "avx2,fma", (y: &mut [f32], s: f32));
-entry!(mul_assign_avx2 => mul_assign_a2, "avx2,fma", (y: &mut [f32], x: &[f32]));
 entry!(scale_mul_avx2 => scale_mul_a2, "avx2,fma", (y: &mut [f32], s: f32, w: &[f32]));
 entry!(add_assign_avx2 => add_assign_a2, "avx2,fma", (y: &mut [f32], x: &[f32]));
 entry!(max_avx2 => max_a2, "avx2,fma", (x: &[f32]) -> f32);
@@ -241,18 +239,6 @@ fn scale_a2(y: &mut [f32], s: f32) {
         st8(c, v);
     }
     scalar::scale(tail, s);
-}
-
-#[target_feature(enable = "avx2,fma")]
-fn mul_assign_a2(y: &mut [f32], x: &[f32]) {
-    assert_eq!(y.len(), x.len(), "mul: operands differ in length");
-    let (yc, yt) = y.as_chunks_mut::<8>();
-    let (xc, xt) = x.as_chunks::<8>();
-    for (a, b) in yc.iter_mut().zip(xc) {
-        let v = _mm256_mul_ps(ld8(a), ld8(b));
-        st8(a, v);
-    }
-    scalar::mul_assign(yt, xt);
 }
 
 #[target_feature(enable = "avx2,fma")]
