@@ -7,8 +7,13 @@ use std::process::{Command, Output};
 const GRIST: &str = env!("CARGO_BIN_EXE_grist");
 
 fn tiny() -> String {
+    tiny_named("tiny-llama-q4_0.gguf")
+}
+
+fn tiny_named(file: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/models/tiny-llama-q4_0.gguf")
+        .join("../../tests/fixtures/models")
+        .join(file)
         .to_string_lossy()
         .into_owned()
 }
@@ -160,7 +165,8 @@ fn markdown_table_roofline_and_profile() {
             .find(|l| l.starts_with("hardware: "))
             .unwrap_or_else(|| panic!("no hardware line: {text}"));
         assert!(
-            hw.contains("GOPS on 1 threads") && hw.contains("pp8 reaches"),
+            (hw.contains("GOPS on 1 thread,") || hw.contains("GOPS on 1 thread ("))
+                && hw.contains("pp8 reaches"),
             "{hw}"
         );
         // AVX-512 also shows the ceiling of the panel kernel's instruction mix.
@@ -241,4 +247,145 @@ fn depth_runs_the_tests_after_that_much_context() {
         err.starts_with("error: -d 1000000000000") && err.lines().count() == 1,
         "{err}"
     );
+}
+
+/// Parses a markdown table row into its trimmed cells.
+fn cells(line: &str) -> Vec<&str> {
+    line.trim_matches('|').split('|').map(str::trim).collect()
+}
+
+#[test]
+fn lists_run_every_combination_in_llama_bench_order() {
+    let (q4, q8) = (tiny(), tiny_named("tiny-llama-q8_0.gguf"));
+    let o = grist(&[
+        "bench",
+        "-m",
+        &q4,
+        "-m",
+        &q8,
+        "-p",
+        "4,8",
+        "-n",
+        "2,0",
+        "-d",
+        "0,3",
+        "-t",
+        "1,2",
+        "-r",
+        "1",
+        "-o",
+        "json",
+        "--no-roofline",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let got: Vec<(String, u64, u64, u64, u64)> = text
+        .lines()
+        .map(|l| {
+            let t: serde_json::Value = serde_json::from_str(l).expect("JSON per test");
+            assert!(t["avg_ts"].as_f64().unwrap() > 0.0, "{t}");
+            (
+                t["model_filename"].as_str().unwrap().to_string(),
+                t["n_threads"].as_u64().unwrap(),
+                t["n_depth"].as_u64().unwrap(),
+                t["n_prompt"].as_u64().unwrap(),
+                t["n_gen"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Per model, per thread count, per depth: the pp tests, then the tg tests (-n 0: none).
+    let mut want = Vec::new();
+    for model in ["tiny-llama-q4_0.gguf", "tiny-llama-q8_0.gguf"] {
+        for threads in [1, 2] {
+            for depth in [0, 3] {
+                for (p, n) in [(4, 0), (8, 0), (0, 2)] {
+                    want.push((model.to_string(), threads, depth, p, n));
+                }
+            }
+        }
+    }
+    assert_eq!(got, want, "{text}");
+}
+
+#[test]
+fn several_thread_counts_add_a_scaling_table_of_the_measured_means() {
+    let model = tiny();
+    let o = grist(&[
+        "bench",
+        "-m",
+        &model,
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-t",
+        "2,1",
+        "-r",
+        "2",
+        "--no-roofline",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    // t/s per (threads, test) from the main table.
+    let mut ts = std::collections::HashMap::new();
+    for line in text.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let c = cells(line);
+        let mean: f64 = c[6].split(' ').next().unwrap().parse().unwrap();
+        ts.insert((c[4].to_string(), c[5].to_string()), mean);
+    }
+    assert_eq!(ts.len(), 4, "{text}");
+    let table = text
+        .split("thread scaling (t/s relative to 2 threads):")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no scaling table: {text}"));
+    let lines: Vec<&str> = table.lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(cells(lines[0]), ["model", "test", "2", "1"], "{table}");
+    assert_eq!(lines.len(), 4, "header, rule, pp8, tg2: {table}");
+    for line in &lines[2..] {
+        let c = cells(line);
+        let test = c[1].to_string();
+        assert_eq!(c[2], "1.00×", "{line}");
+        let ratio: f64 = c[3].trim_end_matches('×').parse().unwrap();
+        let want = ts[&("1".to_string(), test.clone())] / ts[&("2".to_string(), test)];
+        assert!((ratio - want).abs() <= 0.006, "{line}: want {want:.3}");
+    }
+    // One thread count: no scaling table.
+    let o = grist(&[
+        "bench",
+        "-m",
+        &model,
+        "-p",
+        "8",
+        "-n",
+        "0",
+        "-t",
+        "1",
+        "-r",
+        "1",
+        "--no-roofline",
+    ]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("thread scaling"));
+}
+
+#[test]
+fn bad_lists_are_refused_before_anything_runs() {
+    let model = tiny();
+    for (args, want) in [
+        (&["-t", "1,0"][..], "error: -t/--threads must be at least 1"),
+        (&["-p", "8,x"][..], "invalid value 'x' for '--n-prompt"),
+        (&["-p", "0,0", "-n", "0"][..], "error: nothing to run"),
+    ] {
+        let mut a = vec!["bench", "-m", &model];
+        a.extend_from_slice(args);
+        let o = grist(&a);
+        assert!(!o.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(o.stdout.is_empty(), "{args:?}: nothing measured");
+    }
+    // A second model that does not load: refused before the first is measured.
+    let o = grist(&["bench", "-m", &model, "-m", "/nonexistent.gguf", "-r", "1"]);
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent.gguf"));
 }
