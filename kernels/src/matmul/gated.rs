@@ -16,10 +16,12 @@
 
 use rayon::prelude::*;
 
-use super::{
-    check_job, n_groups_of, next_item_weights, panel_groups_per_call, unpack_panel, DisjointOut,
-    MatmulError, PanelScratch, QMatrix, PANEL_ROWS,
+use super::batch::{
+    n_groups_of, next_item_weights, panel_groups_per_call, unpack_panel, ItemPlan, PanelScratch,
+    PANEL_ROWS,
 };
+use super::out::DisjointOut;
+use super::{check_job, MatmulError, QMatrix};
 use crate::dispatch::{kernels, Kernels};
 use crate::matmul::ActivationScratch;
 use crate::panel::{ActPanel, PanelFormat, PanelGemmFn, PanelGroupUnpackFn, PanelOut, GROUP};
@@ -217,7 +219,7 @@ impl<'a, 'w> GatedJob<'a, 'w> {
         let n_groups = n_groups_of(self.n);
         // Each item does the work of two of the unfused path's; chunking on the row blocks of
         // one matrix keeps as many items per thread as that path has.
-        let plan = super::ItemPlan::new(row_blocks, n_groups, rayon::current_num_threads());
+        let plan = ItemPlan::new(row_blocks, n_groups, rayon::current_num_threads());
         (0..plan.len()).into_par_iter().for_each(|item| {
             let (block, g0, ng) = plan.item(item);
             let r0 = block * rows_per_item;
