@@ -8,7 +8,8 @@
 //! As in llama-bench, `-m` repeats and `-p`/`-n`/`-d`/`-t` take comma-separated lists: every
 //! combination runs (per model, per thread count, per depth: the pp tests, then the tg
 //! tests), and with several thread counts a scaling table divides each test's mean by its
-//! mean on the first count. One model is loaded and one KV cache allocated at a time.
+//! mean on the first count. Every model is opened and checked first; one KV cache (a
+//! session) is allocated at a time.
 //! The roofline columns:
 //! - tg: the weight bytes streamed per token × t/s, against the DRAM read bandwidth measured
 //!   on the same threads (token generation cannot beat it). A probe pass follows each

@@ -2,7 +2,7 @@
 //! parent module's docs). The scales and code nibbles only move; each block's 32 high bits
 //! `qh` are also **permuted within their dword** ([`pack_high_bits`]) so that the kernel
 //! gets the fifth bit of every code byte of a code register with one shift and one mask.
-//! The permutation is a bijection of the 32 bits, so [`deinterleave`] and [`extract_row`]
+//! The permutation is a bijection of the 32 bits, so [`deinterleave`](super::deinterleave) and [`extract_row`](super::extract_row)
 //! restore `qh` exactly.
 
 /// Rows per group of [`GgmlType::Q5_0_R16`](grist_gguf::GgmlType::Q5_0_R16).

@@ -1,7 +1,7 @@
 //! [`GgmlType::Q8_0_R16`](grist_gguf::GgmlType::Q8_0_R16): 16 Q8_0 rows interleaved per column of two blocks (layout in the
 //! parent module's docs). Unlike the k-quant layouts this is not a pure permutation: the
-//! codes are stored `+ 128` (`xor 0x80`, i.e. as unsigned bytes), which [`interleave`] applies
-//! and [`deinterleave`] / [`extract_row`] undo, so the kernel's `vpdpbusd` takes them as its
+//! codes are stored `+ 128` (`xor 0x80`, i.e. as unsigned bytes), which [`interleave`](super::interleave) applies
+//! and [`deinterleave`](super::deinterleave) / [`extract_row`](super::extract_row) undo, so the kernel's `vpdpbusd` takes them as its
 //! unsigned operand as they are.
 
 /// Rows per group of [`GgmlType::Q8_0_R16`](grist_gguf::GgmlType::Q8_0_R16).

@@ -1020,7 +1020,7 @@ fn k4_scale_and_mins(
 /// super-block, +6–8 % on long rows. Same integers, so the same bits either way.
 ///
 /// Not a `target_feature` function itself: it is always inlined into the entry points
-/// ([`k4_kernels!`]), which enable the base AVX-512 features, plus GFNI for `GFNI`, so its
+/// (`k4_kernels!`), which enable the base AVX-512 features, plus GFNI for `GFNI`, so its
 /// intrinsics compile for them.
 ///
 /// # Safety
