@@ -452,16 +452,7 @@ impl ActivationScratch {
         let Some(act_type) = self.act_type else {
             return;
         };
-        let wanted = self.n > 1
-            && table.panel_gemm().is_some()
-            && crate::panel::act_panel_supported(act_type)
-            && self.cols.is_multiple_of(crate::panel::PANEL_BLOCK)
-            && GgmlType::all().any(|ty| {
-                table
-                    .entry(ty)
-                    .is_some_and(|e| e.act_type == act_type && e.panel.is_some())
-            });
-        if wanted {
+        if self.panel_wanted(table) {
             let (n, rb, cols) = (self.n, self.row_bytes, self.cols);
             let bytes = &bytemuck::cast_slice::<u64, u8>(&self.buf)[..n * rb];
             crate::panel::build_act_panel(
@@ -475,6 +466,62 @@ impl ActivationScratch {
             );
             self.panel_ready = true;
         }
+    }
+}
+
+impl ActivationScratch {
+    /// Whether the current rows get an activation panel: more than one row, a table with a
+    /// panel GEMM, and some format of the table that reads this activation type from a panel.
+    fn panel_wanted(&self, table: &Kernels) -> bool {
+        let Some(act_type) = self.act_type else {
+            return false;
+        };
+        self.n > 1
+            && table.panel_gemm().is_some()
+            && crate::panel::act_panel_supported(act_type)
+            && self.cols.is_multiple_of(crate::panel::PANEL_BLOCK)
+            && GgmlType::all().any(|ty| {
+                table
+                    .entry(ty)
+                    .is_some_and(|e| e.act_type == act_type && e.panel.is_some())
+            })
+    }
+
+    /// Quantizes the rows `x` (`[n, cols]`, as set by [`Self::set_rows`]) with `quantize`
+    /// and builds their activation panel in **one** parallel region: a task quantizes the
+    /// rows of one token group ([`crate::panel::GROUP`] rows) and builds that group's panel
+    /// cells while the rows are still in its L1. The bytes are those of quantizing every row
+    /// and then calling [`crate::panel::build_act_panel`] (a group's cells depend only on
+    /// its own rows), in one region instead of two.
+    fn quantize_with_panel(&mut self, table: &Kernels, quantize: QuantizeActFn, x: &[f32]) {
+        use crate::panel::{act_panel_lines, Line, CELL_LINES, GROUP, PANEL_BLOCK};
+        let (act_type, n, cols, rb) = (
+            self.act_type.expect("set_rows chose the type"),
+            self.n,
+            self.cols,
+            self.row_bytes,
+        );
+        let need = act_panel_lines(n, cols);
+        if self.panel.len() < need {
+            // Only grows, as in `build_act_panel`.
+            self.panel.resize(need, Line([0; 64]));
+        }
+        let build = table.act_panel_group();
+        let per_group = (cols / PANEL_BLOCK) * CELL_LINES; // lines of one group's cells
+        let len = n * rb;
+        let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut self.buf)[..len];
+        self.panel[..need]
+            .par_chunks_mut(per_group)
+            .zip(bytes.par_chunks_mut(GROUP * rb))
+            .zip(x.par_chunks(GROUP * cols))
+            .for_each(|((cells, group), rows)| {
+                for (out, row) in group.chunks_mut(rb).zip(rows.chunks(cols)) {
+                    quantize(row, out);
+                }
+                // The group's rows alone: token 0 of `group` is token 16g of the batch.
+                build(act_type, group, rb, group.len() / rb, 0, cells);
+            });
+        self.panel_ready = true;
     }
 }
 
@@ -515,15 +562,16 @@ pub fn quantize_activations_with(
     if n == 0 || cols == 0 {
         return Ok(());
     }
-    let bytes = scratch.bytes_mut();
     if n == 1 {
-        quantize(x, bytes);
+        quantize(x, scratch.bytes_mut());
+    } else if scratch.panel_wanted(table) {
+        scratch.quantize_with_panel(table, quantize, x);
     } else {
-        bytes
+        scratch
+            .bytes_mut()
             .par_chunks_mut(rb)
             .zip(x.par_chunks(cols))
             .for_each(|(out, row)| quantize(row, out));
-        scratch.build_panel(table);
     }
     Ok(())
 }
@@ -728,6 +776,75 @@ mod tests {
             .vec_dot;
         for t in (0..out.len()).rev() {
             out[t] = vd(w, &acts[t * rb..(t + 1) * rb]);
+        }
+    }
+
+    /// Quantizing with the panel in one region gives the rows and the panel that quantizing
+    /// every row and then building the panel over all of them gives, for every panel
+    /// activation type, partial last groups and 1–3 threads.
+    #[test]
+    fn one_region_quantize_and_panel_match_the_two_steps() {
+        let Some(table) = [Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar]
+            .into_iter()
+            .filter_map(|isa| select(isa).ok())
+            .find(|t| t.panel_gemm().is_some())
+        else {
+            return; // no panel GEMM on this CPU: the path never runs
+        };
+        for act_type in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
+            let Some(quantize) = table.quantizer(act_type) else {
+                continue;
+            };
+            let cols = 512;
+            for n in [2, 15, 16, 17, 33, 100] {
+                let mut state = 0x9E37_79B9u32 ^ (n as u32);
+                let x: Vec<f32> = (0..n * cols)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 17;
+                        state ^= state << 5;
+                        (state % 20001) as f32 / 1000.0 - 10.0
+                    })
+                    .collect();
+                // The two steps, by hand.
+                let rb = row_bytes(act_type, cols).unwrap();
+                let mut bytes = vec![0u8; n * rb];
+                for (out, row) in bytes.chunks_mut(rb).zip(x.chunks(cols)) {
+                    quantize(row, out);
+                }
+                let mut lines = Vec::new();
+                crate::panel::build_act_panel(
+                    table.act_panel_group(),
+                    act_type,
+                    &bytes,
+                    rb,
+                    n,
+                    cols,
+                    &mut lines,
+                );
+                for threads in 1..=3 {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut scratch = ActivationScratch::new();
+                    pool.install(|| {
+                        quantize_activations_with(table, act_type, &x, n, cols, &mut scratch)
+                    })
+                    .unwrap();
+                    let what = format!("{act_type} n {n} threads {threads}");
+                    assert!(scratch.rows(0, n) == &bytes[..], "rows differ: {what}");
+                    let panel = scratch.act_panel().expect("panel built");
+                    let need = crate::panel::act_panel_lines(n, cols);
+                    assert!(
+                        panel.lines[..need]
+                            .iter()
+                            .zip(&lines[..need])
+                            .all(|(a, b)| a.0 == b.0),
+                        "panel differs: {what}"
+                    );
+                }
+            }
         }
     }
 
