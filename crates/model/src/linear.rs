@@ -19,8 +19,56 @@ fn qmatrix<'a>(model: &'a Model, w: &Matrix) -> QMatrix<'a> {
         .unwrap_or_else(|e| panic!("matrix {} was validated at load: {e}", w.name))
 }
 
+/// The input rows of a product: `x` as it is, or a layer's RMSNorm of it,
+/// `rms_norm(x[row]) * weight`, computed row by row as the rows are quantized
+/// ([`matmul::quantize_activations_mapped`]) and never stored as f32: one parallel region and
+/// one pass over the batch fewer than normalizing first, with the same bits (the same copy
+/// and `ops::rms_norm_in_place` per row).
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    /// `[n, cols]` rows, used as they are.
+    Rows(&'a [f32]),
+    /// `[n, cols]` rows to normalize with `weight` (`[cols]`) and `eps`.
+    Normed {
+        /// The rows before the norm.
+        x: &'a [f32],
+        /// The norm's per-value weights.
+        weight: &'a [f32],
+        /// The norm's epsilon.
+        eps: f32,
+    },
+}
+
+impl Input<'_> {
+    /// The rows before any norm (for shapes).
+    fn rows(&self) -> &[f32] {
+        match *self {
+            Input::Rows(x) | Input::Normed { x, .. } => x,
+        }
+    }
+
+    /// Quantizes the (normalized) rows for `w` into `scratch`, `n` rows of `w.cols`.
+    fn quantize(&self, act: grist_gguf::GgmlType, w: &Matrix, scratch: &mut ActivationScratch) {
+        let x = self.rows();
+        let n = x.len() / w.cols;
+        let _p = profile::scope(Op::QuantizeAct, 0, x.len() as u64);
+        let done = match *self {
+            Input::Rows(x) => matmul::quantize_activations(act, x, n, w.cols, scratch),
+            Input::Normed { x, weight, eps } => {
+                let norm = |src: &[f32], dst: &mut [f32]| {
+                    dst.copy_from_slice(src);
+                    grist_kernels::ops::rms_norm_in_place(dst, Some(weight), eps);
+                };
+                matmul::quantize_activations_mapped(act, x, n, w.cols, scratch, &norm)
+            }
+        };
+        done.unwrap_or_else(|e| panic!("quantizing activations for {}: {e}", w.name));
+    }
+}
+
 /// `outs[i] = x · ws[i]ᵀ` for matrices that all have `x`'s row length; `ops[i]` names the
-/// product for the profiler. `x`: `[n, cols]`; `outs[i]`: `[n, ws[i].rows]`.
+/// product for the profiler. `x`: `[n, cols]` ([`Input`]: the rows or their norm);
+/// `outs[i]`: `[n, ws[i].rows]`.
 ///
 /// Consecutive jobs whose weights use the same activation format share one quantization of
 /// `x` and run as **one** parallel region ([`matmul::matmul_prequantized_many`]): one
@@ -28,7 +76,7 @@ fn qmatrix<'a>(model: &'a Model, w: &Matrix) -> QMatrix<'a> {
 /// When profiling, a group's time is shared among its products by their weight bytes.
 pub fn matmul_many(
     model: &Model,
-    x: &[f32],
+    x: Input<'_>,
     jobs: &mut [(&Matrix, &mut [f32], Op)],
     scratch: &mut ActivationScratch,
 ) {
@@ -38,12 +86,8 @@ pub fn matmul_many(
         let act = qmatrix(model, w0).act_type();
         let cols = w0.cols;
         let end = start + leading_group(model, jobs[start..].iter().map(|j| j.0));
-        let n = x.len() / cols;
-        {
-            let _p = profile::scope(Op::QuantizeAct, 0, x.len() as u64);
-            matmul::quantize_activations(act, x, n, cols, scratch)
-                .unwrap_or_else(|e| panic!("quantizing activations for {}: {e}", w0.name));
-        }
+        let n = x.rows().len() / cols;
+        x.quantize(act, w0, scratch);
         let group = &mut jobs[start..end];
         let len = group.len();
         let started = profile::is_enabled().then(Instant::now);
@@ -85,7 +129,7 @@ pub enum Gated {
     Quantized,
 }
 
-/// The feed-forward input `act(x·W_gateᵀ) · (x·W_upᵀ)`: `x` `[n, cols]`; `gate`, `up`:
+/// The feed-forward input `act(x·W_gateᵀ) · (x·W_upᵀ)`: `x` `[n, cols]` ([`Input`]); `gate`, `up`:
 /// `[n, w_gate.rows]`.
 ///
 /// Prompt processing on the panel path runs the two products and the activation in one pass
@@ -98,7 +142,7 @@ pub enum Gated {
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_gated(
     model: &Model,
-    x: &[f32],
+    x: Input<'_>,
     w_gate: &Matrix,
     w_up: &Matrix,
     glu: matmul::GluFn,
@@ -117,12 +161,8 @@ pub fn matmul_gated(
         );
         return Gated::Separate;
     }
-    let n = x.len() / w_gate.cols;
-    {
-        let _p = profile::scope(Op::QuantizeAct, 0, x.len() as u64);
-        matmul::quantize_activations(qg.act_type(), x, n, w_gate.cols, scratch)
-            .unwrap_or_else(|e| panic!("quantizing activations for {}: {e}", w_gate.name));
-    }
+    let n = x.rows().len() / w_gate.cols;
+    x.quantize(qg.act_type(), w_gate, scratch);
     let started = profile::is_enabled().then(Instant::now);
     let down_act = qmatrix(model, w_down).act_type();
     let quantized =
@@ -197,7 +237,7 @@ pub fn matmul(
     op: Op,
     scratch: &mut ActivationScratch,
 ) {
-    matmul_many(model, x, &mut [(w, out, op)], scratch);
+    matmul_many(model, Input::Rows(x), &mut [(w, out, op)], scratch);
 }
 
 /// Names the matrices of the token-generation product that comes after the one about to
@@ -242,6 +282,82 @@ mod tests {
             "/../../tests/fixtures/models/tiny-llama-q4_1.gguf"
         );
         Model::load(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// A layer's norm fused into the quantization ([`Input::Normed`]) gives the bits of the
+    /// norm applied first ([`Input::Rows`]): for one token (generation), a few, and prompts
+    /// on the panel path (partial groups included), on 1 and 2 threads, for the plain and
+    /// the gated products.
+    #[test]
+    fn normed_input_gives_the_bits_of_normalizing_first() {
+        let model = model();
+        let w = model.weights();
+        let l = &w.layers[0];
+        let d = l.wq.cols;
+        let mut state = 0x2545_F491u32;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state % 4001) as f32 / 1000.0 - 2.0
+        };
+        let weight: Vec<f32> = (0..d).map(|_| next()).collect();
+        let eps = 1e-5;
+        for n in [1, 5, 17, 64, 100] {
+            let x: Vec<f32> = (0..n * d).map(|_| next()).collect();
+            let mut h = x.clone();
+            for row in h.chunks_exact_mut(d) {
+                grist_kernels::ops::rms_norm_in_place(row, Some(&weight), eps);
+            }
+            let normed = Input::Normed {
+                x: &x,
+                weight: &weight,
+                eps,
+            };
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let run = |input: Input<'_>| {
+                    let mut act = ActivationScratch::new();
+                    let mut down = ActivationScratch::new();
+                    let (mut q, mut k) = (vec![0.0; n * l.wq.rows], vec![0.0; n * l.wk.rows]);
+                    let (mut g, mut u) = (vec![0.0; n * l.w_gate.rows], vec![0.0; n * l.w_up.rows]);
+                    pool.install(|| {
+                        matmul_many(
+                            &model,
+                            input,
+                            &mut [(&l.wq, &mut q, Op::MatmulQ), (&l.wk, &mut k, Op::MatmulK)],
+                            &mut act,
+                        );
+                        let how = matmul_gated(
+                            &model,
+                            input,
+                            &l.w_gate,
+                            &l.w_up,
+                            grist_kernels::ops::swiglu,
+                            &mut g,
+                            &mut u,
+                            &mut act,
+                            (&l.w_down, &mut down),
+                        );
+                        // The gated result, wherever it went.
+                        let gated = match how {
+                            Gated::Quantized => down.rows(0, n).to_vec(),
+                            _ => bytemuck::cast_slice::<f32, u8>(&g).to_vec(),
+                        };
+                        (q, k, gated)
+                    })
+                };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let (q1, k1, g1) = run(Input::Rows(&h));
+                let (q2, k2, g2) = run(normed);
+                assert_eq!(bits(&q1), bits(&q2), "q, n {n}, {threads} threads");
+                assert_eq!(bits(&k1), bits(&k2), "k, n {n}, {threads} threads");
+                assert!(g1 == g2, "gated, n {n}, {threads} threads");
+            }
+        }
     }
 
     #[test]

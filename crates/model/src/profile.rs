@@ -16,9 +16,11 @@ use std::time::Instant;
 pub enum Op {
     /// Looking up (dequantizing) token embeddings.
     Embedding,
-    /// RMSNorm (and the q/k norms).
+    /// RMSNorm: the q/k norms and the norms after attention and feed-forward (gemma). The
+    /// norm of a layer's input (and the output norm) runs inside `QuantizeAct`.
     Norm,
-    /// Quantizing activations to the weights' activation format before matmuls.
+    /// Quantizing activations to the weights' activation format before matmuls, with the
+    /// RMSNorm of a layer's input fused into it (`linear::Input::Normed`).
     QuantizeAct,
     /// Query projection.
     MatmulQ,

@@ -304,9 +304,13 @@ impl<'m> Session<'m> {
             let keep = if last_layer { out_range.clone() } else { 0..n };
             // ---- attention ----
             // h = rms_norm(x) * attn_norm                           [n, n_embd]
-            let h = &mut s.h[..n * e];
-            norm_rows_from(&s.x[..n * e], h, &lw.attn_norm, hp.rms_eps);
             // q, k, v = h·Wq, h·Wk, h·Wv                             [n, q_dim], [n, kv_dim] ×2
+            // (the norm runs row by row inside the quantization of h: `linear::Input`)
+            let h = linear::Input::Normed {
+                x: &s.x[..n * e],
+                weight: &lw.attn_norm,
+                eps: hp.rms_eps,
+            };
             let (q, k, v) = (&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]);
             announce(&[&lw.wo]);
             linear::matmul_many(
@@ -389,7 +393,12 @@ impl<'m> Session<'m> {
             }
 
             // ---- feed-forward ----
-            norm_rows_from(&s.x[..n * e], h, &lw.ffn_norm, hp.rms_eps);
+            // h = rms_norm(x) * ffn_norm, inside the quantization    [n, n_embd]
+            let normed = linear::Input::Normed {
+                x: &s.x[..n * e],
+                weight: &lw.ffn_norm,
+                eps: hp.rms_eps,
+            };
             // gate = act(h·Wgate) * (h·Wup)                          [n, n_ff]
             // (prompts: in one pass, see `linear::matmul_gated`)
             let (gate, up) = (&mut s.gate[..n * nf], &mut s.up[..n * nf]);
@@ -400,7 +409,7 @@ impl<'m> Session<'m> {
             };
             let down = (&lw.w_down, &mut s.act_down);
             let how = linear::matmul_gated(
-                model, h, &lw.w_gate, &lw.w_up, glu, gate, up, &mut s.act, down,
+                model, normed, &lw.w_gate, &lw.w_up, glu, gate, up, &mut s.act, down,
             );
             if how == Gated::Separate {
                 let _p = scope(Op::Activation, 0, 4 * gate.len() as u64);
@@ -429,20 +438,19 @@ impl<'m> Session<'m> {
         if out_rows.is_some() {
             let rows = out_range;
             let m = rows.len();
-            let h = &mut s.h[..m * e];
-            norm_rows_from(
-                &s.x[rows.start * e..rows.end * e],
-                h,
-                &w.output_norm,
-                hp.rms_eps,
-            );
+            let h = linear::Input::Normed {
+                x: &s.x[rows.start * e..rows.end * e],
+                weight: &w.output_norm,
+                eps: hp.rms_eps,
+            };
             let nv = hp.n_vocab;
             let out = &mut self.logits[first_out * nv..(first_out + m) * nv];
             // The next token starts with layer 0's q/k/v (after sampling).
             if let Some(first) = w.layers.first() {
                 announce(&[&first.wq, &first.wk, &first.wv]);
             }
-            mm(model, &w.output, h, out, Op::MatmulOutput, &mut s.act);
+            let job = (&w.output, out, Op::MatmulOutput);
+            linear::matmul_many(model, h, &mut [job], &mut s.act);
         }
     }
 }
@@ -502,28 +510,6 @@ fn norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
         x.chunks_exact_mut(weight.len()).for_each(norm);
     } else {
         x.par_chunks_exact_mut(weight.len()).for_each(norm);
-    }
-}
-
-/// `h[row] = rms_norm(x[row]) * weight` for every row (`x`, `h`: `[n, weight.len()]`): each
-/// row is copied and normalized by the same thread, while it is in that core's L1, instead of
-/// one thread copying the whole batch first (1.8 MB for a 512-token prompt of qwen2.5-0.5b,
-/// twice per layer). The same bits as the copy followed by [`norm_rows`].
-fn norm_rows_from(x: &[f32], h: &mut [f32], weight: &[f32], eps: f32) {
-    assert_eq!(x.len(), h.len(), "norm: input and output differ in length");
-    let _p = scope(Op::Norm, 0, 4 * x.len() as u64);
-    let norm = |(h, x): (&mut [f32], &[f32])| {
-        h.copy_from_slice(x);
-        ops::rms_norm_in_place(h, Some(weight), eps)
-    };
-    if x.len() < PARALLEL_MIN_VALUES {
-        h.chunks_exact_mut(weight.len())
-            .zip(x.chunks_exact(weight.len()))
-            .for_each(norm);
-    } else {
-        h.par_chunks_exact_mut(weight.len())
-            .zip(x.par_chunks_exact(weight.len()))
-            .for_each(norm);
     }
 }
 
@@ -662,12 +648,6 @@ mod tests {
         let mut got = x.clone();
         in_pool(|| norm_rows(&mut got, &weight, 1e-6));
         assert!(same_bits(&got, &want));
-        let mut got = vec![f32::NAN; n * d];
-        in_pool(|| norm_rows_from(&x, &mut got, &weight, 1e-6));
-        assert!(same_bits(&got, &want));
-        let mut got = vec![f32::NAN; 3 * d]; // the one-thread path
-        norm_rows_from(&x[..3 * d], &mut got, &weight, 1e-6);
-        assert!(same_bits(&got, &want[..3 * d]));
 
         let mut want = x.clone();
         ops::scale(&mut want, 0.37);

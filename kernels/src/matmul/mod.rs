@@ -493,7 +493,13 @@ impl ActivationScratch {
     /// cells while the rows are still in its L1. The bytes are those of quantizing every row
     /// and then calling [`crate::panel::build_act_panel`] (a group's cells depend only on
     /// its own rows), in one region instead of two.
-    fn quantize_with_panel(&mut self, table: &Kernels, quantize: QuantizeActFn, x: &[f32]) {
+    fn quantize_with_panel(
+        &mut self,
+        table: &Kernels,
+        quantize: QuantizeActFn,
+        x: &[f32],
+        map: Option<RowMap<'_>>,
+    ) {
         use crate::panel::{act_panel_lines, Line, CELL_LINES, GROUP, PANEL_BLOCK};
         let (act_type, n, cols, rb) = (
             self.act_type.expect("set_rows chose the type"),
@@ -516,7 +522,7 @@ impl ActivationScratch {
             .zip(x.par_chunks(GROUP * cols))
             .for_each(|((cells, group), rows)| {
                 for (out, row) in group.chunks_mut(rb).zip(rows.chunks(cols)) {
-                    quantize(row, out);
+                    quantize_row_mapped(quantize, map, row, out);
                 }
                 // The group's rows alone: token 0 of `group` is token 16g of the batch.
                 build(act_type, group, rb, group.len() / rb, 0, cells);
@@ -547,6 +553,66 @@ pub fn quantize_activations_with(
     cols: usize,
     scratch: &mut ActivationScratch,
 ) -> Result<(), MatmulError> {
+    quantize_activations_mapped_with(table, act_type, x, n, cols, scratch, None)
+}
+
+/// A transform of one f32 activation row, `map(src, dst)` (`dst.len() == src.len()`),
+/// applied as the rows are quantized: the executor's RMSNorm of a layer's input, so that
+/// the normalized rows are quantized straight from the core that computed them and never
+/// stored as f32 (one parallel region and one pass over the batch fewer).
+pub type RowMap<'a> = &'a (dyn Fn(&[f32], &mut [f32]) + Sync);
+
+/// [`quantize_activations`] of `map(x)` row by row (see [`RowMap`]): the same bytes as
+/// applying `map` to every row of a copy of `x` and quantizing that, with the global kernel
+/// table.
+pub fn quantize_activations_mapped(
+    act_type: GgmlType,
+    x: &[f32],
+    n: usize,
+    cols: usize,
+    scratch: &mut ActivationScratch,
+    map: RowMap<'_>,
+) -> Result<(), MatmulError> {
+    quantize_activations_mapped_with(kernels(), act_type, x, n, cols, scratch, Some(map))
+}
+
+thread_local! {
+    /// One mapped f32 row ([`RowMap`]) on its way to the quantizer, per thread; grown on first
+    /// use, then reused.
+    static MAPPED_ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Quantizes `row` into `out`, through `map` when there is one.
+fn quantize_row_mapped(
+    quantize: QuantizeActFn,
+    map: Option<RowMap<'_>>,
+    row: &[f32],
+    out: &mut [u8],
+) {
+    let Some(map) = map else {
+        return quantize(row, out);
+    };
+    MAPPED_ROW.with_borrow_mut(|buf| {
+        if buf.len() < row.len() {
+            buf.resize(row.len(), 0.0);
+        }
+        let mapped = &mut buf[..row.len()];
+        map(row, mapped);
+        quantize(mapped, out);
+    });
+}
+
+/// [`quantize_activations_with`] with an optional [`RowMap`].
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_activations_mapped_with(
+    table: &Kernels,
+    act_type: GgmlType,
+    x: &[f32],
+    n: usize,
+    cols: usize,
+    scratch: &mut ActivationScratch,
+    map: Option<RowMap<'_>>,
+) -> Result<(), MatmulError> {
     let quantize: QuantizeActFn = table
         .quantizer(act_type)
         .ok_or(MatmulError::Unsupported(act_type))?;
@@ -563,15 +629,15 @@ pub fn quantize_activations_with(
         return Ok(());
     }
     if n == 1 {
-        quantize(x, scratch.bytes_mut());
+        quantize_row_mapped(quantize, map, x, scratch.bytes_mut());
     } else if scratch.panel_wanted(table) {
-        scratch.quantize_with_panel(table, quantize, x);
+        scratch.quantize_with_panel(table, quantize, x, map);
     } else {
         scratch
             .bytes_mut()
             .par_chunks_mut(rb)
             .zip(x.par_chunks(cols))
-            .for_each(|(out, row)| quantize(row, out));
+            .for_each(|(out, row)| quantize_row_mapped(quantize, map, row, out));
     }
     Ok(())
 }
@@ -781,7 +847,8 @@ mod tests {
 
     /// Quantizing with the panel in one region gives the rows and the panel that quantizing
     /// every row and then building the panel over all of them gives, for every panel
-    /// activation type, partial last groups and 1–3 threads.
+    /// activation type, partial last groups and 1–3 threads; and through a [`RowMap`] (one
+    /// row, the panel path and the path without a panel), the bytes of the mapped rows.
     #[test]
     fn one_region_quantize_and_panel_match_the_two_steps() {
         let Some(table) = [Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar]
@@ -843,6 +910,61 @@ mod tests {
                             .all(|(a, b)| a.0 == b.0),
                         "panel differs: {what}"
                     );
+                    // The same rows reached through a map (negation, exact) of -x.
+                    let negated: Vec<f32> = x.iter().map(|v| -v).collect();
+                    let negate = |src: &[f32], dst: &mut [f32]| {
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d = -s;
+                        }
+                    };
+                    let mut mapped = ActivationScratch::new();
+                    pool.install(|| {
+                        let map: RowMap<'_> = &negate;
+                        quantize_activations_mapped_with(
+                            table,
+                            act_type,
+                            &negated,
+                            n,
+                            cols,
+                            &mut mapped,
+                            Some(map),
+                        )
+                    })
+                    .unwrap();
+                    assert!(mapped.rows(0, n) == &bytes[..], "mapped rows: {what}");
+                    let panel = mapped.act_panel().expect("panel built");
+                    assert!(
+                        panel.lines[..need]
+                            .iter()
+                            .zip(&lines[..need])
+                            .all(|(a, b)| a.0 == b.0),
+                        "mapped panel: {what}"
+                    );
+                }
+                // One row (generation) and the path without a panel (scalar table): mapped
+                // rows quantize as the rows themselves.
+                let scalar = select(Isa::Scalar).unwrap();
+                for (t, rows) in [(table, 1), (scalar, n)] {
+                    let (mut a, mut b) = (ActivationScratch::new(), ActivationScratch::new());
+                    quantize_activations_with(t, act_type, &x[..rows * cols], rows, cols, &mut a)
+                        .unwrap();
+                    let negated: Vec<f32> = x[..rows * cols].iter().map(|v| -v).collect();
+                    let negate = |src: &[f32], dst: &mut [f32]| {
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d = -s;
+                        }
+                    };
+                    quantize_activations_mapped_with(
+                        t,
+                        act_type,
+                        &negated,
+                        rows,
+                        cols,
+                        &mut b,
+                        Some(&negate),
+                    )
+                    .unwrap();
+                    assert!(a.rows(0, rows) == b.rows(0, rows), "{act_type} {rows} rows");
                 }
             }
         }
