@@ -22,25 +22,17 @@ fn grist(args: &[&str]) -> Output {
     Command::new(GRIST).args(args).output().expect("grist runs")
 }
 
+/// `grist bench -m MODEL` followed by `flags` (split on whitespace).
+fn bench(model: &str, flags: &str) -> Output {
+    let mut args = vec!["bench", "-m", model];
+    args.extend(flags.split_whitespace());
+    grist(&args)
+}
+
 #[test]
 fn json_has_one_object_per_test_with_llama_bench_fields() {
     let model = tiny();
-    let o = grist(&[
-        "bench",
-        "-m",
-        &model,
-        "-p",
-        "16",
-        "-n",
-        "4",
-        "-r",
-        "3",
-        "-t",
-        "2",
-        "-o",
-        "json",
-        "--no-roofline",
-    ]);
+    let o = bench(&model, "-p 16 -n 4 -r 3 -t 2 -o json --no-roofline");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     let tests: Vec<serde_json::Value> = text
@@ -92,9 +84,7 @@ fn json_has_one_object_per_test_with_llama_bench_fields() {
 #[test]
 fn tg_roofline_is_taken_against_a_probe_after_each_repetition() {
     let model = tiny();
-    let o = grist(&[
-        "bench", "-m", &model, "-p", "0", "-n", "2", "-r", "3", "-t", "2", "-o", "json",
-    ]);
+    let o = bench(&model, "-p 0 -n 2 -r 3 -t 2 -o json");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let tg: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
     let roof = &tg["roofline"];
@@ -123,20 +113,7 @@ fn tg_roofline_is_taken_against_a_probe_after_each_repetition() {
 #[test]
 fn markdown_table_roofline_and_profile() {
     let model = tiny();
-    let o = grist(&[
-        "bench",
-        "-m",
-        &model,
-        "-p",
-        "8",
-        "-n",
-        "2",
-        "-r",
-        "1",
-        "-t",
-        "1",
-        "--profile",
-    ]);
+    let o = bench(&model, "-p 8 -n 2 -r 1 -t 1 --profile");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(text.starts_with("| model | size | params | isa | threads | test | t/s | roofline |"));
@@ -201,7 +178,7 @@ fn markdown_table_roofline_and_profile() {
 #[test]
 fn bad_arguments_are_refused_with_an_error() {
     let model = tiny();
-    let o = grist(&["bench", "-m", &model, "-p", "0", "-n", "0"]);
+    let o = bench(&model, "-p 0 -n 0");
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.starts_with("error: nothing to run"), "{err}");
@@ -210,7 +187,7 @@ fn bad_arguments_are_refused_with_an_error() {
     assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
     // No repetitions would measure nothing: refused by the flag parser (clap's usual
     // message and hint), not run once.
-    let o = grist(&["bench", "-m", &model, "-r", "0"]);
+    let o = bench(&model, "-r 0");
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("'0' for '--repetitions"), "{err}");
@@ -241,7 +218,7 @@ fn depth_runs_the_tests_after_that_much_context() {
         "{text}"
     );
     // Past the model's training context: a one-line error, before anything is allocated.
-    let o = grist(&["bench", "-m", &model, "-d", "1000000000000"]);
+    let o = bench(&model, "-d 1000000000000");
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -258,26 +235,9 @@ fn cells(line: &str) -> Vec<&str> {
 #[test]
 fn lists_run_every_combination_in_llama_bench_order() {
     let (q4, q8) = (tiny(), tiny_named("tiny-llama-q8_0.gguf"));
-    let o = grist(&[
-        "bench",
-        "-m",
-        &q4,
-        "-m",
-        &q8,
-        "-p",
-        "4,8",
-        "-n",
-        "2,0",
-        "-d",
-        "0,3",
-        "-t",
-        "1,2",
-        "-r",
-        "1",
-        "-o",
-        "json",
-        "--no-roofline",
-    ]);
+    let mut args = vec!["bench", "-m", &q4, "-m", &q8];
+    args.extend("-p 4,8 -n 2,0 -d 0,3 -t 1,2 -r 1 -o json --no-roofline".split_whitespace());
+    let o = grist(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     let got: Vec<(String, u64, u64, u64, u64)> = text
@@ -311,20 +271,7 @@ fn lists_run_every_combination_in_llama_bench_order() {
 #[test]
 fn several_thread_counts_add_a_scaling_table_of_the_measured_means() {
     let model = tiny();
-    let o = grist(&[
-        "bench",
-        "-m",
-        &model,
-        "-p",
-        "8",
-        "-n",
-        "2",
-        "-t",
-        "2,1",
-        "-r",
-        "2",
-        "--no-roofline",
-    ]);
+    let o = bench(&model, "-p 8 -n 2 -t 2,1 -r 2 --no-roofline");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     // t/s per (threads, test) from the main table.
@@ -351,20 +298,7 @@ fn several_thread_counts_add_a_scaling_table_of_the_measured_means() {
         assert!((ratio - want).abs() <= 0.006, "{line}: want {want:.3}");
     }
     // One thread count: no scaling table.
-    let o = grist(&[
-        "bench",
-        "-m",
-        &model,
-        "-p",
-        "8",
-        "-n",
-        "0",
-        "-t",
-        "1",
-        "-r",
-        "1",
-        "--no-roofline",
-    ]);
+    let o = bench(&model, "-p 8 -n 0 -t 1 -r 1 --no-roofline");
     assert!(!String::from_utf8_lossy(&o.stdout).contains("thread scaling"));
 }
 
@@ -372,20 +306,18 @@ fn several_thread_counts_add_a_scaling_table_of_the_measured_means() {
 fn bad_lists_are_refused_before_anything_runs() {
     let model = tiny();
     for (args, want) in [
-        (&["-t", "1,0"][..], "error: -t/--threads must be at least 1"),
-        (&["-p", "8,x"][..], "invalid value 'x' for '--n-prompt"),
-        (&["-p", "0,0", "-n", "0"][..], "error: nothing to run"),
+        ("-t 1,0", "error: -t/--threads must be at least 1"),
+        ("-p 8,x", "invalid value 'x' for '--n-prompt"),
+        ("-p 0,0 -n 0", "error: nothing to run"),
     ] {
-        let mut a = vec!["bench", "-m", &model];
-        a.extend_from_slice(args);
-        let o = grist(&a);
+        let o = bench(&model, args);
         assert!(!o.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(o.stdout.is_empty(), "{args:?}: nothing measured");
     }
     // A second model that does not load: refused before the first is measured.
-    let o = grist(&["bench", "-m", &model, "-m", "/nonexistent.gguf", "-r", "1"]);
+    let o = bench(&model, "-m /nonexistent.gguf -r 1");
     assert!(!o.status.success());
     assert!(o.stdout.is_empty());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent.gguf"));
