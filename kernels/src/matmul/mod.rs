@@ -467,9 +467,7 @@ impl ActivationScratch {
             self.panel_ready = true;
         }
     }
-}
 
-impl ActivationScratch {
     /// Whether the current rows get an activation panel: more than one row, a table with a
     /// panel GEMM, and some format of the table that reads this activation type from a panel.
     fn panel_wanted(&self, table: &Kernels) -> bool {
@@ -533,7 +531,8 @@ impl ActivationScratch {
 
 /// Quantizes `x` (`[n, cols]` f32, row-major) to `act_type` into `scratch`, with the global
 /// kernel table. Rows are quantized in parallel when `n > 1` (each row independently, so the
-/// bytes do not depend on the thread count).
+/// bytes do not depend on the thread count), and transposed into the activation panel in the
+/// same parallel region when a panel product of the table reads these activations.
 pub fn quantize_activations(
     act_type: GgmlType,
     x: &[f32],
